@@ -1,0 +1,1 @@
+//! Kernel datapath of the agent: namespaces, bridge, VXLAN, FDB, guard rules, WireGuard.

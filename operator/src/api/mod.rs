@@ -1,0 +1,1 @@
+//! Kubernetes API types of privnet (group `privnet.io`, version `v1alpha1`).

@@ -1,0 +1,1 @@
+//! The pure control-plane core: no I/O, everything tested in memory.
