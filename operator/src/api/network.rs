@@ -1,0 +1,81 @@
+//! `PrivateNetwork`: the L2 network of one project.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// Default subnet of every private network (overlap across networks is normal).
+pub const DEFAULT_SUBNET: &str = "10.240.0.0/22";
+
+/// A private network, owned by one project.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "privnet.io",
+    version = "v1alpha1",
+    kind = "PrivateNetwork",
+    shortname = "pn",
+    category = "privnet",
+    status = "PrivateNetworkStatus",
+    cel,
+    printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
+    printcolumn(name = "Id", type_ = "string", json_path = ".status.id"),
+    printcolumn(name = "Subnet", type_ = "string", json_path = ".spec.subnet"),
+    printcolumn(name = "VNI", type_ = "integer", json_path = ".status.vni"),
+    printcolumn(name = "Endpoints", type_ = "integer", json_path = ".status.endpoints"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivateNetworkSpec {
+    /// Name of the owning `Project`.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("project is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub project: String,
+    /// IPv4 subnet in CIDR form, /8 to /30.
+    #[serde(default = "default_subnet")]
+    #[schemars(regex(pattern = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([89]|[12][0-9]|30)$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("subnet is immutable: create a new network to renumber"))]
+    #[x_kube(validation = Rule::new("self.split('/')[0].split('.').all(o, int(o) <= 255)").message("subnet octets must be 0-255"))]
+    pub subnet: String,
+    /// MTU of the private interfaces (default: computed from the underlay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1280, max = 9000))]
+    pub mtu: Option<u32>,
+}
+
+fn default_subnet() -> String {
+    DEFAULT_SUBNET.to_string()
+}
+
+/// Observed state of a private network.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivateNetworkStatus {
+    /// Network id `pn-<uuid>` (from the object's UID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Cluster-unique VXLAN network identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Gateway address (first host of the subnet): DNS of the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// DNS zone `<id>.private-network.internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Effective MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Number of attached endpoints.
+    #[serde(default)]
+    pub endpoints: u32,
+    /// Nodes hosting at least one endpoint.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Generation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `VniAllocated`, …
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

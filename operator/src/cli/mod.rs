@@ -1,0 +1,3 @@
+//! Subcommand front-ends (argument parsing and wiring only).
+
+pub mod crds;
