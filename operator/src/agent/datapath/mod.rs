@@ -1,1 +1,22 @@
 //! Kernel datapath of the agent: namespaces, bridge, VXLAN, FDB, guard rules, WireGuard.
+//!
+//! Facade for the rest of the agent. Every operation is idempotent and adopts what already
+//! exists in the kernel (restart safety); pure logic (rule text, diffs) is separate from I/O.
+//!
+//! - [`netns`]: named namespaces, running code/commands inside one, rtnetlink handles there.
+//! - [`network`]: one private network's namespace, bridge, VXLAN port and gateway.
+//! - [`fdb`]: the VXLAN device's static forwarding database.
+//! - [`guard`]: nftables guard rules.
+//! - [`wireguard`]: the node's WireGuard interface and peers.
+//! - [`snapshot`]: normalised kernel state, for "restart leaves the kernel identical" tests.
+
+pub mod fdb;
+pub mod guard;
+mod links;
+pub mod netns;
+pub mod network;
+
+pub use fdb::FdbEntry;
+pub use guard::GuardedPort;
+pub use netns::NetnsFd;
+pub use network::NetworkDatapath;

@@ -1,0 +1,259 @@
+//! nftables guard rules: generated as text by pure functions, applied with `nft -f -`.
+//!
+//! Each table is replaced whole in one transaction (`table X {}` + `delete table X` +
+//! `table X {…}`), so re-applying is atomic and idempotent, and nothing but the agent's own
+//! `privnet-*` tables is ever touched.
+//!
+//! - Agent namespace, `inet privnet-guard`: VXLAN UDP only in from and out to the WireGuard
+//!   interface, so no private byte leaves in clear text and a dead tunnel fails closed.
+//! - Network namespace, `bridge privnet-ports`: per container port anti-spoofing (source MAC,
+//!   IPv4 source, ARP sender MAC/IP, no VLAN tags, no DHCP-server replies, no IPv6 RAs), and
+//!   the gateway MAC kept off the VXLAN port in both directions: every node answers for the
+//!   gateway locally with the same MAC, so the gateway must never be seen across the overlay.
+//! - Network namespace, `inet privnet-gw`: only DNS, ICMP and replies reach the gateway.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use super::netns::{self, NetnsError, NetnsFd};
+
+/// Table of the agent namespace (VXLAN only through WireGuard).
+pub const AGENT_TABLE: &str = "inet privnet-guard";
+/// Bridge table of a network namespace (anti-spoofing, gateway MAC off the overlay).
+pub const PORTS_TABLE: &str = "bridge privnet-ports";
+/// Input table of a network namespace (what may reach the gateway).
+pub const GATEWAY_TABLE: &str = "inet privnet-gw";
+
+/// Errors of the guard rules.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// An interface name that cannot be quoted safely in nft syntax.
+    #[error("failed to accept interface name {0:?} in a guard rule")]
+    InvalidIfname(String),
+    /// `nft` refused or failed.
+    #[error("failed to apply nftables guard rules")]
+    Nft(#[source] NetnsError),
+}
+
+/// One container port of a network's bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardedPort {
+    /// The bridge-side veth name (in the network namespace).
+    pub host_ifname: String,
+    /// The container interface's MAC.
+    pub mac: [u8; 6],
+    /// The container interface's IPv4 address.
+    pub ip: Ipv4Addr,
+}
+
+/// What the guard of one network namespace needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkGuard {
+    /// The VXLAN bridge port.
+    pub vxlan: String,
+    /// The gateway MAC (same on every node).
+    pub gateway_mac: [u8; 6],
+    /// The container ports attached to the bridge.
+    pub ports: Vec<GuardedPort>,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A quoted interface name, refusing anything that is not a plain Linux ifname.
+fn ifname(name: &str) -> Result<String, GuardError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if ok {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(GuardError::InvalidIfname(name.to_string()))
+    }
+}
+
+/// `table T {}` + `delete table T`: an idempotent "drop this table" in one transaction.
+fn reset(table: &str) -> String {
+    format!("table {table} {{}}\ndelete table {table}\n")
+}
+
+/// The agent-namespace guard (`inet privnet-guard`). With `disabled`, the table is only
+/// removed (negative-control tests prove the guard is what blocks clear-text VXLAN).
+pub fn agent_ruleset(
+    wg_ifname: &str,
+    vxlan_port: u16,
+    disabled: bool,
+) -> Result<String, GuardError> {
+    let wg = ifname(wg_ifname)?;
+    let mut text = reset(AGENT_TABLE);
+    if disabled {
+        return Ok(text);
+    }
+    let _ = write!(
+        text,
+        "table {AGENT_TABLE} {{\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter - 10; policy accept;\n\
+         \t\tudp dport {vxlan_port} iifname != {wg} drop\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority filter - 10; policy accept;\n\
+         \t\tudp dport {vxlan_port} oifname != {wg} drop\n\
+         \t}}\n\
+         }}\n"
+    );
+    Ok(text)
+}
+
+/// The network-namespace guard: `bridge privnet-ports` and `inet privnet-gw`.
+pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
+    let vx = ifname(&guard.vxlan)?;
+    let gw = format_mac(&guard.gateway_mac);
+    let mut pre = String::new();
+    let _ = writeln!(pre, "\t\tiifname {vx} ether saddr {gw} drop");
+    for port in &guard.ports {
+        let p = ifname(&port.host_ifname)?;
+        let (mac, ip) = (format_mac(&port.mac), port.ip);
+        for rule in [
+            format!("ether saddr != {mac} drop"),
+            "ether type { 8021q, 8021ad } drop".to_string(),
+            format!("ether type ip ip saddr != {ip} drop"),
+            format!("ether type arp arp saddr ether != {mac} drop"),
+            // 0.0.0.0 is an RFC 5227 probe: it claims nothing and poisons no cache.
+            format!("ether type arp arp saddr ip != {{ {ip}, 0.0.0.0 }} drop"),
+            "ether type ip udp sport 67 drop".to_string(),
+            "ether type ip6 icmpv6 type nd-router-advert drop".to_string(),
+        ] {
+            let _ = writeln!(pre, "\t\tiifname {p} {rule}");
+        }
+    }
+    let mut text = reset(PORTS_TABLE);
+    let _ = write!(
+        text,
+        "table {PORTS_TABLE} {{\n\
+         \tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority filter; policy accept;\n\
+         {pre}\
+         \t}}\n\
+         \tchain postrouting {{\n\
+         \t\ttype filter hook postrouting priority filter; policy accept;\n\
+         \t\toifname {vx} ether saddr {gw} drop\n\
+         \t\toifname {vx} ether daddr {gw} drop\n\
+         \t}}\n\
+         }}\n"
+    );
+    text.push_str(&reset(GATEWAY_TABLE));
+    let _ = write!(
+        text,
+        "table {GATEWAY_TABLE} {{\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy drop;\n\
+         \t\tiif \"lo\" accept\n\
+         \t\tct state established,related accept\n\
+         \t\tudp dport 53 accept\n\
+         \t\ttcp dport 53 accept\n\
+         \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept\n\
+         \t}}\n\
+         }}\n"
+    );
+    Ok(text)
+}
+
+/// Applies a ruleset atomically in `ns` (`ip netns exec <ns> nft -f -`).
+pub async fn apply(ns: &NetnsFd, ruleset: &str) -> Result<(), GuardError> {
+    netns::command_in(ns, "nft", &["-f", "-"], Some(ruleset))
+        .await
+        .map_err(GuardError::Nft)?;
+    Ok(())
+}
+
+/// Checks a ruleset against the kernel without committing it (`nft -c -f -`).
+pub async fn check(ns: &NetnsFd, ruleset: &str) -> Result<(), GuardError> {
+    netns::command_in(ns, "nft", &["-c", "-f", "-"], Some(ruleset))
+        .await
+        .map_err(GuardError::Nft)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> NetworkGuard {
+        NetworkGuard {
+            vxlan: "vx100".into(),
+            gateway_mac: [0x02, 0x70, 0, 0, 0, 100],
+            ports: vec![GuardedPort {
+                host_ifname: "pv1a".into(),
+                mac: [0x0a, 0x58, 1, 2, 3, 4],
+                ip: Ipv4Addr::new(10, 240, 0, 5),
+            }],
+        }
+    }
+
+    #[test]
+    fn agent_guard_confines_vxlan_to_the_tunnel() {
+        let text = agent_ruleset("wg0", 4789, false).unwrap();
+        assert!(text.starts_with("table inet privnet-guard {}\ndelete table inet privnet-guard\n"));
+        assert!(text.contains("udp dport 4789 iifname != \"wg0\" drop"));
+        assert!(text.contains("udp dport 4789 oifname != \"wg0\" drop"));
+    }
+
+    #[test]
+    fn disabled_agent_guard_only_removes_the_table() {
+        let text = agent_ruleset("wg0", 4789, true).unwrap();
+        assert_eq!(
+            text,
+            "table inet privnet-guard {}\ndelete table inet privnet-guard\n"
+        );
+    }
+
+    #[test]
+    fn port_rules_pin_mac_ip_and_arp() {
+        let text = network_ruleset(&guard()).unwrap();
+        for want in [
+            "iifname \"pv1a\" ether saddr != 0a:58:01:02:03:04 drop",
+            "iifname \"pv1a\" ether type ip ip saddr != 10.240.0.5 drop",
+            "iifname \"pv1a\" ether type arp arp saddr ether != 0a:58:01:02:03:04 drop",
+            "iifname \"pv1a\" ether type arp arp saddr ip != { 10.240.0.5, 0.0.0.0 } drop",
+            "iifname \"pv1a\" ether type ip udp sport 67 drop",
+            "iifname \"pv1a\" ether type ip6 icmpv6 type nd-router-advert drop",
+            "iifname \"vx100\" ether saddr 02:70:00:00:00:64 drop",
+            "oifname \"vx100\" ether saddr 02:70:00:00:00:64 drop",
+            "oifname \"vx100\" ether daddr 02:70:00:00:00:64 drop",
+            "policy drop;",
+            "udp dport 53 accept",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(text.contains("delete table bridge privnet-ports\n"));
+        assert!(text.contains("delete table inet privnet-gw\n"));
+    }
+
+    #[test]
+    fn no_ports_still_guards_the_gateway() {
+        let mut g = guard();
+        g.ports.clear();
+        let text = network_ruleset(&g).unwrap();
+        assert!(!text.contains("pv1a"));
+        assert!(text.contains("oifname \"vx100\" ether daddr"));
+    }
+
+    #[test]
+    fn hostile_interface_names_are_refused() {
+        let mut g = guard();
+        g.ports[0].host_ifname = "x\" accept #".into();
+        assert!(matches!(
+            network_ruleset(&g),
+            Err(GuardError::InvalidIfname(_))
+        ));
+        assert!(agent_ruleset("averyveryverylongname", 4789, false).is_err());
+    }
+}

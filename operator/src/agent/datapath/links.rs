@@ -1,0 +1,277 @@
+//! Small rtnetlink helpers shared by the datapath modules: look a link up, read what
+//! `ensure` compares, fix one property at a time.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
+};
+use rtnetlink::{Handle, LinkBridgePort, LinkUnspec};
+
+/// Errors of link handling.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} {target}")]
+pub struct LinkError {
+    /// What was being done.
+    pub action: &'static str,
+    /// The device (or address) concerned.
+    pub target: String,
+    /// The cause.
+    #[source]
+    pub source: rtnetlink::Error,
+}
+
+/// Wraps an rtnetlink error with what was being done.
+pub fn err(
+    action: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    let target = target.into();
+    move |source| LinkError {
+        action,
+        target,
+        source,
+    }
+}
+
+/// What `ensure` needs to know about an existing link.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// Interface index in its namespace.
+    pub index: u32,
+    /// `IFLA_INFO_KIND` (`bridge`, `vxlan`, `veth`, …), if any.
+    pub kind: Option<String>,
+    /// MTU.
+    pub mtu: u32,
+    /// Hardware address.
+    pub mac: Vec<u8>,
+    /// Administratively up.
+    pub up: bool,
+    /// Index of the bridge it is enslaved to.
+    pub controller: Option<u32>,
+    /// VXLAN: (VNI, local address, destination port, learning).
+    pub vxlan: Option<(u32, Option<Ipv4Addr>, u16, bool)>,
+    /// Bridge port learning flag, when enslaved to a bridge.
+    pub port_learning: Option<bool>,
+}
+
+fn parse(msg: &LinkMessage) -> LinkState {
+    let mut state = LinkState {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        ..LinkState::default()
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::Mtu(m) => state.mtu = *m,
+            LinkAttribute::Address(a) => state.mac = a.clone(),
+            LinkAttribute::Controller(c) => state.controller = Some(*c),
+            LinkAttribute::LinkInfo(infos) => parse_info(infos, &mut state),
+            _ => {}
+        }
+    }
+    state
+}
+
+fn parse_info(infos: &[LinkInfo], state: &mut LinkState) {
+    for info in infos {
+        match info {
+            LinkInfo::Kind(kind) => state.kind = Some(kind_name(kind)),
+            LinkInfo::Data(InfoData::Vxlan(v)) => {
+                let (mut vni, mut local, mut port, mut learning) = (0, None, 0, true);
+                for i in v {
+                    match i {
+                        InfoVxlan::Id(id) => vni = *id,
+                        InfoVxlan::Local(ip) => local = Some(*ip),
+                        InfoVxlan::Port(p) => port = *p,
+                        InfoVxlan::Learning(l) => learning = *l,
+                        _ => {}
+                    }
+                }
+                state.vxlan = Some((vni, local, port, learning));
+            }
+            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
+                state.port_learning = p.iter().find_map(|i| match i {
+                    InfoBridgePort::Learning(l) => Some(*l),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn kind_name(kind: &InfoKind) -> String {
+    match kind {
+        InfoKind::Bridge => "bridge".into(),
+        InfoKind::Vxlan => "vxlan".into(),
+        InfoKind::Veth => "veth".into(),
+        InfoKind::Wireguard => "wireguard".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// `ip -d link show <name>`: `None` when there is no such device.
+pub async fn get(handle: &Handle, name: &str) -> Result<Option<LinkState>, LinkError> {
+    let mut stream = handle.link().get().match_name(name).execute();
+    match stream.try_next().await {
+        Ok(msg) => Ok(msg.as_ref().map(parse)),
+        Err(rtnetlink::Error::NetlinkError(e))
+            if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(LinkError {
+            action: "look up",
+            target: name.into(),
+            source,
+        }),
+    }
+}
+
+/// `ip link set <index> up`.
+pub async fn set_up(handle: &Handle, index: u32) -> Result<(), LinkError> {
+    let msg = LinkUnspec::new_with_index(index).up().build();
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(err("set up", index.to_string()))
+}
+
+/// `ip link set <index> mtu <mtu>`.
+pub async fn set_mtu(handle: &Handle, index: u32, mtu: u32) -> Result<(), LinkError> {
+    let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(err("set mtu of", index.to_string()))
+}
+
+/// `ip link set <index> address <mac>`.
+pub async fn set_mac(handle: &Handle, index: u32, mac: [u8; 6]) -> Result<(), LinkError> {
+    let msg = LinkUnspec::new_with_index(index)
+        .address(mac.to_vec())
+        .build();
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(err("set address of", index.to_string()))
+}
+
+/// `ip link set <index> master <bridge>`.
+pub async fn set_controller(handle: &Handle, index: u32, bridge: u32) -> Result<(), LinkError> {
+    let msg = LinkUnspec::new_with_index(index).controller(bridge).build();
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(err("enslave", index.to_string()))
+}
+
+/// `bridge link set dev <index> learning off`.
+pub async fn set_port_learning(
+    handle: &Handle,
+    index: u32,
+    learning: bool,
+) -> Result<(), LinkError> {
+    let msg = LinkBridgePort::new(index).learning(learning).build();
+    handle
+        .link()
+        .set_port(msg)
+        .execute()
+        .await
+        .map_err(err("set learning of", index.to_string()))
+}
+
+/// `ip link set <index> netns <fd>`.
+pub async fn move_to_netns(handle: &Handle, index: u32, ns_fd: i32) -> Result<(), LinkError> {
+    let msg = LinkUnspec::new_with_index(index).setns_by_fd(ns_fd).build();
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(err("move to netns", index.to_string()))
+}
+
+/// `ip link del <index>`.
+pub async fn delete(handle: &Handle, index: u32) -> Result<(), LinkError> {
+    handle
+        .link()
+        .del(index)
+        .execute()
+        .await
+        .map_err(err("delete", index.to_string()))
+}
+
+/// `ip -4 addr show dev <index>`.
+pub async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<Ipv4Net>, LinkError> {
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut out = Vec::new();
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(err("list addresses of", index.to_string()))?
+    {
+        let prefix = msg.header.prefix_len;
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                out.extend(Ipv4Net::new(*ip, prefix).ok());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes `want` the only IPv4 address of the device (`ip addr add/del`), touching nothing
+/// when it already is.
+pub async fn ensure_only_ipv4(handle: &Handle, index: u32, want: Ipv4Net) -> Result<(), LinkError> {
+    let have = ipv4_addresses(handle, index).await?;
+    for stale in have.iter().filter(|a| **a != want) {
+        let mut stream = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(err("list addresses of", index.to_string()))?
+        {
+            let matches = msg.header.prefix_len == stale.prefix_len()
+                && msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(ip)) if *ip == stale.addr()));
+            if matches {
+                handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(err("delete address", stale.to_string()))?;
+            }
+        }
+    }
+    if !have.contains(&want) {
+        handle
+            .address()
+            .add(index, IpAddr::V4(want.addr()), want.prefix_len())
+            .execute()
+            .await
+            .map_err(err("add address", want.to_string()))?;
+    }
+    Ok(())
+}
