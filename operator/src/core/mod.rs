@@ -1,5 +1,6 @@
 //! The pure control-plane core: no I/O, everything tested in memory.
 
+pub mod fdb;
 pub mod ipam;
 pub mod mac;
 pub mod mesh;
