@@ -1,0 +1,53 @@
+//! Sockets of a responder. The caller creates them (inside the network's
+//! namespace, bound to the gateway address) and hands them over, so the
+//! server itself is namespace-agnostic and testable on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::Server;
+
+use super::answer::ZoneSource;
+use super::handler::{DnsCounters, PrivateDns};
+use super::forward::Forwarder;
+
+/// Errors of the DNS server.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsServerError {
+    /// Converting the sockets to tokio failed.
+    #[error("failed to register the DNS sockets")]
+    Register(#[source] std::io::Error),
+}
+
+/// A running responder; dropping it does not stop it, call [`Responder::stop`].
+pub struct Responder {
+    server: Server<PrivateDns>,
+}
+
+impl Responder {
+    /// Starts serving `zone` on the given bound sockets (std, non-blocking
+    /// set here). Must be called within a tokio runtime.
+    pub fn start<Z: ZoneSource>(
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+        zone: Arc<Z>,
+        forwarder: Option<Forwarder>,
+        counters: Arc<DnsCounters>,
+    ) -> Result<Self, DnsServerError> {
+        udp.set_nonblocking(true).map_err(DnsServerError::Register)?;
+        tcp.set_nonblocking(true).map_err(DnsServerError::Register)?;
+                let mut server = Server::new(PrivateDns::new(zone, forwarder, counters));
+        server.register_socket(tokio::net::UdpSocket::from_std(udp).map_err(DnsServerError::Register)?);
+        server.register_listener(
+            tokio::net::TcpListener::from_std(tcp).map_err(DnsServerError::Register)?,
+            Duration::from_secs(5),
+            64 * 1024,
+        );
+        Ok(Self { server })
+    }
+
+    /// Stops the responder and waits for its tasks.
+    pub async fn stop(mut self) {
+        let _ = self.server.shutdown_gracefully().await;
+    }
+}
