@@ -15,8 +15,12 @@ pub mod guard;
 mod links;
 pub mod netns;
 pub mod network;
+pub mod snapshot;
+pub mod wireguard;
 
 pub use fdb::FdbEntry;
 pub use guard::GuardedPort;
 pub use netns::NetnsFd;
 pub use network::NetworkDatapath;
+pub use snapshot::Snapshot;
+pub use wireguard::{MeshPeer, Wireguard, WireguardConfig};
