@@ -2,4 +2,14 @@
 //! Deliberately free of any Kubernetes dependency.
 #![warn(missing_docs)]
 
+pub mod agent_client;
+pub mod env;
+pub mod error;
+pub mod link;
+pub mod log;
+pub mod netns;
+pub mod plugin;
 pub mod rpc;
+pub mod spec;
+pub mod standin;
+pub mod verbs;

@@ -179,7 +179,10 @@ mod tests {
 
     #[test]
     fn request_roundtrip_is_tagged() {
-        let r = Request::Gc { network_id: Some("pn-1".into()), valid: vec![] };
+        let r = Request::Gc {
+            network_id: Some("pn-1".into()),
+            valid: vec![],
+        };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"op":"gc","networkId":"pn-1","valid":[]}"#);
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);

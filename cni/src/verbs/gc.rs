@@ -1,0 +1,55 @@
+//! GC: the agent releases every attachment not in `cni.dev/valid-attachments`.
+
+use crate::error::CniError;
+use crate::plugin::Invocation;
+use crate::rpc::{AttachmentKey, Request};
+use crate::spec::ValidAttachment;
+
+/// The GC request for a config (pure).
+pub fn gc_request(network: Option<&str>, valid: &[ValidAttachment]) -> Request {
+    Request::Gc {
+        network_id: network.map(str::to_string),
+        valid: valid
+            .iter()
+            .map(|v| AttachmentKey {
+                container_id: v.container_id.clone(),
+                ifname: v.ifname.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Sends the GC request; an unreachable agent is 11 (retry later).
+pub async fn gc(inv: &Invocation) -> Result<(), CniError> {
+    let valid = inv.conf.valid_attachments.as_deref().unwrap_or_default();
+    let client = inv.client();
+    client
+        .call(&gc_request(inv.conf.network.as_deref(), valid))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.into_cni(client.socket()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_carries_network_and_valid_keys() {
+        let valid = [ValidAttachment {
+            container_id: "c1".into(),
+            ifname: "eth1".into(),
+        }];
+        let Request::Gc { network_id, valid } = gc_request(Some("pn-1"), &valid) else {
+            panic!("not gc")
+        };
+        assert_eq!(network_id.as_deref(), Some("pn-1"));
+        assert_eq!(
+            valid,
+            [AttachmentKey {
+                container_id: "c1".into(),
+                ifname: "eth1".into()
+            }]
+        );
+    }
+}
