@@ -8,3 +8,4 @@ pub mod mtu;
 pub mod naming;
 pub mod numbering;
 pub mod vni;
+pub mod zone;
