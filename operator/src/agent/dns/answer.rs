@@ -51,3 +51,28 @@ impl<Z: ZoneSource> ZoneSource for RwLock<Z> {
         self.read().expect("zone lock poisoned").soa()
     }
 }
+
+/// The core zone model is what every responder serves.
+impl ZoneSource for crate::core::zone::Zone {
+    fn answer(&self, qname: &str) -> ZoneAnswer {
+        use crate::core::zone::{LookupResult, PtrResult};
+        if qname.ends_with(".in-addr.arpa.") {
+            return match self.lookup_ptr(qname) {
+                PtrResult::Found(names) => ZoneAnswer::Pointers(names),
+                PtrResult::NoData => ZoneAnswer::NoData,
+                PtrResult::NxDomain => ZoneAnswer::NxDomain,
+                PtrResult::OutOfZone => ZoneAnswer::OutOfZone,
+            };
+        }
+        match self.lookup(qname) {
+            LookupResult::Found(ips) => ZoneAnswer::Addresses(ips.to_vec()),
+            LookupResult::NoData => ZoneAnswer::NoData,
+            LookupResult::NxDomain => ZoneAnswer::NxDomain,
+            LookupResult::OutOfZone => ZoneAnswer::OutOfZone,
+        }
+    }
+
+    fn soa(&self) -> Soa {
+        Soa { origin: self.origin().to_string(), serial: self.serial(), ttl: self.ttl(), ns_address: self.gateway() }
+    }
+}
