@@ -81,7 +81,7 @@ fn push_a_rdata(out: &mut String, addr: Ipv4Addr) {
 }
 
 /// Dotted-quad without `Display`'s padding machinery.
-pub(super) fn push_ipv4(out: &mut String, addr: Ipv4Addr) {
+fn push_ipv4(out: &mut String, addr: Ipv4Addr) {
     let [a, b, c, d] = addr.octets();
     for (i, octet) in [a, b, c, d].into_iter().enumerate() {
         if i > 0 {
@@ -106,4 +106,12 @@ pub(super) fn push_u32(out: &mut String, mut value: u32) {
     for &digit in &buf[pos..] {
         out.push(char::from(digit));
     }
+}
+
+/// Dotted quad of `addr` through the hand-rolled formatter.
+#[cfg(test)]
+pub(super) fn ipv4_text(addr: Ipv4Addr) -> String {
+    let mut s = String::new();
+    push_ipv4(&mut s, addr);
+    s
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::Zone;
-use super::render::{push_ipv4, push_u32};
+use super::render::push_u32;
 
 /// Result of a PTR lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +114,4 @@ impl Zone {
             PtrResult::NxDomain
         }
     }
-}
-
-/// Dotted quad of `addr` (shared formatting with the zone files).
-#[cfg(test)]
-pub(super) fn ipv4_text(addr: Ipv4Addr) -> String {
-    let mut s = String::new();
-    push_ipv4(&mut s, addr);
-    s
 }

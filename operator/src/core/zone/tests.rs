@@ -1,4 +1,4 @@
-use super::reverse::ipv4_text;
+use super::render::ipv4_text;
 use super::*;
 
 const PN: &str = "pn-0b5e7c1a-4f3d-4a8e-9d2c-1f6b3a5e7d90";
