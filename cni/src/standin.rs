@@ -172,18 +172,23 @@ fn ensure_network(shared: &Shared, state: &mut State) -> io::Result<()> {
         let ns = shared.netns_name.as_str();
         ip(&["netns", "add", ns])?;
         state.netns_created = true;
+        ip(&["-n", ns, "link", "add", STANDIN_BRIDGE, "type", "bridge"])?;
+        // An explicit MTU and MAC pin them: otherwise the kernel derives both
+        // from the ports and they change as containers come and go.
+        let mtu = shared.mtu.to_string();
+        let mac = "02:50:00:00:00:01";
         ip(&[
             "-n",
             ns,
             "link",
-            "add",
+            "set",
             STANDIN_BRIDGE,
             "mtu",
-            &shared.mtu.to_string(),
-            "type",
-            "bridge",
+            &mtu,
+            "address",
+            mac,
+            "up",
         ])?;
-        ip(&["-n", ns, "link", "set", STANDIN_BRIDGE, "up"])?;
     }
     Ok(())
 }
