@@ -112,6 +112,10 @@ fn parse(msg: &NeighbourMessage, ifindex: u32) -> Option<FdbEntry> {
                 mac = <[u8; 6]>::try_from(l.as_slice()).ok();
             }
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            // An AF_BRIDGE dump carries NDA_DST as raw bytes (the family says "bridge").
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            }
             _ => {}
         }
     }
@@ -255,5 +259,13 @@ mod tests {
         assert_eq!(parse(&msg, 43), None);
         assert_eq!(msg.header.family, AddressFamily::Bridge);
         assert!(FdbEntry::flood(Ipv4Addr::LOCALHOST).is_flood());
+        let mut dumped = msg.clone();
+        dumped.attributes[1] =
+            NeighbourAttribute::Destination(NeighbourAddress::Other(vec![10, 99, 0, 5]));
+        assert_eq!(
+            parse(&dumped, 42),
+            Some(entry),
+            "dumps carry the dst as raw bytes"
+        );
     }
 }

@@ -116,8 +116,9 @@ impl NetworkDatapath {
 ///
 /// `agent_ns` is the agent's own namespace (holding `underlay_dev`), `ports` the container
 /// ports currently attached (their guard rules are re-applied atomically).
-/// iproute2 equivalent: `ip netns add`, `ip link add br0 type bridge stp_state 0
-/// vlan_filtering 0`, `ip link add vx… type vxlan id VNI local VTEP dstport 4789 dev wg
+/// iproute2 equivalent: `ip netns add`, `ip link add br0 type bridge stp_state 0` (VLAN
+/// filtering is off by default, and setting it at all fails with EOPNOTSUPP on kernels built
+/// without `CONFIG_BRIDGE_VLAN_FILTERING`, like this one), `ip link add vx… type vxlan id VNI local VTEP dstport 4789 dev wg
 /// nolearning`, `ip link set vx… netns …`, `ip link set vx… master br0`, `bridge link set
 /// dev vx… learning off`, `ip addr add GW dev br0`, `sysctl net.ipv4.ip_forward=0`, `nft -f`.
 pub async fn ensure(
@@ -164,7 +165,6 @@ async fn ensure_bridge(h: &Handle, spec: &NetworkDatapath) -> Result<u32, Networ
                 .mtu(spec.mtu)
                 .address(spec.gateway_mac.to_vec())
                 .stp_state(BridgeStpState::Disabled)
-                .vlan_filtering(false)
                 .build();
             h.link()
                 .add(msg)

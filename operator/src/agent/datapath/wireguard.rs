@@ -371,7 +371,15 @@ impl Wireguard {
         }
         if let Some(pid) = self.daemon_pid() {
             let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+                // Give it up to 3 s to close its tun device and socket.
+                for _ in 0..60 {
+                    if nix::sys::signal::kill(pid, None).is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
         let _ = fs::remove_file(self.socket_path());
         let _ = fs::remove_file(self.pid_file());
