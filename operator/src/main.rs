@@ -17,10 +17,21 @@ struct Cli {
 enum Command {
     /// Write (or check) the generated CRD YAML.
     Crds(cli::crds::CrdsArgs),
+    /// Run the node agent.
+    Agent(Box<cli::agent::AgentArgs>),
 }
 
 fn main() -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRIVNET_LOG").unwrap_or_else(|_| "info".into());
+    let json = std::env::var("PRIVNET_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     match Cli::parse().command {
         Command::Crds(args) => cli::crds::run(args),
+        Command::Agent(args) => cli::agent::run(*args),
     }
 }

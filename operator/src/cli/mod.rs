@@ -1,3 +1,4 @@
 //! Subcommand front-ends (argument parsing and wiring only).
 
+pub mod agent;
 pub mod crds;

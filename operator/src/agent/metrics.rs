@@ -1,0 +1,93 @@
+//! Prometheus metrics of the agent.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Metrics the agent updates as it works (cheap atomics).
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    /// Attachments on this node.
+    pub attachments: Gauge,
+    /// Private networks present on this node.
+    pub networks: Gauge,
+    /// WireGuard peers configured.
+    pub peers: Gauge,
+    /// Age of the oldest peer handshake, seconds (-1: some peer never shook hands).
+    pub max_handshake_age: Gauge,
+    /// Errors (convergence, source, RPC).
+    pub errors: Counter,
+    /// Convergence passes.
+    pub converges: Counter,
+    /// DNS queries answered authoritatively.
+    pub dns_answered: Gauge,
+    /// DNS negative answers.
+    pub dns_negative: Gauge,
+    /// DNS queries forwarded.
+    pub dns_forwarded: Gauge,
+    /// DNS failures.
+    pub dns_failed: Gauge,
+    /// RPC latency.
+    pub rpc_seconds: Histogram,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self {
+            attachments: Gauge::default(),
+            networks: Gauge::default(),
+            peers: Gauge::default(),
+            max_handshake_age: Gauge::default(),
+            errors: Counter::default(),
+            converges: Counter::default(),
+            dns_answered: Gauge::default(),
+            dns_negative: Gauge::default(),
+            dns_forwarded: Gauge::default(),
+            dns_failed: Gauge::default(),
+            rpc_seconds: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0]),
+        }
+    }
+}
+
+impl AgentMetrics {
+    /// Text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut r = Registry::with_prefix("privnet_agent");
+        r.register("attachments", "Attachments on this node", self.attachments.clone());
+        r.register("networks", "Private networks present on this node", self.networks.clone());
+        r.register("wireguard_peers", "WireGuard peers configured", self.peers.clone());
+        r.register(
+            "wireguard_max_handshake_age_seconds",
+            "Age of the oldest peer handshake (-1 when a peer never completed one)",
+            self.max_handshake_age.clone(),
+        );
+        r.register("errors", "Errors while converging or serving", self.errors.clone());
+        r.register("converges", "Convergence passes", self.converges.clone());
+        r.register("dns_answered", "DNS queries answered from a private zone", self.dns_answered.clone());
+        r.register("dns_negative", "DNS NXDOMAIN/NODATA answers", self.dns_negative.clone());
+        r.register("dns_forwarded", "DNS queries forwarded upstream", self.dns_forwarded.clone());
+        r.register("dns_failed", "DNS queries failed", self.dns_failed.clone());
+        r.register("rpc_seconds", "Latency of CNI requests", self.rpc_seconds.clone());
+        let mut out = String::new();
+        encode(&mut out, &r).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_contains_the_values() {
+        let m = AgentMetrics::default();
+        m.attachments.set(3);
+        m.errors.inc();
+        let text = m.encode();
+        assert!(text.contains("privnet_agent_attachments 3"), "{text}");
+        assert!(text.contains("privnet_agent_errors_total 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

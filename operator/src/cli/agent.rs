@@ -1,0 +1,153 @@
+//! `privnet agent`: the node agent (DaemonSet in Kubernetes; one per node
+//! namespace in the sandbox).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use ipnet::Ipv4Net;
+use privnet::agent::config::AgentConfig;
+use privnet::agent::datapath::wireguard::{Backend, BackendChoice};
+use privnet::agent::http::{self, HealthSource};
+use privnet::agent::node::{Agent, Phase};
+use privnet::agent::source::{LocalDir, Source};
+use privnet::agent::store::DiskStore;
+use privnet::agent::{dns::forward::Forwarder, rpc_server};
+
+/// WireGuard backend selection.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum WgBackend {
+    /// Kernel module when present, else userspace.
+    Auto,
+    /// Kernel module only.
+    Kernel,
+    /// `wireguard-go` only.
+    Userspace,
+}
+
+/// Arguments of `privnet agent`.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Node name.
+    #[arg(long, env = "PRIVNET_NODE")]
+    node: String,
+    /// Local manifest directory (sandbox/tests); Kubernetes is used when absent.
+    #[arg(long)]
+    source_dir: Option<PathBuf>,
+    /// State directory (key, attachments).
+    #[arg(long, default_value = "/var/lib/privnet")]
+    state_dir: PathBuf,
+    /// CNI socket.
+    #[arg(long, default_value = privnet_cni::rpc::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Prefix of the per-network namespaces.
+    #[arg(long, default_value = "privnet-")]
+    netns_prefix: String,
+    /// WireGuard interface.
+    #[arg(long, default_value = "privnet-wg")]
+    wg_ifname: String,
+    /// WireGuard port.
+    #[arg(long, default_value_t = 51820)]
+    wg_port: u16,
+    /// WireGuard backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    wireguard: WgBackend,
+    /// Persistent keepalive (seconds, 0 = off).
+    #[arg(long, default_value_t = 25)]
+    keepalive: u16,
+    /// Underlay endpoint advertised to peers (ip:port).
+    #[arg(long)]
+    endpoint: SocketAddr,
+    /// Underlay MTU.
+    #[arg(long, default_value_t = 1500)]
+    underlay_mtu: u32,
+    /// Mesh CIDR.
+    #[arg(long, default_value = "100.64.0.0/16")]
+    mesh_cidr: Ipv4Net,
+    /// Upstream DNS (default: first nameserver of /etc/resolv.conf).
+    #[arg(long)]
+    dns_upstream: Option<SocketAddr>,
+    /// DNS domain.
+    #[arg(long, default_value = privnet::core::naming::DEFAULT_DOMAIN)]
+    domain: String,
+    /// Health/metrics listen address.
+    #[arg(long, default_value = "127.0.0.1:9641")]
+    metrics_addr: SocketAddr,
+    /// Disable the node guard (negative-control tests only; NEVER in production).
+    #[arg(long, hide = true)]
+    insecure_disable_guard: bool,
+}
+
+struct Health<S: Source>(Arc<Agent<S>>);
+
+impl<S: Source> HealthSource for Health<S> {
+    fn ready(&self) -> Result<(), String> {
+        match self.0.phase() {
+            Phase::Ready => Ok(()),
+            Phase::WaitingForMesh => Err("waiting for the mesh address".into()),
+            Phase::Degraded(e) => Err(format!("degraded: {e}")),
+        }
+    }
+    fn metrics(&self) -> String {
+        self.0.metrics_text()
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT; the datapath stays up.
+pub fn run(args: AgentArgs) -> Result<()> {
+    let dns_upstream = args.dns_upstream.or_else(|| {
+        std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| Forwarder::upstream_from_resolv_conf(&t))
+    });
+    let cfg = AgentConfig {
+        node: args.node.clone(),
+        state_dir: args.state_dir,
+        socket: args.socket,
+        netns_prefix: args.netns_prefix,
+        wg_ifname: args.wg_ifname,
+        wg_port: args.wg_port,
+        wg_backend: match args.wireguard {
+            WgBackend::Auto => BackendChoice::Auto,
+            WgBackend::Kernel => BackendChoice::Only(Backend::Kernel),
+            WgBackend::Userspace => BackendChoice::Only(Backend::Userspace),
+        },
+        keepalive: (args.keepalive > 0).then_some(args.keepalive),
+        endpoint: args.endpoint,
+        underlay_mtu: args.underlay_mtu,
+        mesh_cidr: args.mesh_cidr,
+        dns_upstream,
+        domain: args.domain,
+        guard_disabled: args.insecure_disable_guard,
+    };
+    let Some(dir) = args.source_dir else {
+        anyhow::bail!("the Kubernetes source is not available in this build yet: pass --source-dir");
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let store = DiskStore::open(&cfg.state_dir).context("failed to open the attachment store")?;
+        let source = LocalDir::new(dir, cfg.node.clone());
+        let socket = cfg.socket.clone();
+        let agent = Agent::start(cfg, source, Box::new(store)).await.context("failed to start the agent")?;
+        let listener = rpc_server::bind(&socket)?;
+        let metrics = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("failed to bind {}", args.metrics_addr))?;
+        tokio::spawn(agent.clone().follow_source());
+        tokio::spawn(agent.clone().converge_loop());
+        tokio::spawn(http::serve(metrics, Arc::new(Health(agent.clone())), std::future::pending()));
+        tracing::info!(node = %args.node, key = %agent.public_key(), socket = %socket.display(), "agent started");
+        rpc_server::serve(listener, agent, shutdown_signal()).await;
+        tracing::info!("agent stopping; the datapath stays up");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handlers can be installed");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
