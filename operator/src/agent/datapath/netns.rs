@@ -122,7 +122,7 @@ pub fn exists(name: &str) -> bool {
 }
 
 fn is_nsfs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Creates the named namespace if it does not exist (`ip netns add <name>`, idempotent).
