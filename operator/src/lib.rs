@@ -8,3 +8,4 @@
 pub mod agent;
 pub mod api;
 pub mod core;
+pub mod sandbox;

@@ -19,6 +19,8 @@ enum Command {
     Crds(cli::crds::CrdsArgs),
     /// Run the node agent.
     Agent(Box<cli::agent::AgentArgs>),
+    /// The whole system on one machine (root).
+    Sandbox(cli::sandbox::SandboxArgs),
 }
 
 fn main() -> Result<()> {
@@ -33,5 +35,6 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Crds(args) => cli::crds::run(args),
         Command::Agent(args) => cli::agent::run(*args),
+        Command::Sandbox(args) => cli::sandbox::run(args),
     }
 }

@@ -14,6 +14,7 @@ pub const DEFAULT_SUBNET: &str = "10.240.0.0/22";
     group = "privnet.io",
     version = "v1alpha1",
     kind = "PrivateNetwork",
+    derive = "PartialEq",
     shortname = "pn",
     category = "privnet",
     status = "PrivateNetworkStatus",

@@ -12,6 +12,7 @@ use super::Condition;
     group = "privnet.io",
     version = "v1alpha1",
     kind = "Project",
+    derive = "PartialEq",
     shortname = "proj",
     category = "privnet",
     status = "ProjectStatus",

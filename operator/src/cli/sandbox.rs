@@ -1,0 +1,158 @@
+//! `privnet sandbox`: the one-machine environment.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use privnet::sandbox::ops::{self, Binaries};
+use privnet::sandbox::scenario::Scenario;
+use privnet::sandbox::state::SandboxState;
+
+/// Arguments of `privnet sandbox`.
+#[derive(Args)]
+pub struct SandboxArgs {
+    /// Sandbox name: prefix of every namespace, link and file it creates.
+    #[arg(long, global = true, default_value = "pnsb", env = "PRIVNET_SANDBOX")]
+    name: String,
+    #[command(subcommand)]
+    command: SandboxCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Build the sandbox (default scenario: 3 nodes, 2 projects).
+    Up {
+        /// Number of nodes (overrides the scenario's).
+        #[arg(long)]
+        nodes: Option<u32>,
+        /// Scenario file (YAML).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
+    /// Show nodes, networks and containers.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Run a command inside a container (its env vars, its resolver).
+    Exec {
+        /// Container name (see `status`).
+        container: String,
+        /// Command and arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Set the number of containers of an application's process type.
+    Scale {
+        /// Application id.
+        app: String,
+        /// Process type.
+        process_type: String,
+        /// New count.
+        count: u32,
+    },
+    /// Apply a new scenario to the running sandbox.
+    Apply {
+        /// Scenario file.
+        file: PathBuf,
+    },
+    /// Kill (-9) or start a node's agent (the datapath stays up).
+    Agent {
+        /// Node name.
+        node: String,
+        /// `kill` or `start`.
+        action: AgentAction,
+    },
+    /// Remove everything the sandbox created (safe to run twice).
+    Down,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AgentAction {
+    Kill,
+    Start,
+}
+
+fn load_scenario(path: &PathBuf) -> Result<Scenario> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    Ok(Scenario::parse(&text)?)
+}
+
+/// Runs the subcommand.
+pub fn run(args: SandboxArgs) -> Result<()> {
+    let name = args.name;
+    match args.command {
+        SandboxCommand::Up { nodes, scenario } => {
+            let mut s = match scenario {
+                Some(p) => load_scenario(&p)?,
+                None => Scenario::default_scenario(),
+            };
+            if let Some(n) = nodes {
+                s.nodes = n;
+                s.validate()?;
+            }
+            let state = ops::up(&name, &s, &Binaries::beside_current_exe()?)?;
+            print_text(&state);
+            println!("\nTry:\n  privnet sandbox exec {} -- host {}", state.containers[0].name, state.containers[0].hostname);
+            println!("  privnet sandbox status -o json\n  privnet sandbox down");
+        }
+        SandboxCommand::Status { output } => {
+            let state = SandboxState::load(&name)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&state)?),
+                Output::Text => print_text(&state),
+            }
+        }
+        SandboxCommand::Exec { container, command } => {
+            let state = SandboxState::load(&name)?;
+            let Some(c) = state.container(&container) else {
+                bail!("no container {container:?} in sandbox {name:?} (see `privnet sandbox status`)");
+            };
+            let err = std::process::Command::new("ip")
+                .args(["netns", "exec", &c.netns])
+                .args(&command)
+                .envs(&c.env)
+                .exec();
+            bail!("failed to run {command:?} in {}: {err}", c.name);
+        }
+        SandboxCommand::Scale { app, process_type, count } => {
+            let state = ops::scale(&name, &app, &process_type, count, &Binaries::beside_current_exe()?)?;
+            print_text(&state);
+        }
+        SandboxCommand::Apply { file } => {
+            let state = ops::apply(&name, &load_scenario(&file)?, &Binaries::beside_current_exe()?)?;
+            print_text(&state);
+        }
+        SandboxCommand::Agent { node, action } => {
+            ops::agent_control(&name, &node, matches!(action, AgentAction::Start), &Binaries::beside_current_exe()?)?;
+        }
+        SandboxCommand::Down => {
+            ops::down(&name);
+            eprintln!("==> sandbox {name:?} removed");
+        }
+    }
+    Ok(())
+}
+
+fn print_text(s: &SandboxState) {
+    println!("NODES");
+    for n in &s.nodes {
+        println!("  {:<4} netns={:<12} underlay={:<16} vtep={:<14} agent_pid={}", n.name, n.netns, n.underlay_address, n.vtep, n.agent_pid);
+    }
+    println!("NETWORKS");
+    for n in &s.networks {
+        println!("  {:<8} {}  vni={} subnet={} mtu={}", n.project, n.id, n.vni, n.subnet, n.mtu);
+    }
+    println!("CONTAINERS");
+    for c in &s.containers {
+        println!("  {:<22} {:<3} {:<13} {}", c.name, c.node, c.ip, c.hostname);
+    }
+}

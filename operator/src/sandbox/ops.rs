@@ -1,0 +1,512 @@
+//! The sandbox operations: up, down, scale, apply, agent restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::containers::{self, ContainerSpec};
+use super::controller::{plan_mesh, plan_networks};
+use super::dns_probe::{Probe, query_a};
+use super::scenario::Scenario;
+use super::state::{NetworkState, NodeState, SandboxState, StateError, root_of, write_atomic};
+use super::sys::{self, ip, netns_with_prefix};
+use super::topology::{self, UNDERLAY_SUBNET};
+use crate::agent::view::NodeInfo;
+use crate::api::PrivateNetwork;
+use crate::core::mtu::{UnderlayFamily, private_mtu};
+
+/// Errors of sandbox operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Preconditions.
+    #[error("{0}")]
+    Precondition(String),
+    /// A command failed.
+    #[error(transparent)]
+    Command(#[from] sys::CommandError),
+    /// State file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Scenario.
+    #[error(transparent)]
+    Scenario(#[from] super::scenario::ScenarioError),
+    /// Controller role.
+    #[error(transparent)]
+    Controller(#[from] super::controller::ControllerError),
+    /// Timed out waiting.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// Where the binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `privnet`.
+    pub privnet: PathBuf,
+    /// `privnet-cni`.
+    pub cni: PathBuf,
+}
+
+impl Binaries {
+    /// Next to the running executable.
+    pub fn beside_current_exe() -> Result<Self, SandboxError> {
+        let exe = std::env::current_exe().map_err(|e| SandboxError::Precondition(format!("cannot locate privnet: {e}")))?;
+        let dir = exe.parent().expect("an executable has a directory").to_path_buf();
+        let cni = dir.join("privnet-cni");
+        if !cni.is_file() {
+            return Err(SandboxError::Precondition(format!(
+                "privnet-cni not found at {} (build it: cargo build -p privnet-cni)",
+                cni.display()
+            )));
+        }
+        Ok(Self { privnet: exe, cni })
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+fn cluster_dir(name: &str) -> PathBuf {
+    root_of(name).join("cluster")
+}
+
+fn cni_log(name: &str) -> String {
+    root_of(name).join("cni.log").display().to_string()
+}
+
+/// Builds the sandbox; returns its state.
+pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+    if !sys::is_root() {
+        return Err(SandboxError::Precondition("the sandbox needs root (network namespaces): run it with sudo".into()));
+    }
+    sys::check_tools().map_err(SandboxError::Precondition)?;
+    if SandboxState::path(name).exists() || !netns_with_prefix(&format!("{name}-")).is_empty() {
+        return Err(SandboxError::Precondition(format!(
+            "sandbox {name:?} already exists: run `privnet sandbox down --name {name}` first"
+        )));
+    }
+    let started = Instant::now();
+    let result = build(name, scenario, bins);
+    match result {
+        Ok(state) => {
+            progress(&format!("sandbox {name:?} up in {:.1} s", started.elapsed().as_secs_f64()));
+            Ok(state)
+        }
+        Err(e) => {
+            progress(&format!("up failed ({e}); cleaning up"));
+            down(name);
+            Err(e)
+        }
+    }
+}
+
+fn build(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+    let root = root_of(name);
+    std::fs::create_dir_all(root.join("cluster")).map_err(|e| StateError::Io { path: root.display().to_string(), source: e })?;
+    write_atomic(&root.join("scenario.yaml"), &serde_yaml::to_string(scenario).expect("scenario serializes"))?;
+    let mut state = SandboxState {
+        schema_version: super::state::SCHEMA_VERSION,
+        name: name.to_string(),
+        root: root.display().to_string(),
+        underlay_netns: format!("{name}-ul"),
+        underlay_subnet: UNDERLAY_SUBNET.into(),
+        nodes: Vec::new(),
+        networks: Vec::new(),
+        containers: Vec::new(),
+    };
+    state.save()?;
+    progress("planning networks (controller role)");
+    publish_networks(&mut state, scenario)?;
+    progress(&format!("creating the underlay and {} nodes", scenario.nodes));
+    topology::create_underlay(&state.underlay_netns)?;
+    for (i, node) in scenario.node_names().iter().enumerate() {
+        add_node(&mut state, node, i as u32 + 1, bins)?;
+    }
+    state.save()?;
+    wait_for_mesh(&mut state, Duration::from_secs(15))?;
+    progress("starting containers through privnet-cni");
+    converge_containers(&mut state, scenario, bins)?;
+    progress("waiting for DNS and FDB convergence");
+    wait_converged(&state, Duration::from_secs(15))?;
+    Ok(state)
+}
+
+fn node_state(state: &SandboxState, node: &str, index: u32) -> NodeState {
+    let dir = Path::new(&state.root).join(node);
+    NodeState {
+        name: node.to_string(),
+        netns: format!("{}-{node}", state.name),
+        underlay_address: topology::node_address(index),
+        wireguard_interface: format!("{}wg{index}", short(&state.name)),
+        public_key: String::new(),
+        vtep: String::new(),
+        agent_socket: dir.join("agent.sock").display().to_string(),
+        agent_pid: 0,
+        state_dir: dir.join("state").display().to_string(),
+        agent_log: dir.join("agent.log").display().to_string(),
+        cni_conflist: dir.join("net.d/10-privnet.conflist").display().to_string(),
+        network_netns_prefix: format!("{}-{node}-net-", state.name),
+    }
+}
+
+/// Interface names are 15 bytes at most: keep the sandbox part short.
+fn short(name: &str) -> String {
+    name.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect()
+}
+
+fn add_node(state: &mut SandboxState, node: &str, index: u32, bins: &Binaries) -> Result<(), SandboxError> {
+    let mut n = node_state(state, node, index);
+    let dir = Path::new(&n.state_dir).parent().expect("node dir").to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(|e| StateError::Io { path: dir.display().to_string(), source: e })?;
+    write_atomic(Path::new(&n.cni_conflist), &serde_json::to_string_pretty(&containers::conflist(&n, &cni_log(&state.name))).expect("json"))?;
+    topology::create_node(&state.underlay_netns, &n)?;
+    n.agent_pid = topology::start_agent(&bins.privnet, &n, &cluster_dir(&state.name))?;
+    state.nodes.push(n);
+    Ok(())
+}
+
+/// Projects → networks (ids and VNIs kept across calls), written where the agents read them.
+fn publish_networks(state: &mut SandboxState, scenario: &Scenario) -> Result<(), SandboxError> {
+    let dir = cluster_dir(&state.name);
+    let existing: Vec<PrivateNetwork> = std::fs::read_dir(dir.join("networks"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| serde_yaml::from_str(&std::fs::read_to_string(e.path()).ok()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (projects, networks) = plan_networks(&scenario.projects, &existing, || format!("pn-{}", uuid::Uuid::new_v4()))?;
+    for p in &projects {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        write_atomic(&dir.join("projects").join(format!("{name}.yaml")), &serde_yaml::to_string(p).expect("yaml"))?;
+    }
+    let default_mtu = private_mtu(1500, UnderlayFamily::V4).expect("1500 is a valid underlay");
+    state.networks = networks
+        .iter()
+        .map(|n| {
+            let st = n.status.clone().unwrap_or_default();
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let _ = write_atomic(&dir.join("networks").join(format!("{name}.yaml")), &serde_yaml::to_string(n).expect("yaml"));
+            NetworkState {
+                project: n.spec.project.clone(),
+                id: st.id.unwrap_or_default(),
+                vni: st.vni.unwrap_or_default(),
+                subnet: n.spec.subnet.clone(),
+                gateway: st.gateway.unwrap_or_default(),
+                mtu: n.spec.mtu.unwrap_or(default_mtu),
+                zone: st.zone.unwrap_or_default(),
+            }
+        })
+        .collect();
+    // Networks of removed projects go away.
+    let keep: BTreeSet<String> = networks.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    for sub in ["networks", "projects"] {
+        for e in std::fs::read_dir(dir.join(sub)).into_iter().flatten().flatten() {
+            let stem = e.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            if !keep.contains(&stem) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits for every node to publish its key, then writes the mesh (VTEPs).
+fn wait_for_mesh(state: &mut SandboxState, timeout: Duration) -> Result<(), SandboxError> {
+    progress("waiting for the agents to publish their keys; allocating the mesh");
+    let dir = cluster_dir(&state.name);
+    let deadline = Instant::now() + timeout;
+    let published = loop {
+        let nodes: Vec<NodeInfo> = state
+            .nodes
+            .iter()
+            .filter_map(|n| serde_json::from_str(&std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name))).ok()?).ok())
+            .collect();
+        if nodes.len() == state.nodes.len() {
+            break nodes;
+        }
+        if let Some(dead) = state.nodes.iter().find(|n| !topology::alive(n.agent_pid)) {
+            return Err(SandboxError::Precondition(format!("the agent of {} exited; see {}", dead.name, dead.agent_log)));
+        }
+        if Instant::now() > deadline {
+            return Err(SandboxError::Timeout("agents did not publish their keys".into()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    write_mesh(state, &published)?;
+    wait_ready(state, deadline)
+}
+
+fn write_mesh(state: &mut SandboxState, published: &[NodeInfo]) -> Result<(), SandboxError> {
+    let path = cluster_dir(&state.name).join("mesh.json");
+    let previous: Vec<NodeInfo> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let mesh = plan_mesh(crate::core::mesh::DEFAULT_MESH_CIDR, published, &previous)?;
+    write_atomic(&path, &serde_json::to_string_pretty(&mesh).expect("json"))?;
+    for n in &mut state.nodes {
+        if let Some(m) = mesh.iter().find(|m| m.name == n.name) {
+            n.public_key = m.public_key.clone();
+            n.vtep = m.vtep.map(|v| v.to_string()).unwrap_or_default();
+        }
+    }
+    state.save()?;
+    Ok(())
+}
+
+fn wait_ready(state: &SandboxState, deadline: Instant) -> Result<(), SandboxError> {
+    for n in &state.nodes {
+        loop {
+            if status_ready(&n.agent_socket) {
+                break;
+            }
+            if !topology::alive(n.agent_pid) {
+                return Err(SandboxError::Precondition(format!("the agent of {} exited; see {}", n.name, n.agent_log)));
+            }
+            if Instant::now() > deadline {
+                return Err(SandboxError::Timeout(format!("the agent of {} did not become ready; see {}", n.name, n.agent_log)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Asks an agent whether it is ready (the plugin's STATUS does the same).
+pub fn status_ready(socket: &str) -> bool {
+    use std::io::{BufRead, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"{\"op\":\"status\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(s).read_line(&mut line);
+    line.contains("\"ready\"")
+}
+
+/// The containers a scenario asks for, placed round-robin.
+pub fn desired_containers(scenario: &Scenario) -> Vec<ContainerSpec> {
+    let all = scenario.node_names();
+    let mut out = Vec::new();
+    let mut slot = 0usize;
+    for w in &scenario.workloads {
+        let nodes = if w.nodes.is_empty() { &all } else { &w.nodes };
+        for (ptype, count) in &w.processes {
+            for number in 1..=*count {
+                out.push(ContainerSpec {
+                    project: w.project.clone(),
+                    application: w.application.clone(),
+                    process_type: ptype.clone(),
+                    number,
+                    node: nodes[slot % nodes.len()].clone(),
+                });
+                slot += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Starts missing containers and stops extra ones.
+pub fn converge_containers(state: &mut SandboxState, scenario: &Scenario, bins: &Binaries) -> Result<(), SandboxError> {
+    let desired = desired_containers(scenario);
+    let key = |app: &str, t: &str, n: u32| format!("{app}-{t}-{n}");
+    let wanted: BTreeSet<String> = desired.iter().map(|c| key(&c.application, &c.process_type, c.number)).collect();
+    let log = cni_log(&state.name);
+    let doomed: Vec<_> = state.containers.iter().filter(|c| !wanted.contains(&c.name)).cloned().collect();
+    for c in doomed {
+        containers::stop(&bins.cni, state.node(&c.node), &c, &log)?;
+        state.containers.retain(|x| x.name != c.name);
+        state.save()?;
+    }
+    let have: BTreeSet<String> = state.containers.iter().map(|c| c.name.clone()).collect();
+    for spec in desired.iter().filter(|c| !have.contains(&key(&c.application, &c.process_type, c.number))) {
+        let node = state.node(&spec.node).cloned().ok_or_else(|| SandboxError::Precondition(format!("no node {}", spec.node)))?;
+        let network = state
+            .networks
+            .iter()
+            .find(|n| n.project == spec.project)
+            .cloned()
+            .ok_or_else(|| SandboxError::Precondition(format!("no network for project {}", spec.project)))?;
+        let c = containers::start(&state.name, &bins.cni, &node, &network, spec, &log)?;
+        state.containers.push(c);
+        state.save()?;
+    }
+    Ok(())
+}
+
+/// Waits until, from every node hosting a network, every type name of every
+/// application resolves to exactly its containers.
+pub fn wait_converged(state: &SandboxState, timeout: Duration) -> Result<Duration, SandboxError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut expected: BTreeMap<(String, String, String), Vec<std::net::Ipv4Addr>> = BTreeMap::new();
+    for c in &state.containers {
+        if let Ok(ip) = c.ip.parse() {
+            expected.entry((c.network_id.clone(), c.application_id.clone(), c.process_type.clone())).or_default().push(ip);
+        }
+    }
+    for v in expected.values_mut() {
+        v.sort();
+    }
+    let mut probes: BTreeMap<(String, String), &super::state::ContainerState> = BTreeMap::new();
+    for c in &state.containers {
+        probes.entry((c.network_id.clone(), c.node.clone())).or_insert(c);
+    }
+    loop {
+        let mut pending = None;
+        'outer: for ((net, _), from) in &probes {
+            let Some(network) = state.networks.iter().find(|n| &n.id == net) else { continue };
+            let Ok(gw) = network.gateway.parse() else { continue };
+            for ((n, app, t), ips) in &expected {
+                if n != net {
+                    continue;
+                }
+                let name = format!("{t}.{app}.{}.", network.zone);
+                if query_a(&from.netns, gw, &name) != Probe::Found(ips.clone()) {
+                    pending = Some(format!("{name} from {}", from.name));
+                    break 'outer;
+                }
+            }
+        }
+        match pending {
+            None => return Ok(started.elapsed()),
+            Some(what) if Instant::now() > deadline => return Err(SandboxError::Timeout(format!("DNS not converged: {what}"))),
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Applies a new scenario to a running sandbox.
+pub fn apply(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+    let mut state = SandboxState::load(name)?;
+    write_atomic(&root_of(name).join("scenario.yaml"), &serde_yaml::to_string(scenario).expect("yaml"))?;
+    let wanted: BTreeSet<String> = scenario.node_names().into_iter().collect();
+    // Containers on removed nodes, then the nodes themselves.
+    let gone: Vec<NodeState> = state.nodes.iter().filter(|n| !wanted.contains(&n.name)).cloned().collect();
+    for n in &gone {
+        let on_node: Vec<_> = state.containers.iter().filter(|c| c.node == n.name).cloned().collect();
+        for c in on_node {
+            let alive = topology::alive(n.agent_pid);
+            let _ = containers::stop(&bins.cni, alive.then_some(n), &c, &cni_log(name));
+            state.containers.retain(|x| x.name != c.name);
+        }
+        remove_node(&state, n);
+        state.nodes.retain(|x| x.name != n.name);
+    }
+    let dir = cluster_dir(name);
+    let mut added = false;
+    for (i, node) in scenario.node_names().iter().enumerate() {
+        if state.node(node).is_none() {
+            add_node(&mut state, node, i as u32 + 1, bins)?;
+            added = true;
+        }
+    }
+    publish_networks(&mut state, scenario)?;
+    if added || !gone.is_empty() {
+        let published: Vec<NodeInfo> = state
+            .nodes
+            .iter()
+            .filter_map(|n| serde_json::from_str(&std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name))).ok()?).ok())
+            .collect();
+        if added {
+            wait_for_mesh(&mut state, Duration::from_secs(15))?;
+        } else {
+            write_mesh(&mut state, &published)?;
+        }
+    }
+    state.save()?;
+    converge_containers(&mut state, scenario, bins)?;
+    wait_converged(&state, Duration::from_secs(15))?;
+    Ok(state)
+}
+
+fn remove_node(state: &SandboxState, n: &NodeState) {
+    topology::stop_pid(n.agent_pid, nix::sys::signal::Signal::SIGTERM);
+    stop_wireguard(n);
+    for ns in netns_with_prefix(&n.network_netns_prefix) {
+        let _ = ip(&["netns", "del", &ns]);
+    }
+    let _ = ip(&["netns", "del", &n.netns]);
+    let dir = cluster_dir(&state.name);
+    let _ = std::fs::remove_file(dir.join("nodes").join(format!("{}.json", n.name)));
+    let _ = std::fs::remove_dir_all(dir.join("endpoints").join(&n.name));
+}
+
+fn stop_wireguard(n: &NodeState) {
+    let pid_file = Path::new(&n.state_dir).join(format!("wireguard-go-{}.pid", n.wireguard_interface));
+    if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+        topology::stop_pid(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", n.wireguard_interface));
+}
+
+/// Scales one application's process type.
+pub fn scale(name: &str, app: &str, ptype: &str, count: u32, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+    let root = root_of(name);
+    let text = std::fs::read_to_string(root.join("scenario.yaml")).map_err(|e| StateError::Io { path: root.display().to_string(), source: e })?;
+    let mut scenario = Scenario::parse(&text)?;
+    let w = scenario
+        .workloads
+        .iter_mut()
+        .find(|w| w.application == app)
+        .ok_or_else(|| SandboxError::Precondition(format!("no application {app:?} in the sandbox")))?;
+    w.processes.insert(ptype.to_string(), count);
+    scenario.validate()?;
+    apply(name, &scenario, bins)
+}
+
+/// Kills (`SIGKILL`) or restarts the agent of one node, leaving the datapath.
+pub fn agent_control(name: &str, node: &str, start: bool, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+    let mut state = SandboxState::load(name)?;
+    let idx = state.nodes.iter().position(|n| n.name == node).ok_or_else(|| SandboxError::Precondition(format!("no node {node:?}")))?;
+    if start {
+        if !topology::alive(state.nodes[idx].agent_pid) {
+            let pid = topology::start_agent(&bins.privnet, &state.nodes[idx], &cluster_dir(name))?;
+            state.nodes[idx].agent_pid = pid;
+            state.save()?;
+            wait_ready(&state, Instant::now() + Duration::from_secs(15))?;
+        }
+    } else {
+        topology::stop_pid(state.nodes[idx].agent_pid, nix::sys::signal::Signal::SIGKILL);
+        state.nodes[idx].agent_pid = 0;
+        state.save()?;
+    }
+    Ok(state)
+}
+
+/// Removes everything sandbox `name` created; safe to run twice or after a
+/// crash (works from the state file and, failing that, from the name prefix).
+pub fn down(name: &str) {
+    let state = SandboxState::load(name).ok();
+    if let Some(state) = &state {
+        for n in &state.nodes {
+            topology::stop_pid(n.agent_pid, nix::sys::signal::Signal::SIGTERM);
+            stop_wireguard(n);
+        }
+    }
+    // Daemons recorded in pid files even when the state file is gone.
+    for entry in std::fs::read_dir(root_of(name)).into_iter().flatten().flatten() {
+        let sd = entry.path().join("state");
+        for f in std::fs::read_dir(&sd).into_iter().flatten().flatten() {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if fname.starts_with("wireguard-go-")
+                && let Some(pid) = std::fs::read_to_string(f.path()).ok().and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                topology::stop_pid(pid, nix::sys::signal::Signal::SIGTERM);
+                let ifname = fname.trim_start_matches("wireguard-go-").trim_end_matches(".pid");
+                let _ = std::fs::remove_file(format!("/var/run/wireguard/{ifname}.sock"));
+            }
+        }
+    }
+    for ns in netns_with_prefix(&format!("{name}-")) {
+        let _ = ip(&["netns", "del", &ns]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
+    }
+    for e in std::fs::read_dir("/etc/netns").into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&format!("{name}-")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir_all(root_of(name));
+}

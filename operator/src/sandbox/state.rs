@@ -1,0 +1,196 @@
+//! The sandbox state file: what `up` built. It is also the stable JSON of
+//! `privnet sandbox status -o json` (see docs/SANDBOX.md); fields are only
+//! ever added.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the status schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One simulated node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    /// Node name (`n1`…).
+    pub name: String,
+    /// Network namespace of the node.
+    pub netns: String,
+    /// Underlay address.
+    pub underlay_address: String,
+    /// WireGuard interface (in the node namespace).
+    pub wireguard_interface: String,
+    /// WireGuard public key.
+    #[serde(default)]
+    pub public_key: String,
+    /// Mesh (VTEP) address.
+    #[serde(default)]
+    pub vtep: String,
+    /// Agent socket.
+    pub agent_socket: String,
+    /// Agent pid (0 when stopped).
+    pub agent_pid: u32,
+    /// Agent state directory.
+    pub state_dir: String,
+    /// Agent log file.
+    pub agent_log: String,
+    /// CNI conflist the node's runtime uses.
+    pub cni_conflist: String,
+    /// Prefix of the node's per-network namespaces.
+    pub network_netns_prefix: String,
+}
+
+/// One private network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkState {
+    /// Project name.
+    pub project: String,
+    /// Network id `pn-<uuid>`.
+    pub id: String,
+    /// VNI.
+    pub vni: u32,
+    /// Subnet.
+    pub subnet: String,
+    /// Gateway (DNS) address.
+    pub gateway: String,
+    /// MTU of the private interfaces.
+    pub mtu: u32,
+    /// DNS zone.
+    pub zone: String,
+}
+
+/// One container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    /// Sandbox name of the container (`<app>-<type>-<n>`).
+    pub name: String,
+    /// Node it runs on.
+    pub node: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Runtime container id.
+    pub container_id: String,
+    /// Project.
+    pub project: String,
+    /// Application id.
+    pub application_id: String,
+    /// Process type.
+    pub process_type: String,
+    /// Container number.
+    pub number: u32,
+    /// Network id.
+    pub network_id: String,
+    /// Private interface.
+    pub interface: String,
+    /// Private IPv4 address (without prefix).
+    pub ip: String,
+    /// Private MAC.
+    pub mac: String,
+    /// Private hostname.
+    pub hostname: String,
+    /// Environment variables of the container.
+    pub env: BTreeMap<String, String>,
+    /// Started through podman rather than a bare namespace.
+    #[serde(default)]
+    pub podman: bool,
+}
+
+/// Everything a running sandbox is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxState {
+    /// Schema version.
+    pub schema_version: u32,
+    /// Sandbox name (prefix of every object it creates).
+    pub name: String,
+    /// Root directory of its files.
+    pub root: String,
+    /// Underlay namespace.
+    pub underlay_netns: String,
+    /// Underlay subnet.
+    pub underlay_subnet: String,
+    /// Nodes.
+    pub nodes: Vec<NodeState>,
+    /// Networks.
+    pub networks: Vec<NetworkState>,
+    /// Containers.
+    pub containers: Vec<ContainerState>,
+}
+
+/// Errors reading/writing the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No sandbox of that name is up.
+    #[error("no sandbox {0:?} is up (run `privnet sandbox up` first)")]
+    NotUp(String),
+    /// I/O.
+    #[error("failed to access {path}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Decoding.
+    #[error("failed to decode {path}: {message}")]
+    Decode {
+        /// Path.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Root directory of sandbox `name`.
+pub fn root_of(name: &str) -> PathBuf {
+    PathBuf::from("/run/privnet-sandbox").join(name)
+}
+
+impl SandboxState {
+    /// Path of the state file.
+    pub fn path(name: &str) -> PathBuf {
+        root_of(name).join("state.json")
+    }
+
+    /// Loads the state of sandbox `name`.
+    pub fn load(name: &str) -> Result<Self, StateError> {
+        let path = Self::path(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::NotUp(name.into())),
+            Err(e) => return Err(StateError::Io { path: path.display().to_string(), source: e }),
+        };
+        serde_json::from_str(&text).map_err(|e| StateError::Decode { path: path.display().to_string(), message: e.to_string() })
+    }
+
+    /// Saves atomically.
+    pub fn save(&self) -> Result<(), StateError> {
+        let path = Self::path(&self.name);
+        write_atomic(&path, &serde_json::to_string_pretty(self).expect("state serializes"))
+    }
+
+    /// The container named `name`.
+    pub fn container(&self, name: &str) -> Option<&ContainerState> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// Writes a file atomically.
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), StateError> {
+    let io = |p: &Path, e| StateError::Io { path: p.display().to_string(), source: e };
+    let dir = path.parent().expect("state paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
