@@ -40,6 +40,9 @@ pub enum BookError {
     OtherNetwork(String, String),
 }
 
+/// Owner recorded for addresses fenced off during one allocation.
+const FOREIGN: &str = "(another node)";
+
 /// Default process type when the workload does not say.
 pub const DEFAULT_PROCESS_TYPE: &str = "web";
 
@@ -112,6 +115,7 @@ impl AttachmentBook {
         req: &AttachRequest,
         network: &NetworkInfo,
         numbers_in_use: &BTreeSet<u32>,
+        addresses_in_use: &BTreeSet<std::net::Ipv4Addr>,
     ) -> Result<AttachmentRecord, BookError> {
         if let Some(r) = self.records.get(&req.key) {
             if r.network_id != network.id {
@@ -137,7 +141,13 @@ impl AttachmentBook {
             None => (1..).find(|n| !local.contains(n) && !numbers_in_use.contains(n)).expect("u32 space"),
         };
         let pool = self.pool(&network.id, network.subnet)?;
-        let ip = pool.allocate(&owner(&req.key))?;
+        // Addresses held on other nodes are fenced off for this allocation only.
+        let fenced: Vec<_> = addresses_in_use.iter().filter(|a| pool.reserve(**a, FOREIGN).is_ok()).copied().collect();
+        let allocated = pool.allocate(&owner(&req.key));
+        for a in fenced {
+            pool.release(a);
+        }
+        let ip = allocated?;
         let record = AttachmentRecord {
             key: req.key.clone(),
             network_id: network.id.clone(),
@@ -200,18 +210,28 @@ mod tests {
     #[test]
     fn allocates_distinct_addresses_and_lowest_free_numbers() {
         let mut book = AttachmentBook::default();
-        let a = book.attach(&req("a", "app", None), &net(), &BTreeSet::new()).unwrap();
-        let b = book.attach(&req("b", "app", None), &net(), &BTreeSet::from([2])).unwrap();
+        let a = book.attach(&req("a", "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
+        let b = book.attach(&req("b", "app", None), &net(), &BTreeSet::from([2]), &BTreeSet::new()).unwrap();
         assert_ne!(a.address, b.address);
         assert_eq!((a.container_number, b.container_number), (1, 3));
         assert_eq!(a.address.to_string(), "10.240.0.2/29");
         assert_eq!(a.process_type, "web");
         assert!(a.host_ifname.len() <= 15);
         // Retried ADD returns the same record.
-        assert_eq!(book.attach(&req("a", "app", None), &net(), &BTreeSet::new()).unwrap(), a);
+        assert_eq!(book.attach(&req("a", "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap(), a);
         book.release(&a.key).unwrap();
-        let c = book.attach(&req("c", "app", None), &net(), &BTreeSet::new()).unwrap();
+        let c = book.attach(&req("c", "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
         assert_eq!(c.container_number, 1, "numbers are reused after release");
+    }
+
+    #[test]
+    fn addresses_used_elsewhere_are_skipped() {
+        let mut book = AttachmentBook::default();
+        let used = BTreeSet::from(["10.240.0.2".parse().unwrap(), "10.240.0.3".parse().unwrap()]);
+        let a = book.attach(&req("a", "app", None), &net(), &BTreeSet::new(), &used).unwrap();
+        assert_eq!(a.address.to_string(), "10.240.0.4/29");
+        let b = book.attach(&req("b", "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
+        assert_eq!(b.address.to_string(), "10.240.0.5/29", "fences are not kept");
     }
 
     #[test]
@@ -219,15 +239,15 @@ mod tests {
         let mut book = AttachmentBook::default();
         // /29: 6 hosts, gateway reserved → 5 addresses.
         for i in 0..5 {
-            book.attach(&req(&format!("c{i}"), "app", None), &net(), &BTreeSet::new()).unwrap();
+            book.attach(&req(&format!("c{i}"), "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
         }
-        let err = book.attach(&req("c6", "app", None), &net(), &BTreeSet::new()).unwrap_err();
+        let err = book.attach(&req("c6", "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap_err();
         assert!(err.to_string().contains("10.240.0.0/29"), "{err}");
-        let err = book.attach(&req("x", "Bad_App", None), &net(), &BTreeSet::new()).unwrap_err();
+        let err = book.attach(&req("x", "Bad_App", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap_err();
         assert!(matches!(err, BookError::Naming(_)), "{err}");
         let mut book = AttachmentBook::default();
-        book.attach(&req("a", "app", Some(1)), &net(), &BTreeSet::new()).unwrap();
-        let err = book.attach(&req("b", "app", Some(1)), &net(), &BTreeSet::new()).unwrap_err();
+        book.attach(&req("a", "app", Some(1)), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
+        let err = book.attach(&req("b", "app", Some(1)), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap_err();
         assert!(matches!(err, BookError::NumberTaken { number: 1, .. }), "{err}");
     }
 
@@ -236,11 +256,11 @@ mod tests {
         let mut store = MemoryStore::default();
         let mut book = AttachmentBook::default();
         for cid in ["a", "b", "c"] {
-            store.put(&book.attach(&req(cid, "app", None), &net(), &BTreeSet::new()).unwrap()).unwrap();
+            store.put(&book.attach(&req(cid, "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap()).unwrap();
         }
         let (mut restored, rejected) = AttachmentBook::restore(store.load().unwrap());
         assert!(rejected.is_empty());
-        let d = restored.attach(&req("d", "app", None), &net(), &BTreeSet::new()).unwrap();
+        let d = restored.attach(&req("d", "app", None), &net(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
         assert!(restored.records().filter(|r| r.key.container_id != "d").all(|r| r.address != d.address));
         let keep = BTreeSet::from([d.key.clone()]);
         let freed = restored.gc(Some("pn-a"), &keep);

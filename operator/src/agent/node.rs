@@ -196,21 +196,50 @@ impl<S: Source> Agent<S> {
             .filter(|e| e.node != self.cfg.node) // local numbers come from the book itself
             .map(|e| e.container_number)
             .collect();
+        let mut fenced: BTreeSet<std::net::Ipv4Addr> = view
+            .endpoints
+            .iter()
+            .filter(|e| e.network_id == network.id && e.node != self.cfg.node)
+            .map(|e| e.ip)
+            .collect();
         let mut st = self.state.lock().await;
         let existed = st.book.get(&req.key).is_some();
-        let record = match st.book.attach(&req, &network, &numbers) {
-            Ok(r) => r,
-            Err(e) => return book_error(e),
+        let owner = self.claim_owner(&req.key);
+        let record = loop {
+            let record = match st.book.attach(&req, &network, &numbers, &fenced) {
+                Ok(r) => r,
+                Err(e) => return book_error(e),
+            };
+            // Cluster-wide uniqueness: claim the address (compare-and-swap);
+            // on a lost race fence it off and take the next one.
+            match self.source.claim_address(&network.id, record.address.addr(), &owner).await {
+                Ok(true) => break record,
+                Ok(false) if !existed && fenced.len() < 4096 => {
+                    st.book.release(&record.key);
+                    fenced.insert(record.address.addr());
+                }
+                Ok(false) => {
+                    return err(ErrorKind::Internal, format!("address {} is held by another node", record.address.addr()));
+                }
+                Err(e) => {
+                    if !existed {
+                        st.book.release(&record.key);
+                    }
+                    return err(ErrorKind::Internal, format!("failed to claim {}: {e}", record.address.addr()));
+                }
+            }
         };
         if !existed {
             if let Err(e) = st.store.put(&record) {
                 st.book.release(&record.key);
+                let _ = self.source.release_address(&network.id, record.address.addr(), &owner).await;
                 return err(ErrorKind::Internal, e.to_string());
             }
         }
         if let Err(e) = self.ensure_local_network(&mut st, &network).await {
             st.book.release(&record.key);
             let _ = st.store.remove(&record.key);
+            let _ = self.source.release_address(&network.id, record.address.addr(), &owner).await;
             self.metrics.errors.inc();
             return err(ErrorKind::Internal, format!("{e}: {}", source_chain(&e)));
         }
@@ -239,6 +268,10 @@ impl<S: Source> Agent<S> {
         Ok(())
     }
 
+    fn claim_owner(&self, key: &AttachmentKey) -> String {
+        format!("{}/{}/{}", self.cfg.node, key.container_id, key.ifname)
+    }
+
     async fn release(&self, key: &AttachmentKey) -> Response {
         let mut st = self.state.lock().await;
         let Some(record) = st.book.release(key) else {
@@ -246,6 +279,9 @@ impl<S: Source> Agent<S> {
         };
         if let Err(e) = st.store.remove(key) {
             tracing::warn!(error = %e, "failed to remove an attachment record");
+        }
+        if let Err(e) = self.source.release_address(&record.network_id, record.address.addr(), &self.claim_owner(key)).await {
+            tracing::warn!(error = %e, "failed to release an address claim");
         }
         if let Some(local) = st.networks.get(&record.network_id) {
             if let Some(ep) = zone_endpoint(&record) {
@@ -272,6 +308,7 @@ impl<S: Source> Agent<S> {
         let freed = st.book.gc(network_id, &valid);
         for r in &freed {
             let _ = st.store.remove(&r.key);
+            let _ = self.source.release_address(&r.network_id, r.address.addr(), &self.claim_owner(&r.key)).await;
             if let (Some(local), Some(ep)) = (st.networks.get(&r.network_id), zone_endpoint(r)) {
                 local.zone.write().expect("zone lock").remove(&ep.name);
             }

@@ -69,6 +69,9 @@ pub struct AgentArgs {
     /// Upstream DNS (default: first nameserver of /etc/resolv.conf).
     #[arg(long)]
     dns_upstream: Option<SocketAddr>,
+    /// Do not forward non-private names (answer REFUSED).
+    #[arg(long, conflicts_with = "dns_upstream")]
+    no_dns_forward: bool,
     /// DNS domain.
     #[arg(long, default_value = privnet::core::naming::DEFAULT_DOMAIN)]
     domain: String,
@@ -97,9 +100,13 @@ impl<S: Source> HealthSource for Health<S> {
 
 /// Runs the agent until SIGTERM/SIGINT; the datapath stays up.
 pub fn run(args: AgentArgs) -> Result<()> {
-    let dns_upstream = args.dns_upstream.or_else(|| {
-        std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| Forwarder::upstream_from_resolv_conf(&t))
-    });
+    let dns_upstream = if args.no_dns_forward {
+        None
+    } else {
+        args.dns_upstream.or_else(|| {
+            std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| Forwarder::upstream_from_resolv_conf(&t))
+        })
+    };
     let cfg = AgentConfig {
         node: args.node.clone(),
         state_dir: args.state_dir,

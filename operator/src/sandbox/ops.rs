@@ -94,8 +94,12 @@ pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxSta
             Ok(state)
         }
         Err(e) => {
-            progress(&format!("up failed ({e}); cleaning up"));
-            down(name);
+            if std::env::var_os("PRIVNET_SANDBOX_KEEP").is_some() {
+                progress(&format!("up failed ({e}); kept for debugging (PRIVNET_SANDBOX_KEEP)"));
+            } else {
+                progress(&format!("up failed ({e}); cleaning up"));
+                down(name);
+            }
             Err(e)
         }
     }
@@ -431,6 +435,15 @@ fn remove_node(state: &SandboxState, n: &NodeState) {
     let dir = cluster_dir(&state.name);
     let _ = std::fs::remove_file(dir.join("nodes").join(format!("{}.json", n.name)));
     let _ = std::fs::remove_dir_all(dir.join("endpoints").join(&n.name));
+    // Address claims of the removed node (the controller's GC in Kubernetes).
+    let prefix = format!("{}/", n.name);
+    for net in std::fs::read_dir(dir.join("claims")).into_iter().flatten().flatten() {
+        for claim in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+            if std::fs::read_to_string(claim.path()).is_ok_and(|o| o.starts_with(&prefix)) {
+                let _ = std::fs::remove_file(claim.path());
+            }
+        }
+    }
 }
 
 fn stop_wireguard(n: &NodeState) {

@@ -104,8 +104,19 @@ fn decide(zone: &dyn ZoneSource, qname: &Name, qtype: RecordType) -> Outcome {
             Outcome::Negative(ResponseCode::NoError, soa_record(&soa))
         }
         ZoneAnswer::NxDomain => Outcome::Negative(ResponseCode::NXDomain, soa_record(&soa)),
+        // Names of other private networks answer exactly like names that do
+        // not exist, and never leave the node.
+        ZoneAnswer::OutOfZone if in_private_domain(&lower, &soa.origin) => {
+            Outcome::Negative(ResponseCode::NXDomain, soa_record(&soa))
+        }
         ZoneAnswer::OutOfZone => Outcome::Forward,
     }
+}
+
+/// Whether `name` is under the private domain (the origin minus its first label).
+fn in_private_domain(name: &str, origin: &str) -> bool {
+    let Some((_, domain)) = origin.split_once('.') else { return false };
+    name == domain || name.ends_with(&format!(".{domain}"))
 }
 
 fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
@@ -209,5 +220,13 @@ mod tests {
         assert!(matches!(q("pn-1.private-network.internal.", RecordType::SOA), Outcome::Answer(..)));
         assert!(matches!(q("ns.pn-1.private-network.internal.", RecordType::A), Outcome::Answer(..)));
         assert!(matches!(q("example.org.", RecordType::A), Outcome::Forward));
+        // Another network's name: NXDOMAIN like a missing name, not forwarded.
+        match (q("1.web.app.pn-2.private-network.internal.", RecordType::A), q("nope.pn-1.private-network.internal.", RecordType::A)) {
+            (Outcome::Negative(a, sa), Outcome::Negative(b, sb)) => {
+                assert_eq!((a, sa), (b, sb));
+                assert_eq!(a, ResponseCode::NXDomain);
+            }
+            _ => panic!("expected negative answers"),
+        }
     }
 }

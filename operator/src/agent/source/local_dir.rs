@@ -7,6 +7,7 @@
 //! nodes/<node>.json              published by each agent: name, key, endpoint
 //! mesh.json                      [NodeInfo] with VTEPs, written by the controller role
 //! endpoints/<node>/<cid>-<if>.yaml  PrivateEndpoint manifests, written by agents
+//! claims/<network>/<ip>          address claims (created with O_EXCL: the CAS)
 //! ```
 //!
 //! Changes are picked up by polling a cheap fingerprint (names, sizes,
@@ -113,6 +114,33 @@ impl Source for LocalDir {
         obj.metadata.namespace = Some("default".into());
         let text = serde_yaml::to_string(&obj).expect("endpoint serializes");
         write_atomic(&self.endpoint_path(ep), &text)
+    }
+
+    async fn claim_address(&self, network_id: &str, ip: std::net::Ipv4Addr, owner: &str) -> Result<bool, SourceError> {
+        let dir = self.root.join("claims").join(network_id);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let path = dir.join(ip.to_string());
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                use std::io::Write;
+                f.write_all(owner.as_bytes()).map_err(|e| io(&path, e))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Written by a racing claimer a moment ago, or ours already.
+                let holder = read_opt(&path)?.unwrap_or_default();
+                Ok(holder == owner)
+            }
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    async fn release_address(&self, network_id: &str, ip: std::net::Ipv4Addr, owner: &str) -> Result<(), SourceError> {
+        let path = self.root.join("claims").join(network_id).join(ip.to_string());
+        if read_opt(&path)?.is_some_and(|holder| holder == owner) {
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+        }
+        Ok(())
     }
 
     async fn withdraw_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
@@ -275,6 +303,22 @@ mod tests {
         src.withdraw_endpoint(&ep(1)).await.unwrap();
         let (_, view) = tokio::time::timeout(Duration::from_secs(2), src.next_view(rev1)).await.unwrap().unwrap();
         assert!(view.endpoints.is_empty());
+    }
+
+    #[tokio::test]
+    async fn address_claims_are_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LocalDir::new(dir.path(), "n1");
+        let b = LocalDir::new(dir.path(), "n2");
+        let ip = "10.240.0.2".parse().unwrap();
+        assert!(a.claim_address("pn-a", ip, "n1/c1/eth1").await.unwrap());
+        assert!(a.claim_address("pn-a", ip, "n1/c1/eth1").await.unwrap(), "idempotent for the holder");
+        assert!(!b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap());
+        assert!(b.claim_address("pn-b", ip, "n2/c9/eth1").await.unwrap(), "networks are independent");
+        b.release_address("pn-a", ip, "n2/c9/eth1").await.unwrap();
+        assert!(!b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap(), "only the holder releases");
+        a.release_address("pn-a", ip, "n1/c1/eth1").await.unwrap();
+        assert!(b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap());
     }
 
     #[tokio::test]
