@@ -226,7 +226,7 @@ mod tests {
             Err(VniError::InvalidRange { .. })
         ));
         assert!(matches!(
-            alloc(10..=9, &[]),
+            alloc(RangeInclusive::new(10, 9), &[]),
             Err(VniError::InvalidRange { .. })
         ));
         let mut a = alloc(10..=11, &[("pn-old", 99)]).unwrap();
