@@ -61,7 +61,7 @@ pub fn host_ifname(key: &AttachmentKey) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    format!("pv{:010x}", h & 0xff_ffff_ffff)
+    format!("{}{:010x}", super::datapath::guard::PORT_PREFIX, h & 0xff_ffff_ffff)
 }
 
 impl AttachmentBook {

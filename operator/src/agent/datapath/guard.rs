@@ -35,6 +35,10 @@ pub enum GuardError {
     Nft(#[source] NetnsError),
 }
 
+/// Prefix of every container port name on a network bridge (`pv…`): the
+/// guard drops frames from any such port it does not know.
+pub const PORT_PREFIX: &str = "pv";
+
 /// One container port of a network's bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardedPort {
@@ -116,11 +120,22 @@ pub fn agent_ruleset(
 pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
     let vx = ifname(&guard.vxlan)?;
     let gw = format_mac(&guard.gateway_mac);
+    // Container ports dispatch through a verdict map to a chain of their own
+    // (O(1) per frame whatever the number of ports); a port the agent has not
+    // registered yet matches the final wildcard and is dropped: fail closed.
     let mut pre = String::new();
+    let mut chains = String::new();
     let _ = writeln!(pre, "\t\tiifname {vx} ether saddr {gw} drop");
+    let mut vmap = Vec::new();
     for port in &guard.ports {
         let p = ifname(&port.host_ifname)?;
+        if !port.host_ifname.starts_with(PORT_PREFIX) {
+            return Err(GuardError::InvalidIfname(port.host_ifname.clone()));
+        }
         let (mac, ip) = (format_mac(&port.mac), port.ip);
+        let chain = format!("port-{}", port.host_ifname);
+        vmap.push(format!("{p} : jump {chain}"));
+        let _ = writeln!(chains, "\tchain {chain} {{");
         for rule in [
             format!("ether saddr != {mac} drop"),
             "ether type { 8021q, 8021ad } drop".to_string(),
@@ -130,10 +145,16 @@ pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
             format!("ether type arp arp saddr ip != {{ {ip}, 0.0.0.0 }} drop"),
             "ether type ip udp sport 67 drop".to_string(),
             "ether type ip6 icmpv6 type nd-router-advert drop".to_string(),
+            "accept".to_string(),
         ] {
-            let _ = writeln!(pre, "\t\tiifname {p} {rule}");
+            let _ = writeln!(chains, "\t\t{rule}");
         }
+        let _ = writeln!(chains, "\t}}");
     }
+    if !vmap.is_empty() {
+        let _ = writeln!(pre, "\t\tiifname vmap {{ {} }}", vmap.join(", "));
+    }
+    let _ = writeln!(pre, "\t\tiifname \"{PORT_PREFIX}*\" drop");
     let mut text = reset(PORTS_TABLE);
     let _ = write!(
         text,
@@ -142,6 +163,7 @@ pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
          \t\ttype filter hook prerouting priority filter; policy accept;\n\
          {pre}\
          \t}}\n\
+         {chains}\
          \tchain postrouting {{\n\
          \t\ttype filter hook postrouting priority filter; policy accept;\n\
          \t\toifname {vx} ether saddr {gw} drop\n\
@@ -219,12 +241,14 @@ mod tests {
     fn port_rules_pin_mac_ip_and_arp() {
         let text = network_ruleset(&guard()).unwrap();
         for want in [
-            "iifname \"pv1a\" ether saddr != 0a:58:01:02:03:04 drop",
-            "iifname \"pv1a\" ether type ip ip saddr != 10.240.0.5 drop",
-            "iifname \"pv1a\" ether type arp arp saddr ether != 0a:58:01:02:03:04 drop",
-            "iifname \"pv1a\" ether type arp arp saddr ip != { 10.240.0.5, 0.0.0.0 } drop",
-            "iifname \"pv1a\" ether type ip udp sport 67 drop",
-            "iifname \"pv1a\" ether type ip6 icmpv6 type nd-router-advert drop",
+            "iifname vmap { \"pv1a\" : jump port-pv1a }",
+            "chain port-pv1a {\n\t\tether saddr != 0a:58:01:02:03:04 drop",
+            "\t\tether type ip ip saddr != 10.240.0.5 drop",
+            "\t\tether type arp arp saddr ether != 0a:58:01:02:03:04 drop",
+            "\t\tether type arp arp saddr ip != { 10.240.0.5, 0.0.0.0 } drop",
+            "\t\tether type ip udp sport 67 drop",
+            "\t\tether type ip6 icmpv6 type nd-router-advert drop\n\t\taccept\n",
+            "iifname \"pv*\" drop",
             "iifname \"vx100\" ether saddr 02:70:00:00:00:64 drop",
             "oifname \"vx100\" ether saddr 02:70:00:00:00:64 drop",
             "oifname \"vx100\" ether daddr 02:70:00:00:00:64 drop",
@@ -243,6 +267,8 @@ mod tests {
         g.ports.clear();
         let text = network_ruleset(&g).unwrap();
         assert!(!text.contains("pv1a"));
+        assert!(!text.contains("vmap"), "an empty verdict map is not valid nft");
+        assert!(text.contains("iifname \"pv*\" drop"), "unknown ports are dropped");
         assert!(text.contains("oifname \"vx100\" ether daddr"));
     }
 
