@@ -7,5 +7,6 @@
 
 pub mod agent;
 pub mod api;
+pub mod controller;
 pub mod core;
 pub mod sandbox;
