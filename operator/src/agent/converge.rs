@@ -124,6 +124,7 @@ impl<S: Source> Agent<S> {
             .collect();
         let wg = conv.wg.as_ref().expect("set above");
         wg.set_peers(&peers).await.map_err(|e| format!("failed to configure WireGuard peers: {e}"))?;
+        self.poke_silent_peers(wg, &peers).await;
         self.metrics.peers.set(peers.len() as i64);
         let mut phase = self.phase.write().expect("phase lock");
         if *phase != Phase::Ready {
@@ -131,6 +132,33 @@ impl<S: Source> Agent<S> {
             *phase = Phase::Ready;
         }
         Ok(())
+    }
+
+    /// A peer without a handshake yet (its first initiation may have reached
+    /// it before it knew us) gets a datagram to its VTEP's discard port: the
+    /// tunnel then initiates again, so the mesh completes within a second or
+    /// two instead of a full rekey timeout. The convergence loop comes back
+    /// soon while any peer is silent.
+    async fn poke_silent_peers(&self, wg: &Wireguard, peers: &[MeshPeer]) {
+        let Ok(status) = wg.read_peers().await else { return };
+        let silent: Vec<_> = peers
+            .iter()
+            .filter(|p| status.iter().any(|s| s.public_key == p.public_key && s.last_handshake_age.is_none()))
+            .map(|p| p.vtep)
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        if let Ok(sock) = tokio::net::UdpSocket::bind("0.0.0.0:0").await {
+            for vtep in &silent {
+                let _ = sock.send_to(b"privnet-handshake", (*vtep, 9)).await;
+            }
+        }
+        let wake = self.wake_handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            wake.notify_one();
+        });
     }
 
     /// Brings up networks that have attachments, removes those that have none.

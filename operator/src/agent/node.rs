@@ -79,7 +79,7 @@ pub struct Agent<S: Source> {
     pub(super) conv: tokio::sync::Mutex<ConvergeState>,
     pub(super) view: RwLock<Arc<ClusterView>>,
     pub(super) phase: RwLock<Phase>,
-    pub(super) wake: tokio::sync::Notify,
+    pub(super) wake: Arc<tokio::sync::Notify>,
     pub(super) dns_counters: Arc<DnsCounters>,
     pub(super) metrics: AgentMetrics,
 }
@@ -126,10 +126,14 @@ impl<S: Source> Agent<S> {
             conv: tokio::sync::Mutex::new(ConvergeState::default()),
             view: RwLock::new(Arc::new(ClusterView::default())),
             phase: RwLock::new(Phase::WaitingForMesh),
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
             dns_counters: Arc::new(DnsCounters::default()),
             metrics: AgentMetrics::default(),
         }))
+    }
+
+    pub(super) fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
     }
 
     /// The node's WireGuard public key.

@@ -257,7 +257,23 @@ fn write_mesh(state: &mut SandboxState, published: &[NodeInfo]) -> Result<(), Sa
     Ok(())
 }
 
+/// Every node has completed a handshake with every peer (`wg show <if> latest-handshakes`).
+fn mesh_complete(state: &SandboxState) -> bool {
+    let peers = state.nodes.len().saturating_sub(1);
+    state.nodes.iter().all(|n| {
+        sys::run("wg", &["show", &n.wireguard_interface, "latest-handshakes"])
+            .map(|out| out.lines().filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0")).count() == peers)
+            .unwrap_or(false)
+    })
+}
+
 fn wait_ready(state: &SandboxState, deadline: Instant) -> Result<(), SandboxError> {
+    while !mesh_complete(state) {
+        if Instant::now() > deadline {
+            return Err(SandboxError::Timeout("WireGuard handshakes did not complete".into()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for n in &state.nodes {
         loop {
             if status_ready(&n.agent_socket) {

@@ -1,0 +1,240 @@
+//! Test harness: a sandbox per test (unique name), torn down on drop even
+//! when the test fails.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Path of a workspace binary (built by `cargo build --workspace --bins`).
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let path = target.join(profile).join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    pub name: String,
+}
+
+impl Sandbox {
+    /// `privnet sandbox up` with a scenario (YAML text) or the default.
+    pub fn up(tag: &str, scenario: Option<&str>) -> Self {
+        assert!(
+            nix_is_root(),
+            "the e2e suite needs root (network namespaces)"
+        );
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("e{}{}{n}", tag, std::process::id() % 10000);
+        let sb = Sandbox { name };
+        let mut args = vec!["up".to_string()];
+        if let Some(text) = scenario {
+            let path = std::env::temp_dir().join(format!("{}.yaml", sb.name));
+            std::fs::write(&path, text).unwrap();
+            args.push("--scenario".into());
+            args.push(path.display().to_string());
+        }
+        let out = sb.privnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "sandbox up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sb
+    }
+
+    /// Runs `privnet sandbox <args> --name <name>`.
+    pub fn privnet(&self, args: &[&str]) -> Output {
+        Command::new(bin("privnet"))
+            .arg("sandbox")
+            .args(["--name", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("privnet runs")
+    }
+
+    /// `status -o json`.
+    pub fn status(&self) -> Value {
+        let out = self.privnet(&["status", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs a command in a container.
+    pub fn exec(&self, container: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", container, "--"];
+        args.extend_from_slice(cmd);
+        self.privnet(&args)
+    }
+
+    /// Runs a command in a container and returns stdout, asserting success.
+    pub fn exec_ok(&self, container: &str, cmd: &[&str]) -> String {
+        let out = self.exec(container, cmd);
+        assert!(
+            out.status.success(),
+            "`{}` in {container} failed:\n{}\n{}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Containers as JSON values.
+    pub fn containers(&self) -> Vec<Value> {
+        self.status()["containers"].as_array().unwrap().clone()
+    }
+
+    /// A field of the container named `name`.
+    pub fn container(&self, name: &str) -> Value {
+        self.containers()
+            .into_iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    /// The network (JSON) of `project`.
+    pub fn network(&self, project: &str) -> Value {
+        self.status()["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["project"] == project)
+            .unwrap()
+            .clone()
+    }
+
+    /// Runs a command inside a namespace.
+    pub fn in_netns(&self, netns: &str, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", netns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.privnet(&["down"]);
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY-free check through /proc: uid field of our own status.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A python3 one-shot TCP/UDP server printing what it receives (runs in background).
+pub const PY_SERVER: &str = r#"
+import socket, sys
+proto, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+if proto == "tcp":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", port)); s.listen(8); s.settimeout(timeout)
+    c, _ = s.accept(); c.settimeout(timeout); data = c.recv(1024); c.sendall(b"ack:" + data); print(data.decode())
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", port)); s.settimeout(timeout)
+    data, peer = s.recvfrom(1024); s.sendto(b"ack:" + data, peer); print(data.decode())
+"#;
+
+/// A python3 client: sends a token, prints the reply (exit 1 on failure).
+pub const PY_CLIENT: &str = r#"
+import socket, sys
+proto, host, port, token, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+try:
+    if proto == "tcp":
+        s = socket.create_connection((host, port), timeout=timeout); s.sendall(token.encode()); print(s.recv(1024).decode())
+    elif proto == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(timeout); s.sendto(token.encode(), (host, port)); print(s.recvfrom(1024)[0].decode())
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1); s.settimeout(timeout); s.sendto(token.encode(), (host, port)); print(s.recvfrom(1024)[0].decode())
+except Exception as e:
+    print(e, file=sys.stderr); sys.exit(1)
+"#;
+
+/// Starts a server in a container's namespace; returns the child.
+pub fn spawn_server(sb: &Sandbox, container: &str, proto: &str, port: u16) -> std::process::Child {
+    let c = sb.container(container);
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c["netns"].as_str().unwrap(),
+            "python3",
+            "-c",
+            PY_SERVER,
+            proto,
+            &port.to_string(),
+            "5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
+/// Runs the client in a container; returns the reply on success.
+pub fn client(
+    sb: &Sandbox,
+    container: &str,
+    proto: &str,
+    host: &str,
+    port: u16,
+    token: &str,
+) -> Option<String> {
+    let out = sb.exec(
+        container,
+        &[
+            "python3",
+            "-c",
+            PY_CLIENT,
+            proto,
+            host,
+            &port.to_string(),
+            token,
+            "2",
+        ],
+    );
+    if !out.status.success() {
+        eprintln!(
+            "client {proto} {container} -> {host}:{port} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
