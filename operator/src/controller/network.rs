@@ -208,11 +208,14 @@ async fn apply(network: &PrivateNetwork, ctx: &Context) -> Result<Action, Error>
             .map_err(Error::kube(format!("update status of network {name}")))?;
     }
     if previous_vni != Some(vni) {
-        let note = match previous_vni {
-            None => format!("allocated VNI {vni}"),
-            Some(old) => format!("VNI {old} is held by an older network: renumbered to {vni}"),
+        let (reason, note) = match previous_vni {
+            None => ("VniAllocated", format!("allocated VNI {vni}")),
+            Some(old) => (
+                "VniReassigned",
+                format!("VNI {old} is held by an older network: renumbered to {vni}"),
+            ),
         };
-        publish(ctx, network, EventType::Normal, "VniAllocated", &note).await;
+        publish(ctx, network, EventType::Normal, reason, &note).await;
     }
     Ok(Action::requeue(Duration::from_secs(600)))
 }
