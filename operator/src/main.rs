@@ -21,6 +21,8 @@ enum Command {
     Agent(Box<cli::agent::AgentArgs>),
     /// The whole system on one machine (root).
     Sandbox(cli::sandbox::SandboxArgs),
+    /// Run the cluster controller and admission webhook.
+    Controller(Box<cli::controller::ControllerArgs>),
 }
 
 fn main() -> Result<()> {
@@ -36,5 +38,6 @@ fn main() -> Result<()> {
         Command::Crds(args) => cli::crds::run(args),
         Command::Agent(args) => cli::agent::run(*args),
         Command::Sandbox(args) => cli::sandbox::run(args),
+        Command::Controller(args) => cli::controller::run(*args),
     }
 }

@@ -1,0 +1,140 @@
+//! `privnet controller`: the cluster operator (Deployment, 2 replicas).
+//! Every replica serves the webhook and health endpoints; only the holder
+//! of the Lease reconciles. Losing the Lease ends the process (the Pod
+//! restarts as a follower): no two replicas ever reconcile at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use privnet::agent::http::{self, HealthSource};
+use privnet::controller::leader::LeaderElector;
+use privnet::controller::run::run_controllers;
+use privnet::controller::webhook::{Admitter, serve_tls, tls_config_from_pem};
+use privnet::controller::{Context, ControllerConfig, Metrics};
+
+/// Arguments of `privnet controller`.
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// Namespace of the controller (zone ConfigMaps, Leases).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "privnet-system")]
+    namespace: String,
+    /// Identity in the leader election (the Pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "privnet-controller")]
+    lease_name: String,
+    /// Lease duration, seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// DNS domain of the private zones.
+    #[arg(long, default_value = privnet::core::naming::DEFAULT_DOMAIN)]
+    domain: String,
+    /// Mesh (VTEP) CIDR.
+    #[arg(long, default_value = "100.64.0.0/16")]
+    mesh_cidr: Ipv4Net,
+    /// Prefix of the three environment variables.
+    #[arg(long, default_value = privnet::core::naming::DEFAULT_ENV_PREFIX)]
+    env_prefix: String,
+    /// Webhook listen address.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    webhook_addr: SocketAddr,
+    /// Webhook certificate (PEM, from the mounted Secret).
+    #[arg(long, default_value = "/etc/privnet/tls/tls.crt")]
+    tls_cert: PathBuf,
+    /// Webhook key (PEM).
+    #[arg(long, default_value = "/etc/privnet/tls/tls.key")]
+    tls_key: PathBuf,
+    /// Serve the webhook over plain HTTP (development only).
+    #[arg(long)]
+    webhook_insecure: bool,
+    /// Health/metrics listen address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+}
+
+struct Health(Arc<Metrics>);
+
+impl HealthSource for Health {
+    fn ready(&self) -> Result<(), String> {
+        // Every replica serves the webhook, leader or not.
+        Ok(())
+    }
+    fn metrics(&self) -> String {
+        self.0.encode()
+    }
+}
+
+/// Runs until SIGTERM/SIGINT, or until leadership is lost.
+pub fn run(args: ControllerArgs) -> Result<()> {
+    privnet::core::naming::validate_env_prefix(&args.env_prefix)?;
+    let config = ControllerConfig {
+        namespace: args.namespace.clone(),
+        domain: args.domain.clone(),
+        mesh_cidr: args.mesh_cidr,
+        env_prefix: args.env_prefix.clone(),
+        ..Default::default()
+    };
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("privnet-controller-{}", std::process::id()));
+    let tls = if args.webhook_insecure {
+        None
+    } else {
+        Some(tls_config_from_pem(&args.tls_cert, &args.tls_key)?)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default().await.context("failed to create the Kubernetes client")?;
+        let metrics = Arc::new(Metrics::default());
+        let ctx = Context::new(client.clone(), config.clone(), metrics.clone());
+
+        let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr).await.with_context(|| format!("failed to bind {}", args.metrics_addr))?;
+        tokio::spawn(http::serve(metrics_listener, Arc::new(Health(metrics.clone())), std::future::pending()));
+        let webhook_listener = tokio::net::TcpListener::bind(args.webhook_addr).await.with_context(|| format!("failed to bind {}", args.webhook_addr))?;
+        let admitter = Arc::new(Admitter { client: client.clone(), config, metrics: metrics.clone(), grace: privnet::controller::webhook::numbering::DEFAULT_GRACE });
+        tokio::spawn(serve_tls(webhook_listener, tls, admitter, std::future::pending()));
+
+        let elector = LeaderElector::new(Api::<Lease>::namespaced(client, &args.namespace), &args.lease_name, &identity, Duration::from_secs(args.lease_seconds));
+        let (tx, mut leader) = tokio::sync::watch::channel(false);
+        tokio::spawn(elector.run(tx));
+        tracing::info!(%identity, webhook = %args.webhook_addr, "controller started; waiting for leadership");
+        tokio::select! {
+            _ = leader.wait_for(|l| *l) => {},
+            _ = shutdown_signal() => return Ok(()),
+        }
+        metrics.leader.set(1);
+        tracing::info!(%identity, "leader: reconciling");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let controllers = tokio::spawn(run_controllers(ctx, async {
+            let _ = stopped.await;
+        }));
+        let outcome = tokio::select! {
+            _ = leader.wait_for(|l| !*l) => Err(anyhow::anyhow!("lost the leader lease; exiting so that only one replica reconciles")),
+            _ = shutdown_signal() => Ok(()),
+        };
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
+        outcome
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handlers can be installed");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
