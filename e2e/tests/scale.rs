@@ -1,0 +1,146 @@
+//! Scale up/down: names and FDB follow; 100 scale cycles leak no IP, veth,
+//! namespace or claim.
+
+mod common;
+
+use common::Sandbox;
+
+const SCENARIO: &str = r#"
+nodes: 3
+projects:
+  - {apiVersion: privnet.io/v1alpha1, kind: Project, metadata: {name: sc}, spec: {namespaces: [sc]}}
+workloads:
+  - {project: sc, application: app, processes: {web: 3, worker: 1}}
+"#;
+
+fn resolves(sb: &Sandbox, from: &str, name: &str) -> Option<String> {
+    let out = sb.exec(from, &["host", "-t", "A", name]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    out.status.success().then(|| {
+        text.split(" has address ")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    })
+}
+
+fn count_lines(out: std::process::Output) -> usize {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+#[test]
+fn names_follow_scaling_and_nothing_leaks() {
+    let sb = Sandbox::up("k", Some(SCENARIO));
+    let zone = sb.network("sc")["zone"].as_str().unwrap().to_string();
+    let observers = ["app-web-1", "app-web-2", "app-web-3"]; // one per node
+
+    // Up: the new container's name resolves everywhere and it is reachable.
+    let out = sb.privnet(&["scale", "app", "worker", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = sb.container("app-worker-2");
+    let ip = new["ip"].as_str().unwrap().to_string();
+    for o in observers {
+        assert_eq!(
+            resolves(&sb, o, &format!("2.worker.app.{zone}")).as_deref(),
+            Some(ip.as_str()),
+            "from {o}"
+        );
+        sb.exec_ok(o, &["ping", "-c1", "-W2", &ip]);
+    }
+    // Down: the name is gone everywhere.
+    let out = sb.privnet(&["scale", "app", "worker", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for o in observers {
+        assert_eq!(
+            resolves(&sb, o, &format!("2.worker.app.{zone}")),
+            None,
+            "stale name seen from {o}"
+        );
+    }
+
+    // 100 cycles, then compare what exists with the start.
+    let status = sb.status();
+    let count_state = || {
+        let mut veths = 0;
+        let mut netns = 0;
+        for n in status["nodes"].as_array().unwrap() {
+            let prefix = n["networkNetnsPrefix"].as_str().unwrap();
+            for ns in std::fs::read_dir("/run/netns").unwrap().flatten() {
+                let name = ns.file_name().to_string_lossy().into_owned();
+                if name.starts_with(prefix) {
+                    veths += count_lines(
+                        sb.in_netns(&name, &["ip", "-o", "link", "show", "type", "veth"]),
+                    );
+                }
+            }
+        }
+        for ns in std::fs::read_dir("/run/netns").unwrap().flatten() {
+            if ns
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{}-c-", sb.name))
+            {
+                netns += 1;
+            }
+        }
+        let claims = std::fs::read_dir(format!(
+            "{}/cluster/claims",
+            status["root"].as_str().unwrap()
+        ))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum::<usize>();
+        let records: usize = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                std::fs::read_dir(format!("{}/attachments", n["stateDir"].as_str().unwrap()))
+                    .unwrap()
+                    .count()
+            })
+            .sum();
+        (veths, netns, claims, records)
+    };
+    let start = count_state();
+    assert_eq!(
+        start,
+        (4, 4, 4, 4),
+        "one veth, namespace, claim and record per container"
+    );
+    for i in 0..100 {
+        let up = sb.privnet(&["scale", "app", "web", "5"]);
+        assert!(
+            up.status.success(),
+            "cycle {i}: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let down = sb.privnet(&["scale", "app", "web", "3"]);
+        assert!(
+            down.status.success(),
+            "cycle {i}: {}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+    }
+    assert_eq!(
+        count_state(),
+        start,
+        "leak after 100 scale cycles (veths, netns, claims, records)"
+    );
+    for o in observers {
+        assert_eq!(resolves(&sb, o, &format!("5.web.app.{zone}")), None);
+    }
+}
