@@ -134,7 +134,10 @@ impl AttachmentBook {
             .map(|r| r.container_number)
             .collect();
         let number = match req.workload.container_number {
-            Some(n) if n == 0 || local.contains(&n) || numbers_in_use.contains(&n) => {
+            // An explicit number comes from the authority on numbers (the
+            // admission webhook's compare-and-swap, the sandbox): only a
+            // clash on this very node is refused; remote views may be stale.
+            Some(n) if n == 0 || local.contains(&n) => {
                 return Err(BookError::NumberTaken { application: app, process_type, number: n });
             }
             Some(n) => n,
