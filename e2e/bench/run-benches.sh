@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds privnet, privnet-cni and the bench binaries in release mode, then
+# runs the four system benches (each brings up its own sandbox and tears it
+# down; each is bounded by its own timeouts, < 3 min). Needs root. Usage:
+#   e2e/bench/run-benches.sh [datapath|dns|cni|sandbox ...]
+set -eu
+cd "$(dirname "$0")/../.."
+cargo build --release -p privnet -p privnet-cni
+cargo build --release -p privnet-e2e --bins
+benches=${*:-datapath dns cni sandbox}
+status=0
+for b in $benches; do
+    echo "=== bench-$b"
+    "./target/release/bench-$b" || { echo "bench-$b failed" >&2; status=1; }
+done
+exit $status
