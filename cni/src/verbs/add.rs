@@ -14,9 +14,17 @@ use crate::netns::{Netns, NetnsError};
 use crate::plugin::Invocation;
 use crate::rpc::{AttachRequest, Attachment, NetworkSelector, Request, Response, Workload};
 
+/// A workload key from the network config's `args.cni` block (CNI
+/// conventions), used when `CNI_ARGS` does not carry it: a runtime such as
+/// podman can then be given one conflist per application.
+fn conf_arg(inv: &Invocation, key: &str) -> Option<Value> {
+    inv.conf.args.as_ref()?.get("cni")?.get(key).cloned()
+}
+
 /// The Attach request for an invocation (pure).
 pub fn attach_request(inv: &Invocation) -> Request {
     let args = &inv.env.args;
+    let text = |key: &str| conf_arg(inv, key).and_then(|v| v.as_str().map(str::to_string));
     Request::Attach(AttachRequest {
         key: inv.key(),
         netns: inv
@@ -31,9 +39,19 @@ pub fn attach_request(inv: &Invocation) -> Request {
             pod_name: args.pod_name.clone(),
         },
         workload: Workload {
-            application_id: args.application_id.clone(),
-            process_type: args.process_type.clone(),
-            container_number: args.container_number,
+            application_id: args
+                .application_id
+                .clone()
+                .or_else(|| text("privnet.io/application")),
+            process_type: args
+                .process_type
+                .clone()
+                .or_else(|| text("privnet.io/process-type")),
+            container_number: args.container_number.or_else(|| {
+                conf_arg(inv, "privnet.io/container-number")
+                    .and_then(|v| v.as_u64())
+                    .and_then(|n| u32::try_from(n).ok())
+            }),
         },
     })
 }
@@ -143,4 +161,65 @@ async fn wire(
         })?;
     configure_container_end(&container.handle, link.index, att.address).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::log::Logger;
+    use crate::spec::NetConf;
+
+    fn invocation(conf: &str, cni_args: &str) -> Invocation {
+        let env: HashMap<String, String> = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth1"),
+            ("CNI_ARGS", cni_args),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (conf, version) = NetConf::parse(conf.as_bytes()).unwrap();
+        Invocation {
+            env: crate::env::parse_env(&env).unwrap(),
+            conf,
+            version,
+            logger: Logger::new(conf_level(), None),
+        }
+    }
+
+    fn conf_level() -> crate::spec::config::LogLevel {
+        crate::spec::config::LogLevel::default()
+    }
+
+    fn workload(req: Request) -> Workload {
+        match req {
+            Request::Attach(a) => a.workload,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn workload_comes_from_cni_args_then_the_config_args_block() {
+        let conf = r#"{"cniVersion":"1.1.0","name":"n","type":"privnet-cni","network":"pn-1",
+            "args":{"cni":{"privnet.io/application":"from-conf","privnet.io/process-type":"worker","privnet.io/container-number":4}}}"#;
+        let w = workload(attach_request(&invocation(conf, "")));
+        assert_eq!(w.application_id.as_deref(), Some("from-conf"));
+        assert_eq!(w.process_type.as_deref(), Some("worker"));
+        assert_eq!(w.container_number, Some(4));
+        let w = workload(attach_request(&invocation(
+            conf,
+            "PRIVNET_APPLICATION_ID=from-env",
+        )));
+        assert_eq!(
+            w.application_id.as_deref(),
+            Some("from-env"),
+            "CNI_ARGS wins"
+        );
+        assert_eq!(w.process_type.as_deref(), Some("worker"));
+    }
 }
