@@ -96,6 +96,12 @@ fn dispatch(vars: &HashMap<String, String>, stdin: &[u8]) -> Result<Option<Value
         });
     }
     let logger = Logger::new(conf.log_level, conf.log_file.clone());
+    let mut env = env;
+    if let Some(name) = &conf.interface_name
+        && env.ifname.is_some()
+    {
+        env.ifname = Some(name.clone());
+    }
     let inv = Invocation {
         env,
         conf,

@@ -62,6 +62,11 @@ pub struct NetConf {
     /// Explicit private network id (`pn-…`).
     #[serde(default)]
     pub network: Option<String>,
+    /// Name of the private interface, overriding `CNI_IFNAME`: chained after
+    /// a primary plugin (which owns `CNI_IFNAME`), privnet adds its own
+    /// interface next to it (e.g. `eth1`).
+    #[serde(default)]
+    pub interface_name: Option<String>,
     /// Agent socket path.
     #[serde(default = "default_socket")]
     pub agent_socket: PathBuf,
@@ -140,6 +145,14 @@ impl NetConf {
                 ),
             ));
         }
+        if let Some(name) = &self.interface_name
+            && crate::env::validate_ifname(name).is_err()
+        {
+            return Err(CniError::config(
+                "interfaceName",
+                format!("{name:?} is not a valid interface name (1-15 characters, no '/')"),
+            ));
+        }
         if self.agent_socket.as_os_str().is_empty() {
             return Err(CniError::config("agentSocket", "must not be empty"));
         }
@@ -158,6 +171,20 @@ impl NetConf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_name_override_is_validated() {
+        let ok =
+            br#"{"cniVersion":"1.1.0","name":"n","type":"privnet-cni","interfaceName":"eth1"}"#;
+        assert_eq!(
+            NetConf::parse(ok).unwrap().0.interface_name.as_deref(),
+            Some("eth1")
+        );
+        let bad = br#"{"cniVersion":"1.1.0","name":"n","type":"privnet-cni","interfaceName":"much-too-long-name0"}"#;
+        let err = NetConf::parse(bad).unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert!(err.to_string().contains("interfaceName"), "{err}");
+    }
 
     fn parse(s: &str) -> Result<(NetConf, SpecVersion), CniError> {
         NetConf::parse(s.as_bytes())
