@@ -12,7 +12,7 @@ use privnet::agent::config::AgentConfig;
 use privnet::agent::datapath::wireguard::{Backend, BackendChoice};
 use privnet::agent::http::{self, HealthSource};
 use privnet::agent::node::{Agent, Phase};
-use privnet::agent::source::{LocalDir, Source};
+use privnet::agent::source::{KubeSource, LocalDir, Source};
 use privnet::agent::store::DiskStore;
 use privnet::agent::{dns::forward::Forwarder, rpc_server};
 
@@ -104,7 +104,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         None
     } else {
         args.dns_upstream.or_else(|| {
-            std::fs::read_to_string("/etc/resolv.conf").ok().and_then(|t| Forwarder::upstream_from_resolv_conf(&t))
+            std::fs::read_to_string("/etc/resolv.conf")
+                .ok()
+                .and_then(|t| Forwarder::upstream_from_resolv_conf(&t))
         })
     };
     let cfg = AgentConfig {
@@ -127,27 +129,51 @@ pub fn run(args: AgentArgs) -> Result<()> {
         domain: args.domain,
         guard_disabled: args.insecure_disable_guard,
     };
-    let Some(dir) = args.source_dir else {
-        anyhow::bail!("the Kubernetes source is not available in this build yet: pass --source-dir");
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let node = args.node.clone();
+    let metrics_addr = args.metrics_addr;
     runtime.block_on(async move {
-        let store = DiskStore::open(&cfg.state_dir).context("failed to open the attachment store")?;
-        let source = LocalDir::new(dir, cfg.node.clone());
-        let socket = cfg.socket.clone();
-        let agent = Agent::start(cfg, source, Box::new(store)).await.context("failed to start the agent")?;
-        let listener = rpc_server::bind(&socket)?;
-        let metrics = tokio::net::TcpListener::bind(args.metrics_addr)
-            .await
-            .with_context(|| format!("failed to bind {}", args.metrics_addr))?;
-        tokio::spawn(agent.clone().follow_source());
-        tokio::spawn(agent.clone().converge_loop());
-        tokio::spawn(http::serve(metrics, Arc::new(Health(agent.clone())), std::future::pending()));
-        tracing::info!(node = %args.node, key = %agent.public_key(), socket = %socket.display(), "agent started");
-        rpc_server::serve(listener, agent, shutdown_signal()).await;
-        tracing::info!("agent stopping; the datapath stays up");
-        Ok(())
+        match args.source_dir {
+            Some(dir) => serve(cfg, LocalDir::new(dir, node), metrics_addr).await,
+            None => {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("failed to create the Kubernetes client")?;
+                let namespace =
+                    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "privnet-system".into());
+                let source = KubeSource::start(client, &node, &namespace, &cfg.domain);
+                serve(cfg, source, metrics_addr).await
+            }
+        }
     })
+}
+
+/// Starts the agent over `source` and serves CNI requests until a signal.
+async fn serve<S: Source>(cfg: AgentConfig, source: S, metrics_addr: SocketAddr) -> Result<()> {
+    let store = DiskStore::open(&cfg.state_dir).context("failed to open the attachment store")?;
+    let socket = cfg.socket.clone();
+    let node = cfg.node.clone();
+    let agent = Agent::start(cfg, source, Box::new(store))
+        .await
+        .context("failed to start the agent")?;
+    let listener = rpc_server::bind(&socket)?;
+    let metrics = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("failed to bind {metrics_addr}"))?;
+    tokio::spawn(agent.clone().follow_source());
+    tokio::spawn(agent.clone().converge_loop());
+    tokio::spawn(http::serve(
+        metrics,
+        Arc::new(Health(agent.clone())),
+        std::future::pending(),
+    ));
+    tracing::info!(%node, key = %agent.public_key(), socket = %socket.display(), "agent started");
+    rpc_server::serve(listener, agent, shutdown_signal()).await;
+    tracing::info!("agent stopping; the datapath stays up");
+    Ok(())
 }
 
 async fn shutdown_signal() {

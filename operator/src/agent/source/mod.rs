@@ -4,10 +4,12 @@
 //! tests) and Kubernetes (the operator issue). The agent only sees
 //! [`ClusterView`]s.
 
+mod kube;
 mod local_dir;
 
 use std::future::Future;
 
+pub use kube::KubeSource;
 pub use local_dir::LocalDir;
 
 use super::view::{ClusterView, EndpointInfo, NodeInfo};
