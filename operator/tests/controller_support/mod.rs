@@ -82,12 +82,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
         i += 1;
@@ -400,10 +401,10 @@ impl FakeApi {
                 let Some(current) = objects.get(&key(name)) else {
                     return status(404, "NotFound", &format!("{} {name} not found", t.plural));
                 };
-                if let Some(rv) = rec.body["preconditions"]["resourceVersion"].as_str() {
-                    if current["metadata"]["resourceVersion"].as_str() != Some(rv) {
-                        return status(409, "Conflict", "precondition failed: resourceVersion");
-                    }
+                if let Some(rv) = rec.body["preconditions"]["resourceVersion"].as_str()
+                    && current["metadata"]["resourceVersion"].as_str() != Some(rv)
+                {
+                    return status(409, "Conflict", "precondition failed: resourceVersion");
                 }
                 (StatusCode::OK, objects.remove(&key(name)).unwrap())
             }
