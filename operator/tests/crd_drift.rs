@@ -23,9 +23,24 @@ fn checked_in_crds_match_the_types() {
 fn crds_have_status_subresource_columns_and_category() {
     for (_, crd) in privnet::api::all_crds() {
         let v = &crd.spec.versions[0];
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some() || crd.spec.names.kind == "PrivateEndpoint");
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+                || crd.spec.names.kind == "PrivateEndpoint"
+        );
         assert!(!v.additional_printer_columns.as_ref().unwrap().is_empty());
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["privnet".to_string()][..]));
-        assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()));
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["privnet".to_string()][..])
+        );
+        assert!(
+            crd.spec
+                .names
+                .short_names
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+        );
     }
 }

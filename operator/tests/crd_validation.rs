@@ -8,7 +8,16 @@ use serde_json::{Value, json};
 
 fn schema<K: CustomResourceExt>() -> Value {
     let crd = K::crd();
-    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn errors<K: CustomResourceExt>(obj: Value, old: Option<Value>) -> String {
@@ -25,7 +34,10 @@ fn project(namespaces: Value) -> Value {
 
 #[test]
 fn project_namespaces_must_be_dns_labels() {
-    assert_eq!(errors::<Project>(project(json!(["shop", "shop-staging"])), None), "");
+    assert_eq!(
+        errors::<Project>(project(json!(["shop", "shop-staging"])), None),
+        ""
+    );
     let e = errors::<Project>(project(json!(["Shop_Prod"])), None);
     assert!(e.contains("every namespace must be a DNS label"), "{e}");
 }
@@ -44,7 +56,10 @@ fn network(subnet: &str, project: &str) -> Value {
 #[test]
 fn network_subnet_and_project_are_immutable() {
     let old = network("10.240.0.0/22", "p");
-    assert_eq!(errors::<PrivateNetwork>(network("10.240.0.0/22", "p"), Some(old.clone())), "");
+    assert_eq!(
+        errors::<PrivateNetwork>(network("10.240.0.0/22", "p"), Some(old.clone())),
+        ""
+    );
     let e = errors::<PrivateNetwork>(network("10.241.0.0/22", "p"), Some(old.clone()));
     assert!(e.contains("subnet is immutable"), "{e}");
     let e = errors::<PrivateNetwork>(network("10.240.0.0/22", "q"), Some(old));
@@ -65,7 +80,10 @@ fn endpoint_hostname_must_follow_the_naming_contract() {
                         "hostname": hostname, "ip": "10.240.0.2", "mac": "02:00:00:00:00:01", "node": "n1",
                         "containerId": "c", "interface": "eth1"}})
     };
-    assert_eq!(errors::<PrivateEndpoint>(ep("1.web.app.pn-1.private-network.internal"), None), "");
+    assert_eq!(
+        errors::<PrivateEndpoint>(ep("1.web.app.pn-1.private-network.internal"), None),
+        ""
+    );
     let e = errors::<PrivateEndpoint>(ep("2.web.app.pn-1.private-network.internal"), None);
     assert!(e.contains("hostname must be"), "{e}");
 }

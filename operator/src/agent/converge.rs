@@ -49,51 +49,85 @@ impl<S: Source> Agent<S> {
         let view = self.current_view();
         let mut conv = self.conv.lock().await;
         self.converge_mesh(&view, &mut conv).await?;
-        let Some(vtep_ready) = conv.wg.as_ref().map(|_| ()) else {
+        if conv.wg.is_none() {
+            // No mesh address yet: nothing below can be set up.
             return Ok(());
-        };
-        let _ = vtep_ready;
+        }
         self.converge_networks(&view).await?;
         // Snapshot under the state lock, then do the I/O without it.
         let (records, locals) = {
             let st = self.state.lock().await;
             let records: Vec<_> = st.book.records().cloned().collect();
-            let locals: Vec<_> = st.networks.values().map(|l| (l.info.clone(), l.spec.clone(), l.zone.clone())).collect();
+            let locals: Vec<_> = st
+                .networks
+                .values()
+                .map(|l| (l.info.clone(), l.spec.clone(), l.zone.clone()))
+                .collect();
             (records, locals)
         };
         for (info, spec, zone) in &locals {
-            let mine: Vec<_> = records.iter().filter(|r| r.network_id == info.id).cloned().collect();
+            let mine: Vec<_> = records
+                .iter()
+                .filter(|r| r.network_id == info.id)
+                .cloned()
+                .collect();
             let ports = ports_of(mine.iter());
             if conv.applied_ports.get(&info.id) != Some(&ports) {
-                network::set_ports(spec, &ports).await.map_err(|e| format!("failed to apply guard of {}: {e}", info.id))?;
+                network::set_ports(spec, &ports)
+                    .await
+                    .map_err(|e| format!("failed to apply guard of {}: {e}", info.id))?;
                 conv.applied_ports.insert(info.id.clone(), ports);
             }
             let desired = self.desired_fdb(&view, &info.id)?;
             if conv.applied_fdb.get(&info.id) != Some(&desired) {
-                let (h, ifindex) = network::vxlan_handle(spec).await.map_err(|e| e.to_string())?;
-                let entries = desired.iter().map(|e| kernel_fdb::FdbEntry { mac: e.mac, dst: e.dst }).collect();
-                kernel_fdb::sync(&h, ifindex, &entries).await.map_err(|e| format!("failed to sync FDB of {}: {e}", info.id))?;
+                let (h, ifindex) = network::vxlan_handle(spec)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let entries = desired
+                    .iter()
+                    .map(|e| kernel_fdb::FdbEntry {
+                        mac: e.mac,
+                        dst: e.dst,
+                    })
+                    .collect();
+                kernel_fdb::sync(&h, ifindex, &entries)
+                    .await
+                    .map_err(|e| format!("failed to sync FDB of {}: {e}", info.id))?;
                 conv.applied_fdb.insert(info.id.clone(), desired);
             }
             let mut eps: Vec<ZoneEndpoint> = mine.iter().filter_map(zone_endpoint).collect();
-            eps.extend(view.endpoints.iter().filter(|e| e.network_id == info.id && e.node != self.cfg.node).map(zone_entry));
+            eps.extend(
+                view.endpoints
+                    .iter()
+                    .filter(|e| e.network_id == info.id && e.node != self.cfg.node)
+                    .map(zone_entry),
+            );
             eps.sort_by(|a, b| a.name.cmp(&b.name));
             eps.dedup_by(|a, b| a.name == b.name);
             if let Err(e) = zone.write().expect("zone lock").sync(&eps) {
                 tracing::warn!(network = %info.id, error = %e, "zone rejected an endpoint");
             }
         }
-        conv.applied_ports.retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
-        conv.applied_fdb.retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
+        conv.applied_ports
+            .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
+        conv.applied_fdb
+            .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         self.converge_published(&view, &records, &mut conv).await;
         self.update_metrics(&conv, locals.len()).await;
         Ok(())
     }
 
-    async fn converge_mesh(&self, view: &ClusterView, conv: &mut super::node::ConvergeState) -> Result<(), String> {
-        let Some(me) = view.node(&self.cfg.node) else { return Ok(()) };
+    async fn converge_mesh(
+        &self,
+        view: &ClusterView,
+        conv: &mut super::node::ConvergeState,
+    ) -> Result<(), String> {
+        let Some(me) = view.node(&self.cfg.node) else {
+            return Ok(());
+        };
         let Some(vtep) = me.vtep else { return Ok(()) };
-        let address = Ipv4Net::new(vtep, self.cfg.mesh_cidr.prefix_len()).map_err(|e| e.to_string())?;
+        let address =
+            Ipv4Net::new(vtep, self.cfg.mesh_cidr.prefix_len()).map_err(|e| e.to_string())?;
         let stale = conv.wg.as_ref().is_none_or(|_| !conv.node_guard_applied);
         if stale {
             let wg = Wireguard::ensure(
@@ -109,8 +143,11 @@ impl<S: Source> Agent<S> {
             )
             .await
             .map_err(|e| format!("failed to set up WireGuard: {e}"))?;
-            let rules = guard::agent_ruleset(&self.cfg.wg_ifname, 4789, self.cfg.guard_disabled).map_err(|e| e.to_string())?;
-            guard::apply(&self.agent_ns, &rules).await.map_err(|e| format!("failed to apply the node guard: {e}"))?;
+            let rules = guard::agent_ruleset(&self.cfg.wg_ifname, 4789, self.cfg.guard_disabled)
+                .map_err(|e| e.to_string())?;
+            guard::apply(&self.agent_ns, &rules)
+                .await
+                .map_err(|e| format!("failed to apply the node guard: {e}"))?;
             conv.wg = Some(wg);
             conv.node_guard_applied = true;
         }
@@ -119,11 +156,18 @@ impl<S: Source> Agent<S> {
             .iter()
             .filter(|n| n.name != self.cfg.node)
             .filter_map(|n| {
-                Some(MeshPeer { public_key: n.public_key.clone(), endpoint: Some(n.endpoint), vtep: n.vtep?, keepalive: self.cfg.keepalive })
+                Some(MeshPeer {
+                    public_key: n.public_key.clone(),
+                    endpoint: Some(n.endpoint),
+                    vtep: n.vtep?,
+                    keepalive: self.cfg.keepalive,
+                })
             })
             .collect();
         let wg = conv.wg.as_ref().expect("set above");
-        wg.set_peers(&peers).await.map_err(|e| format!("failed to configure WireGuard peers: {e}"))?;
+        wg.set_peers(&peers)
+            .await
+            .map_err(|e| format!("failed to configure WireGuard peers: {e}"))?;
         self.poke_silent_peers(wg, &peers).await;
         self.metrics.peers.set(peers.len() as i64);
         let mut phase = self.phase.write().expect("phase lock");
@@ -140,10 +184,16 @@ impl<S: Source> Agent<S> {
     /// two instead of a full rekey timeout. The convergence loop comes back
     /// soon while any peer is silent.
     async fn poke_silent_peers(&self, wg: &Wireguard, peers: &[MeshPeer]) {
-        let Ok(status) = wg.read_peers().await else { return };
+        let Ok(status) = wg.read_peers().await else {
+            return;
+        };
         let silent: Vec<_> = peers
             .iter()
-            .filter(|p| status.iter().any(|s| s.public_key == p.public_key && s.last_handshake_age.is_none()))
+            .filter(|p| {
+                status
+                    .iter()
+                    .any(|s| s.public_key == p.public_key && s.last_handshake_age.is_none())
+            })
             .map(|p| p.vtep)
             .collect();
         if silent.is_empty() {
@@ -167,41 +217,82 @@ impl<S: Source> Agent<S> {
         let wanted: BTreeSet<String> = st.book.networks().into_iter().map(str::to_string).collect();
         for id in &wanted {
             if let Some(info) = view.network(id).cloned() {
-                self.ensure_local_network(&mut st, &info).await.map_err(|e| e.to_string())?;
+                self.ensure_local_network(&mut st, &info)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         // Namespaces of ours that no tracked network owns (left by a previous
         // run whose last container went away while the agent was down).
-        let tracked: BTreeSet<String> = st.networks.values().map(|l| l.spec.netns.clone()).collect();
+        let tracked: BTreeSet<String> =
+            st.networks.values().map(|l| l.spec.netns.clone()).collect();
         for ns in network::list_networks(&self.cfg.netns_prefix).unwrap_or_default() {
-            if !tracked.contains(&ns) && !wanted.iter().any(|id| view.network(id).is_some_and(|n| self.cfg.netns_name(n.vni) == ns)) {
+            if !tracked.contains(&ns)
+                && !wanted.iter().any(|id| {
+                    view.network(id)
+                        .is_some_and(|n| self.cfg.netns_name(n.vni) == ns)
+                })
+            {
                 tracing::info!(netns = %ns, "removing a leftover network namespace");
                 let _ = super::datapath::netns::delete(&ns);
             }
         }
-        let doomed: Vec<String> = st.networks.keys().filter(|id| !wanted.contains(*id)).cloned().collect();
+        let doomed: Vec<String> = st
+            .networks
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
         for id in doomed {
             let local: LocalNetwork = st.networks.remove(&id).expect("listed above");
             tracing::info!(network = %id, "last attachment gone: removing the network from this node");
-            local.down(&self.agent_ns).await.map_err(|e| format!("failed to remove network {id}: {e}"))?;
+            local
+                .down(&self.agent_ns)
+                .await
+                .map_err(|e| format!("failed to remove network {id}: {e}"))?;
         }
         Ok(())
     }
 
-    fn desired_fdb(&self, view: &ClusterView, network_id: &str) -> Result<BTreeSet<crate::core::fdb::FdbEntry>, String> {
-        let vteps: BTreeMap<&str, _> = view.nodes.iter().filter_map(|n| Some((n.name.as_str(), n.vtep?))).collect();
+    fn desired_fdb(
+        &self,
+        view: &ClusterView,
+        network_id: &str,
+    ) -> Result<BTreeSet<crate::core::fdb::FdbEntry>, String> {
+        let vteps: BTreeMap<&str, _> = view
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.as_str(), n.vtep?)))
+            .collect();
         let mut hosts = BTreeMap::new();
         let mut remote = Vec::new();
-        for e in view.endpoints.iter().filter(|e| e.network_id == network_id && e.node != self.cfg.node) {
-            let (Some(vtep), Ok(mac)) = (vteps.get(e.node.as_str()), parse_mac(&e.mac)) else { continue };
+        for e in view
+            .endpoints
+            .iter()
+            .filter(|e| e.network_id == network_id && e.node != self.cfg.node)
+        {
+            let (Some(vtep), Ok(mac)) = (vteps.get(e.node.as_str()), parse_mac(&e.mac)) else {
+                continue;
+            };
             hosts.insert(e.node.clone(), *vtep);
-            remote.push(RemoteEndpoint { mac, node: e.node.clone() });
+            remote.push(RemoteEndpoint {
+                mac,
+                node: e.node.clone(),
+            });
         }
         desired_fdb(&self.cfg.node, &hosts, &remote).map_err(|e| e.to_string())
     }
 
-    async fn converge_published(&self, view: &ClusterView, records: &[super::store::AttachmentRecord], conv: &mut super::node::ConvergeState) {
-        let want: BTreeMap<_, _> = records.iter().map(|r| (r.key.clone(), endpoint_info(&self.cfg.node, r))).collect();
+    async fn converge_published(
+        &self,
+        view: &ClusterView,
+        records: &[super::store::AttachmentRecord],
+        conv: &mut super::node::ConvergeState,
+    ) {
+        let want: BTreeMap<_, _> = records
+            .iter()
+            .map(|r| (r.key.clone(), endpoint_info(&self.cfg.node, r)))
+            .collect();
         for (key, ep) in &want {
             if conv.published.get(key) != Some(ep) {
                 match self.source.publish_endpoint(ep).await {
@@ -216,13 +307,28 @@ impl<S: Source> Agent<S> {
             }
         }
         // Withdraw what is published (now or by a previous run) but gone.
-        let mut stale: Vec<EndpointInfo> = conv.published.iter().filter(|(k, _)| !want.contains_key(*k)).map(|(_, e)| e.clone()).collect();
-        stale.extend(view.endpoints.iter().filter(|e| e.node == self.cfg.node).filter(|e| {
-            !want.keys().any(|k| k.container_id == e.container_id && k.ifname == e.interface)
-        }).cloned());
+        let mut stale: Vec<EndpointInfo> = conv
+            .published
+            .iter()
+            .filter(|(k, _)| !want.contains_key(*k))
+            .map(|(_, e)| e.clone())
+            .collect();
+        stale.extend(
+            view.endpoints
+                .iter()
+                .filter(|e| e.node == self.cfg.node)
+                .filter(|e| {
+                    !want
+                        .keys()
+                        .any(|k| k.container_id == e.container_id && k.ifname == e.interface)
+                })
+                .cloned(),
+        );
         for ep in stale {
             if self.source.withdraw_endpoint(&ep).await.is_ok() {
-                conv.published.retain(|k, _| !(k.container_id == ep.container_id && k.ifname == ep.interface));
+                conv.published.retain(|k, _| {
+                    !(k.container_id == ep.container_id && k.ifname == ep.interface)
+                });
             }
         }
     }
@@ -230,14 +336,25 @@ impl<S: Source> Agent<S> {
     async fn update_metrics(&self, conv: &super::node::ConvergeState, networks: usize) {
         self.metrics.networks.set(networks as i64);
         use std::sync::atomic::Ordering::Relaxed;
-        self.metrics.dns_answered.set(self.dns_counters.answered.load(Relaxed) as i64);
-        self.metrics.dns_negative.set(self.dns_counters.negative.load(Relaxed) as i64);
-        self.metrics.dns_forwarded.set(self.dns_counters.forwarded.load(Relaxed) as i64);
-        self.metrics.dns_failed.set(self.dns_counters.failed.load(Relaxed) as i64);
+        self.metrics
+            .dns_answered
+            .set(self.dns_counters.answered.load(Relaxed) as i64);
+        self.metrics
+            .dns_negative
+            .set(self.dns_counters.negative.load(Relaxed) as i64);
+        self.metrics
+            .dns_forwarded
+            .set(self.dns_counters.forwarded.load(Relaxed) as i64);
+        self.metrics
+            .dns_failed
+            .set(self.dns_counters.failed.load(Relaxed) as i64);
         if let Some(wg) = &conv.wg
             && let Ok(peers) = wg.read_peers().await
         {
-            let age = peers.iter().map(|p| p.last_handshake_age.map_or(-1, |a| a.as_secs() as i64)).fold(0, |acc, a| if a < 0 || acc < 0 { -1 } else { acc.max(a) });
+            let age = peers
+                .iter()
+                .map(|p| p.last_handshake_age.map_or(-1, |a| a.as_secs() as i64))
+                .fold(0, |acc, a| if a < 0 || acc < 0 { -1 } else { acc.max(a) });
             self.metrics.max_handshake_age.set(age);
         }
     }

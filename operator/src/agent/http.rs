@@ -24,10 +24,22 @@ fn respond<H: HealthSource>(h: &H, path: &str) -> Response<Full<Bytes>> {
         "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
         "/readyz" => match h.ready() {
             Ok(()) => (StatusCode::OK, "ready\n".to_string(), "text/plain"),
-            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), "text/plain"),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{why}\n"),
+                "text/plain",
+            ),
         },
-        "/metrics" => (StatusCode::OK, h.metrics(), "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_string(), "text/plain"),
+        "/metrics" => (
+            StatusCode::OK,
+            h.metrics(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n".to_string(),
+            "text/plain",
+        ),
     };
     Response::builder()
         .status(status)
@@ -37,7 +49,11 @@ fn respond<H: HealthSource>(h: &H, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve<H: HealthSource>(listener: TcpListener, health: Arc<H>, shutdown: impl Future<Output = ()>) {
+pub async fn serve<H: HealthSource>(
+    listener: TcpListener,
+    health: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -53,7 +69,9 @@ pub async fn serve<H: HealthSource>(listener: TcpListener, health: Arc<H>, shutd
                 let health = health.clone();
                 async move { Ok::<_, Infallible>(respond(&*health, req.uri().path())) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -66,7 +84,11 @@ mod tests {
     struct Fake(bool);
     impl HealthSource for Fake {
         fn ready(&self) -> Result<(), String> {
-            if self.0 { Ok(()) } else { Err("waiting for the mesh".into()) }
+            if self.0 {
+                Ok(())
+            } else {
+                Err("waiting for the mesh".into())
+            }
         }
         fn metrics(&self) -> String {
             "privnet_attachments 3\n# EOF\n".into()
@@ -75,7 +97,11 @@ mod tests {
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -87,15 +113,24 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(serve(listener, Arc::new(Fake(ready)), async { rx.await.ok(); }));
+            let task = tokio::spawn(serve(listener, Arc::new(Fake(ready)), async {
+                rx.await.ok();
+            }));
             assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
             let r = get(addr, "/readyz").await;
             if ready {
                 assert!(r.starts_with("HTTP/1.1 200"), "{r}");
             } else {
-                assert!(r.starts_with("HTTP/1.1 503") && r.contains("waiting for the mesh"), "{r}");
+                assert!(
+                    r.starts_with("HTTP/1.1 503") && r.contains("waiting for the mesh"),
+                    "{r}"
+                );
             }
-            assert!(get(addr, "/metrics").await.contains("privnet_attachments 3"));
+            assert!(
+                get(addr, "/metrics")
+                    .await
+                    .contains("privnet_attachments 3")
+            );
             assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
             tx.send(()).unwrap();
             task.await.unwrap();

@@ -26,9 +26,9 @@ pub enum LocalNetworkError {
     Datapath {
         /// Network id.
         id: String,
-        /// Cause.
+        /// Cause (boxed: the datapath error is large).
         #[source]
-        source: network::NetworkError,
+        source: Box<network::NetworkError>,
     },
     /// The DNS sockets could not be bound in the network namespace.
     #[error("failed to start the DNS responder of network {id}: {message}")]
@@ -64,7 +64,11 @@ pub struct LocalNetwork {
 }
 
 /// The datapath spec of `info` on this node.
-pub fn datapath_spec(cfg: &AgentConfig, info: &NetworkInfo, vtep: Ipv4Addr) -> Result<NetworkDatapath, LocalNetworkError> {
+pub fn datapath_spec(
+    cfg: &AgentConfig,
+    info: &NetworkInfo,
+    vtep: Ipv4Addr,
+) -> Result<NetworkDatapath, LocalNetworkError> {
     let mtu = match info.mtu {
         Some(m) => m,
         None => private_mtu(cfg.underlay_mtu, family(cfg))?,
@@ -74,7 +78,8 @@ pub fn datapath_spec(cfg: &AgentConfig, info: &NetworkInfo, vtep: Ipv4Addr) -> R
         vni: info.vni,
         bridge: "br0".into(),
         vxlan: vxlan_name(info.vni),
-        gateway: Ipv4Net::new(gateway_of(info.subnet), info.subnet.prefix_len()).expect("prefix of a valid net"),
+        gateway: Ipv4Net::new(gateway_of(info.subnet), info.subnet.prefix_len())
+            .expect("prefix of a valid net"),
         gateway_mac: gateway_mac(info.vni),
         mtu,
         vtep,
@@ -85,7 +90,11 @@ pub fn datapath_spec(cfg: &AgentConfig, info: &NetworkInfo, vtep: Ipv4Addr) -> R
 
 /// Underlay family of this node.
 pub fn family(cfg: &AgentConfig) -> UnderlayFamily {
-    if cfg.endpoint.is_ipv4() { UnderlayFamily::V4 } else { UnderlayFamily::V6 }
+    if cfg.endpoint.is_ipv4() {
+        UnderlayFamily::V4
+    } else {
+        UnderlayFamily::V6
+    }
 }
 
 impl LocalNetwork {
@@ -101,15 +110,32 @@ impl LocalNetwork {
         let spec = datapath_spec(cfg, info, vtep)?;
         network::ensure(agent_ns, &spec, ports)
             .await
-            .map_err(|source| LocalNetworkError::Datapath { id: info.id.clone(), source })?;
-        let zone_config = ZoneConfig { domain: cfg.domain.clone(), ..ZoneConfig::default() };
-        let zone = Zone::new(&info.id, info.subnet, zone_config)
-            .map_err(|e| LocalNetworkError::Zone { id: info.id.clone(), message: e.to_string() })?;
+            .map_err(|source| LocalNetworkError::Datapath {
+                id: info.id.clone(),
+                source: Box::new(source),
+            })?;
+        let zone_config = ZoneConfig {
+            domain: cfg.domain.clone(),
+            ..ZoneConfig::default()
+        };
+        let zone =
+            Zone::new(&info.id, info.subnet, zone_config).map_err(|e| LocalNetworkError::Zone {
+                id: info.id.clone(),
+                message: e.to_string(),
+            })?;
         let zone = Arc::new(RwLock::new(zone));
         let responder = start_responder(cfg, &spec, zone.clone(), counters)
             .await
-            .map_err(|message| LocalNetworkError::Dns { id: info.id.clone(), message })?;
-        Ok(Self { info: info.clone(), spec, zone, responder: Some(responder) })
+            .map_err(|message| LocalNetworkError::Dns {
+                id: info.id.clone(),
+                message,
+            })?;
+        Ok(Self {
+            info: info.clone(),
+            spec,
+            zone,
+            responder: Some(responder),
+        })
     }
 
     /// Stops the responder and removes the datapath.

@@ -55,21 +55,53 @@ impl AgentMetrics {
     /// Text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut r = Registry::with_prefix("privnet_agent");
-        r.register("attachments", "Attachments on this node", self.attachments.clone());
-        r.register("networks", "Private networks present on this node", self.networks.clone());
-        r.register("wireguard_peers", "WireGuard peers configured", self.peers.clone());
+        r.register(
+            "attachments",
+            "Attachments on this node",
+            self.attachments.clone(),
+        );
+        r.register(
+            "networks",
+            "Private networks present on this node",
+            self.networks.clone(),
+        );
+        r.register(
+            "wireguard_peers",
+            "WireGuard peers configured",
+            self.peers.clone(),
+        );
         r.register(
             "wireguard_max_handshake_age_seconds",
             "Age of the oldest peer handshake (-1 when a peer never completed one)",
             self.max_handshake_age.clone(),
         );
-        r.register("errors", "Errors while converging or serving", self.errors.clone());
+        r.register(
+            "errors",
+            "Errors while converging or serving",
+            self.errors.clone(),
+        );
         r.register("converges", "Convergence passes", self.converges.clone());
-        r.register("dns_answered", "DNS queries answered from a private zone", self.dns_answered.clone());
-        r.register("dns_negative", "DNS NXDOMAIN/NODATA answers", self.dns_negative.clone());
-        r.register("dns_forwarded", "DNS queries forwarded upstream", self.dns_forwarded.clone());
+        r.register(
+            "dns_answered",
+            "DNS queries answered from a private zone",
+            self.dns_answered.clone(),
+        );
+        r.register(
+            "dns_negative",
+            "DNS NXDOMAIN/NODATA answers",
+            self.dns_negative.clone(),
+        );
+        r.register(
+            "dns_forwarded",
+            "DNS queries forwarded upstream",
+            self.dns_forwarded.clone(),
+        );
         r.register("dns_failed", "DNS queries failed", self.dns_failed.clone());
-        r.register("rpc_seconds", "Latency of CNI requests", self.rpc_seconds.clone());
+        r.register(
+            "rpc_seconds",
+            "Latency of CNI requests",
+            self.rpc_seconds.clone(),
+        );
         let mut out = String::new();
         encode(&mut out, &r).expect("writing to a String cannot fail");
         out

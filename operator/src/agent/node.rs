@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
-use privnet_cni::rpc::{AttachRequest, Attachment, AttachmentKey, Dns, ErrorKind, NetworkSelector, Request, Response};
+use privnet_cni::rpc::{
+    AttachRequest, Attachment, AttachmentKey, Dns, ErrorKind, NetworkSelector, Request, Response,
+};
 
 use super::book::{AttachmentBook, BookError};
 use super::config::AgentConfig;
+use super::datapath::GuardedPort;
 use super::datapath::netns::NetnsFd;
 use super::datapath::wireguard::{Wireguard, load_or_create_key};
-use super::datapath::GuardedPort;
 use super::dns::handler::DnsCounters;
 use super::local_network::LocalNetwork;
 use super::metrics::AgentMetrics;
@@ -87,7 +89,11 @@ pub struct Agent<S: Source> {
 impl<S: Source> Agent<S> {
     /// Loads the key and the persisted attachments and publishes this node.
     /// Nothing in the kernel is flushed: the first convergence adopts it.
-    pub async fn start(cfg: AgentConfig, source: S, store: Box<dyn AttachmentStore + Send>) -> Result<Arc<Self>, AgentError> {
+    pub async fn start(
+        cfg: AgentConfig,
+        source: S,
+        store: Box<dyn AttachmentStore + Send>,
+    ) -> Result<Arc<Self>, AgentError> {
         let agent_ns = NetnsFd::current()?;
         std::fs::create_dir_all(&cfg.state_dir).map_err(|e| super::store::StoreError::Io {
             path: cfg.state_dir.display().to_string(),
@@ -111,7 +117,12 @@ impl<S: Source> Agent<S> {
             tracing::warn!(container = %r.key.container_id, address = %r.address, "dropping a conflicting attachment record");
         }
         source
-            .publish_node(&NodeInfo { name: cfg.node.clone(), public_key: public_key.clone(), endpoint: cfg.endpoint, vtep: None })
+            .publish_node(&NodeInfo {
+                name: cfg.node.clone(),
+                public_key: public_key.clone(),
+                endpoint: cfg.endpoint,
+                vtep: None,
+            })
             .await?;
         Ok(Arc::new(Self {
             cfg,
@@ -169,21 +180,30 @@ impl<S: Source> Agent<S> {
         }
     }
 
-    fn resolve<'v>(&self, view: &'v ClusterView, sel: &NetworkSelector) -> Result<&'v NetworkInfo, String> {
+    fn resolve<'v>(
+        &self,
+        view: &'v ClusterView,
+        sel: &NetworkSelector,
+    ) -> Result<&'v NetworkInfo, String> {
         if let Some(id) = &sel.network_id {
-            return view.network(id).ok_or_else(|| format!("network {id:?} is unknown (or its status is not complete yet)"));
+            return view.network(id).ok_or_else(|| {
+                format!("network {id:?} is unknown (or its status is not complete yet)")
+            });
         }
         if let Some(ns) = &sel.pod_namespace {
-            return view
-                .network_of_namespace(ns)
-                .ok_or_else(|| format!("namespace {ns:?} belongs to no project with a ready network"));
+            return view.network_of_namespace(ns).ok_or_else(|| {
+                format!("namespace {ns:?} belongs to no project with a ready network")
+            });
         }
         Err("no network given: set \"network\" in the CNI config or pass K8S_POD_NAMESPACE".into())
     }
 
     async fn attach(&self, req: AttachRequest) -> Response {
         if self.phase() == Phase::WaitingForMesh {
-            return err(ErrorKind::NotReady, "the agent is waiting for its mesh address");
+            return err(
+                ErrorKind::NotReady,
+                "the agent is waiting for its mesh address",
+            );
         }
         let view = self.current_view();
         let network = match self.resolve(&view, &req.network) {
@@ -191,12 +211,24 @@ impl<S: Source> Agent<S> {
             Err(m) => return err(ErrorKind::UnknownNetwork, m),
         };
         let app = req.workload.application_id.as_deref();
-        let ptype = req.workload.process_type.as_deref().unwrap_or(super::book::DEFAULT_PROCESS_TYPE);
+        let ptype = req
+            .workload
+            .process_type
+            .as_deref()
+            .unwrap_or(super::book::DEFAULT_PROCESS_TYPE);
         let numbers: BTreeSet<u32> = view
             .endpoints
             .iter()
-            .filter(|e| e.network_id == network.id && Some(e.application_id.as_str()) == app && e.process_type == ptype)
-            .filter(|e| !(e.node == self.cfg.node && e.container_id == req.key.container_id && e.interface == req.key.ifname))
+            .filter(|e| {
+                e.network_id == network.id
+                    && Some(e.application_id.as_str()) == app
+                    && e.process_type == ptype
+            })
+            .filter(|e| {
+                !(e.node == self.cfg.node
+                    && e.container_id == req.key.container_id
+                    && e.interface == req.key.ifname)
+            })
             .filter(|e| e.node != self.cfg.node) // local numbers come from the book itself
             .map(|e| e.container_number)
             .collect();
@@ -216,34 +248,48 @@ impl<S: Source> Agent<S> {
             };
             // Cluster-wide uniqueness: claim the address (compare-and-swap);
             // on a lost race fence it off and take the next one.
-            match self.source.claim_address(&network.id, record.address.addr(), &owner).await {
+            match self
+                .source
+                .claim_address(&network.id, record.address.addr(), &owner)
+                .await
+            {
                 Ok(true) => break record,
                 Ok(false) if !existed && fenced.len() < 4096 => {
                     st.book.release(&record.key);
                     fenced.insert(record.address.addr());
                 }
                 Ok(false) => {
-                    return err(ErrorKind::Internal, format!("address {} is held by another node", record.address.addr()));
+                    return err(
+                        ErrorKind::Internal,
+                        format!("address {} is held by another node", record.address.addr()),
+                    );
                 }
                 Err(e) => {
                     if !existed {
                         st.book.release(&record.key);
                     }
-                    return err(ErrorKind::Internal, format!("failed to claim {}: {e}", record.address.addr()));
+                    return err(
+                        ErrorKind::Internal,
+                        format!("failed to claim {}: {e}", record.address.addr()),
+                    );
                 }
             }
         };
-        if !existed {
-            if let Err(e) = st.store.put(&record) {
-                st.book.release(&record.key);
-                let _ = self.source.release_address(&network.id, record.address.addr(), &owner).await;
-                return err(ErrorKind::Internal, e.to_string());
-            }
+        if !existed && let Err(e) = st.store.put(&record) {
+            st.book.release(&record.key);
+            let _ = self
+                .source
+                .release_address(&network.id, record.address.addr(), &owner)
+                .await;
+            return err(ErrorKind::Internal, e.to_string());
         }
         if let Err(e) = self.ensure_local_network(&mut st, &network).await {
             st.book.release(&record.key);
             let _ = st.store.remove(&record.key);
-            let _ = self.source.release_address(&network.id, record.address.addr(), &owner).await;
+            let _ = self
+                .source
+                .release_address(&network.id, record.address.addr(), &owner)
+                .await;
             self.metrics.errors.inc();
             return err(ErrorKind::Internal, format!("{e}: {}", source_chain(&e)));
         }
@@ -252,22 +298,41 @@ impl<S: Source> Agent<S> {
             let _ = local.zone.write().expect("zone lock").upsert(&ep);
         }
         let attachment = attachment_of(&record, local, &self.cfg.domain);
-        self.metrics.attachments.set(st.book.records().count() as i64);
+        self.metrics
+            .attachments
+            .set(st.book.records().count() as i64);
         drop(st);
         self.wake.notify_one();
         Response::Attached(Box::new(attachment))
     }
 
     /// Brings `network` up on this node if it is not yet.
-    pub(super) async fn ensure_local_network(&self, st: &mut State, network: &NetworkInfo) -> Result<(), super::local_network::LocalNetworkError> {
+    pub(super) async fn ensure_local_network(
+        &self,
+        st: &mut State,
+        network: &NetworkInfo,
+    ) -> Result<(), super::local_network::LocalNetworkError> {
         if st.networks.contains_key(&network.id) {
             return Ok(());
         }
-        let vtep = self.current_view().node(&self.cfg.node).and_then(|n| n.vtep).ok_or_else(|| {
-            super::local_network::LocalNetworkError::Dns { id: network.id.clone(), message: "no mesh address yet".into() }
-        })?;
+        let vtep = self
+            .current_view()
+            .node(&self.cfg.node)
+            .and_then(|n| n.vtep)
+            .ok_or_else(|| super::local_network::LocalNetworkError::Dns {
+                id: network.id.clone(),
+                message: "no mesh address yet".into(),
+            })?;
         let ports = ports_of(st.book.records().filter(|r| r.network_id == network.id));
-        let local = LocalNetwork::up(&self.cfg, &self.agent_ns, network, vtep, &ports, self.dns_counters.clone()).await?;
+        let local = LocalNetwork::up(
+            &self.cfg,
+            &self.agent_ns,
+            network,
+            vtep,
+            &ports,
+            self.dns_counters.clone(),
+        )
+        .await?;
         st.networks.insert(network.id.clone(), local);
         Ok(())
     }
@@ -284,15 +349,25 @@ impl<S: Source> Agent<S> {
         if let Err(e) = st.store.remove(key) {
             tracing::warn!(error = %e, "failed to remove an attachment record");
         }
-        if let Err(e) = self.source.release_address(&record.network_id, record.address.addr(), &self.claim_owner(key)).await {
+        if let Err(e) = self
+            .source
+            .release_address(
+                &record.network_id,
+                record.address.addr(),
+                &self.claim_owner(key),
+            )
+            .await
+        {
             tracing::warn!(error = %e, "failed to release an address claim");
         }
-        if let Some(local) = st.networks.get(&record.network_id) {
-            if let Some(ep) = zone_endpoint(&record) {
-                local.zone.write().expect("zone lock").remove(&ep.name);
-            }
+        if let (Some(local), Some(ep)) =
+            (st.networks.get(&record.network_id), zone_endpoint(&record))
+        {
+            local.zone.write().expect("zone lock").remove(&ep.name);
         }
-        self.metrics.attachments.set(st.book.records().count() as i64);
+        self.metrics
+            .attachments
+            .set(st.book.records().count() as i64);
         drop(st);
         self.wake.notify_one();
         Response::Released { freed: 1 }
@@ -300,9 +375,19 @@ impl<S: Source> Agent<S> {
 
     async fn check(&self, key: &AttachmentKey) -> Response {
         let st = self.state.lock().await;
-        match st.book.get(key).and_then(|r| st.networks.get(&r.network_id).map(|l| attachment_of(r, l, &self.cfg.domain))) {
+        match st.book.get(key).and_then(|r| {
+            st.networks
+                .get(&r.network_id)
+                .map(|l| attachment_of(r, l, &self.cfg.domain))
+        }) {
             Some(a) => Response::Attached(Box::new(a)),
-            None => err(ErrorKind::NotFound, format!("container {} ({}) is not attached", key.container_id, key.ifname)),
+            None => err(
+                ErrorKind::NotFound,
+                format!(
+                    "container {} ({}) is not attached",
+                    key.container_id, key.ifname
+                ),
+            ),
         }
     }
 
@@ -312,7 +397,10 @@ impl<S: Source> Agent<S> {
         let freed = st.book.gc(network_id, &valid);
         for r in &freed {
             let _ = st.store.remove(&r.key);
-            let _ = self.source.release_address(&r.network_id, r.address.addr(), &self.claim_owner(&r.key)).await;
+            let _ = self
+                .source
+                .release_address(&r.network_id, r.address.addr(), &self.claim_owner(&r.key))
+                .await;
             if let (Some(local), Some(ep)) = (st.networks.get(&r.network_id), zone_endpoint(r)) {
                 local.zone.write().expect("zone lock").remove(&ep.name);
             }
@@ -328,7 +416,10 @@ impl<S: Source> RpcHandler for Agent<S> {
         let started = std::time::Instant::now();
         let response = match req {
             Request::Status => match self.phase() {
-                Phase::WaitingForMesh => err(ErrorKind::NotReady, "the agent is waiting for its mesh address"),
+                Phase::WaitingForMesh => err(
+                    ErrorKind::NotReady,
+                    "the agent is waiting for its mesh address",
+                ),
                 _ => Response::Ready,
             },
             Request::Attach(a) => self.attach(a).await,
@@ -336,13 +427,18 @@ impl<S: Source> RpcHandler for Agent<S> {
             Request::Check(k) => self.check(&k).await,
             Request::Gc { network_id, valid } => self.gc(network_id.as_deref(), valid).await,
         };
-        self.metrics.rpc_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .rpc_seconds
+            .observe(started.elapsed().as_secs_f64());
         response
     }
 }
 
 pub(super) fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error { kind, message: message.into() }
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
 }
 
 fn book_error(e: BookError) -> Response {
@@ -365,9 +461,17 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Guard ports of these records.
-pub(super) fn ports_of<'a>(records: impl Iterator<Item = &'a AttachmentRecord>) -> Vec<GuardedPort> {
+pub(super) fn ports_of<'a>(
+    records: impl Iterator<Item = &'a AttachmentRecord>,
+) -> Vec<GuardedPort> {
     let mut ports: Vec<GuardedPort> = records
-        .filter_map(|r| Some(GuardedPort { host_ifname: r.host_ifname.clone(), mac: parse_mac(&r.mac).ok()?, ip: r.address.addr() }))
+        .filter_map(|r| {
+            Some(GuardedPort {
+                host_ifname: r.host_ifname.clone(),
+                mac: parse_mac(&r.mac).ok()?,
+                ip: r.address.addr(),
+            })
+        })
         .collect();
     ports.sort_by(|a, b| a.host_ifname.cmp(&b.host_ifname));
     ports
@@ -398,8 +502,14 @@ fn attachment_of(r: &AttachmentRecord, local: &LocalNetwork, domain: &str) -> At
         network_netns: format!("/run/netns/{}", local.spec.netns),
         bridge: local.spec.bridge.clone(),
         host_ifname: r.host_ifname.clone(),
-        hostname: format!("{}.{}.{}.{zone}", r.container_number, r.process_type, r.application_id),
-        dns: Dns { nameservers: vec![local.spec.gateway.addr().to_string()], search: vec![zone] },
+        hostname: format!(
+            "{}.{}.{}.{zone}",
+            r.container_number, r.process_type, r.application_id
+        ),
+        dns: Dns {
+            nameservers: vec![local.spec.gateway.addr().to_string()],
+            search: vec![zone],
+        },
     }
 }
 

@@ -37,7 +37,10 @@ pub trait RpcHandler: Send + Sync + 'static {
 /// Binds the agent socket at `path`: parent directory 0700, socket 0600,
 /// a stale socket from a previous run replaced.
 pub fn bind(path: &Path) -> Result<UnixListener, RpcServerError> {
-    let err = |source| RpcServerError::Bind { path: path.display().to_string(), source };
+    let err = |source| RpcServerError::Bind {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
@@ -52,7 +55,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, RpcServerError> {
 }
 
 /// Serves connections until `shutdown` resolves.
-pub async fn serve<H: RpcHandler>(listener: UnixListener, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+pub async fn serve<H: RpcHandler>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -79,7 +86,10 @@ async fn serve_one<H: RpcHandler>(stream: UnixStream, handler: &H) -> std::io::R
     reader.read_until(b'\n', &mut line).await?;
     let response = match serde_json::from_slice::<Request>(&line) {
         Ok(req) => handler.handle(req).await,
-        Err(e) => Response::Error { kind: ErrorKind::Invalid, message: format!("failed to decode the request: {e}") },
+        Err(e) => Response::Error {
+            kind: ErrorKind::Invalid,
+            message: format!("failed to decode the request: {e}"),
+        },
     };
     let mut out = serde_json::to_vec(&response).expect("responses serialize");
     out.push(b'\n');
@@ -100,7 +110,10 @@ mod tests {
             match req {
                 Request::Status => Response::Ready,
                 Request::Release(_) => Response::Released { freed: 1 },
-                _ => Response::Error { kind: ErrorKind::Internal, message: "unexpected".into() },
+                _ => Response::Error {
+                    kind: ErrorKind::Internal,
+                    message: "unexpected".into(),
+                },
             }
         }
     }
@@ -121,12 +134,24 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::new(Echo), async { rx.await.ok(); }));
+        let server = tokio::spawn(serve(listener, Arc::new(Echo), async {
+            rx.await.ok();
+        }));
         assert_eq!(call(&path, b"{\"op\":\"status\"}\n").await, Response::Ready);
-        let rel = serde_json::to_vec(&Request::Release(AttachmentKey { container_id: "c".into(), ifname: "eth1".into() })).unwrap();
-        assert_eq!(call(&path, &[rel, b"\n".to_vec()].concat()).await, Response::Released { freed: 1 });
+        let rel = serde_json::to_vec(&Request::Release(AttachmentKey {
+            container_id: "c".into(),
+            ifname: "eth1".into(),
+        }))
+        .unwrap();
+        assert_eq!(
+            call(&path, &[rel, b"\n".to_vec()].concat()).await,
+            Response::Released { freed: 1 }
+        );
         match call(&path, b"not json\n").await {
-            Response::Error { kind: ErrorKind::Invalid, message } => assert!(message.contains("decode"), "{message}"),
+            Response::Error {
+                kind: ErrorKind::Invalid,
+                message,
+            } => assert!(message.contains("decode"), "{message}"),
             other => panic!("unexpected {other:?}"),
         }
         tx.send(()).unwrap();

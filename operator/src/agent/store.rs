@@ -101,16 +101,31 @@ impl DiskStore {
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = state_dir.join("attachments");
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| io(&dir, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io(&dir, e))?;
         Ok(Self { dir })
     }
 
     fn path(&self, key: &AttachmentKey) -> Result<PathBuf, StoreError> {
-        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) && s != "." && s != "..";
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && s != "."
+                && s != ".."
+        };
         if !ok(&key.container_id) || !ok(&key.ifname) {
-            return Err(StoreError::InvalidKey(format!("{}/{}", key.container_id, key.ifname)));
+            return Err(StoreError::InvalidKey(format!(
+                "{}/{}",
+                key.container_id, key.ifname
+            )));
         }
-        Ok(self.dir.join(format!("{}+{}.json", key.container_id, key.ifname)))
+        Ok(self
+            .dir
+            .join(format!("{}+{}.json", key.container_id, key.ifname)))
     }
 }
 
@@ -123,8 +138,10 @@ impl AttachmentStore for DiskStore {
                 continue;
             }
             let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            let record = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Decode { path: path.display().to_string(), message: e.to_string() })?;
+            let record = serde_json::from_str(&text).map_err(|e| StoreError::Decode {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
             out.push(record);
         }
         out.sort_by(|a: &AttachmentRecord, b| a.key.cmp(&b.key));
@@ -149,7 +166,10 @@ impl AttachmentStore for DiskStore {
 }
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io { path: path.display().to_string(), source }
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -158,7 +178,10 @@ mod tests {
 
     fn record(cid: &str) -> AttachmentRecord {
         AttachmentRecord {
-            key: AttachmentKey { container_id: cid.into(), ifname: "eth1".into() },
+            key: AttachmentKey {
+                container_id: cid.into(),
+                ifname: "eth1".into(),
+            },
             network_id: "pn-a".into(),
             address: "10.240.0.2/22".parse().unwrap(),
             mac: "02:00:00:00:00:02".into(),

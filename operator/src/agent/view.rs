@@ -83,7 +83,10 @@ impl ClusterView {
 
     /// The network of the project owning `namespace`.
     pub fn network_of_namespace(&self, namespace: &str) -> Option<&NetworkInfo> {
-        let (_, id) = self.namespace_networks.iter().find(|(ns, _)| ns == namespace)?;
+        let (_, id) = self
+            .namespace_networks
+            .iter()
+            .find(|(ns, _)| ns == namespace)?;
         self.network(id)
     }
 

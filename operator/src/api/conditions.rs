@@ -47,12 +47,36 @@ mod tests {
     #[test]
     fn transition_time_only_moves_when_status_changes() {
         let mut conds = Vec::new();
-        set_condition(&mut conds, "Ready", false, "Pending", "waiting", Some(1), at(10));
-        set_condition(&mut conds, "Ready", false, "Pending", "still", Some(2), at(20));
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            "Pending",
+            "waiting",
+            Some(1),
+            at(10),
+        );
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            "Pending",
+            "still",
+            Some(2),
+            at(20),
+        );
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].last_transition_time, at(10));
         assert_eq!(conds[0].observed_generation, Some(2));
-        set_condition(&mut conds, "Ready", true, "Allocated", "ok", Some(2), at(30));
+        set_condition(
+            &mut conds,
+            "Ready",
+            true,
+            "Allocated",
+            "ok",
+            Some(2),
+            at(30),
+        );
         assert_eq!(conds[0].last_transition_time, at(30));
         assert_eq!(conds[0].status, "True");
     }

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
     category = "privnet",
     namespaced,
     cel,
-    printcolumn(name = "Hostname", type_ = "string", json_path = ".spec.hostname"),
-    printcolumn(name = "IP", type_ = "string", json_path = ".spec.ip"),
-    printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Hostname","type":"string","jsonPath":".spec.hostname"}"#,
+    printcolumn = r#"{"name":"IP","type":"string","jsonPath":".spec.ip"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.hostname.startsWith(string(self.containerNumber) + '.' + self.processType + '.' + self.applicationId + '.' + self.networkId + '.')").message("hostname must be <number>.<type>.<application>.<network>.<domain>"))]
 #[serde(rename_all = "camelCase")]

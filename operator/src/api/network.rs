@@ -19,12 +19,12 @@ pub const DEFAULT_SUBNET: &str = "10.240.0.0/22";
     category = "privnet",
     status = "PrivateNetworkStatus",
     cel,
-    printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
-    printcolumn(name = "Id", type_ = "string", json_path = ".status.id"),
-    printcolumn(name = "Subnet", type_ = "string", json_path = ".spec.subnet"),
-    printcolumn(name = "VNI", type_ = "integer", json_path = ".status.vni"),
-    printcolumn(name = "Endpoints", type_ = "integer", json_path = ".status.endpoints"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status")
+    printcolumn = r#"{"name":"Project","type":"string","jsonPath":".spec.project"}"#,
+    printcolumn = r#"{"name":"Id","type":"string","jsonPath":".status.id"}"#,
+    printcolumn = r#"{"name":"Subnet","type":"string","jsonPath":".spec.subnet"}"#,
+    printcolumn = r#"{"name":"VNI","type":"integer","jsonPath":".status.vni"}"#,
+    printcolumn = r#"{"name":"Endpoints","type":"integer","jsonPath":".status.endpoints"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PrivateNetworkSpec {

@@ -34,12 +34,17 @@ pub fn run(args: CrdsArgs) -> Result<()> {
                 stale.push(path.display().to_string());
             }
         } else {
-            std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
-            std::fs::write(&path, want).with_context(|| format!("failed to write {}", path.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+            std::fs::write(&path, want)
+                .with_context(|| format!("failed to write {}", path.display()))?;
         }
     }
     if !stale.is_empty() {
-        bail!("stale CRDs (run `privnet crds --out crds`): {}", stale.join(", "));
+        bail!(
+            "stale CRDs (run `privnet crds --out crds`): {}",
+            stale.join(", ")
+        );
     }
     Ok(())
 }

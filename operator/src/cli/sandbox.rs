@@ -82,7 +82,8 @@ enum AgentAction {
 }
 
 fn load_scenario(path: &PathBuf) -> Result<Scenario> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
     Ok(Scenario::parse(&text)?)
 }
 
@@ -101,7 +102,10 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             }
             let state = ops::up(&name, &s, &Binaries::beside_current_exe()?)?;
             print_text(&state);
-            println!("\nTry:\n  privnet sandbox exec {} -- host {}", state.containers[0].name, state.containers[0].hostname);
+            println!(
+                "\nTry:\n  privnet sandbox exec {} -- host {}",
+                state.containers[0].name, state.containers[0].hostname
+            );
             println!("  privnet sandbox status -o json\n  privnet sandbox down");
         }
         SandboxCommand::Status { output } => {
@@ -114,7 +118,9 @@ pub fn run(args: SandboxArgs) -> Result<()> {
         SandboxCommand::Exec { container, command } => {
             let state = SandboxState::load(&name)?;
             let Some(c) = state.container(&container) else {
-                bail!("no container {container:?} in sandbox {name:?} (see `privnet sandbox status`)");
+                bail!(
+                    "no container {container:?} in sandbox {name:?} (see `privnet sandbox status`)"
+                );
             };
             let err = std::process::Command::new("ip")
                 .args(["netns", "exec", &c.netns])
@@ -123,16 +129,35 @@ pub fn run(args: SandboxArgs) -> Result<()> {
                 .exec();
             bail!("failed to run {command:?} in {}: {err}", c.name);
         }
-        SandboxCommand::Scale { app, process_type, count } => {
-            let state = ops::scale(&name, &app, &process_type, count, &Binaries::beside_current_exe()?)?;
+        SandboxCommand::Scale {
+            app,
+            process_type,
+            count,
+        } => {
+            let state = ops::scale(
+                &name,
+                &app,
+                &process_type,
+                count,
+                &Binaries::beside_current_exe()?,
+            )?;
             print_text(&state);
         }
         SandboxCommand::Apply { file } => {
-            let state = ops::apply(&name, &load_scenario(&file)?, &Binaries::beside_current_exe()?)?;
+            let state = ops::apply(
+                &name,
+                &load_scenario(&file)?,
+                &Binaries::beside_current_exe()?,
+            )?;
             print_text(&state);
         }
         SandboxCommand::Agent { node, action } => {
-            ops::agent_control(&name, &node, matches!(action, AgentAction::Start), &Binaries::beside_current_exe()?)?;
+            ops::agent_control(
+                &name,
+                &node,
+                matches!(action, AgentAction::Start),
+                &Binaries::beside_current_exe()?,
+            )?;
         }
         SandboxCommand::Down => {
             ops::down(&name);
@@ -145,11 +170,17 @@ pub fn run(args: SandboxArgs) -> Result<()> {
 fn print_text(s: &SandboxState) {
     println!("NODES");
     for n in &s.nodes {
-        println!("  {:<4} netns={:<12} underlay={:<16} vtep={:<14} agent_pid={}", n.name, n.netns, n.underlay_address, n.vtep, n.agent_pid);
+        println!(
+            "  {:<4} netns={:<12} underlay={:<16} vtep={:<14} agent_pid={}",
+            n.name, n.netns, n.underlay_address, n.vtep, n.agent_pid
+        );
     }
     println!("NETWORKS");
     for n in &s.networks {
-        println!("  {:<8} {}  vni={} subnet={} mtu={}", n.project, n.id, n.vni, n.subnet, n.mtu);
+        println!(
+            "  {:<8} {}  vni={} subnet={} mtu={}",
+            n.project, n.id, n.vni, n.subnet, n.mtu
+        );
     }
     println!("CONTAINERS");
     for c in &s.containers {

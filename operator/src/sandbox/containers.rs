@@ -71,17 +71,33 @@ pub fn invoke_cni(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| CommandError { command: line.clone(), stderr: e.to_string() })?;
+        .map_err(|e| CommandError {
+            command: line.clone(),
+            stderr: e.to_string(),
+        })?;
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(config.to_string().as_bytes())
-        .map_err(|e| CommandError { command: line.clone(), stderr: e.to_string() })?;
-    let out = child.wait_with_output().map_err(|e| CommandError { command: line.clone(), stderr: e.to_string() })?;
+        .map_err(|e| CommandError {
+            command: line.clone(),
+            stderr: e.to_string(),
+        })?;
+    let out = child.wait_with_output().map_err(|e| CommandError {
+        command: line.clone(),
+        stderr: e.to_string(),
+    })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        return Err(CommandError { command: line, stderr: format!("{} {}", stdout.trim(), String::from_utf8_lossy(&out.stderr).trim()) });
+        return Err(CommandError {
+            command: line,
+            stderr: format!(
+                "{} {}",
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
     }
     Ok(stdout)
 }
@@ -105,10 +121,22 @@ pub fn start(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};PRIVNET_APPLICATION_ID={};PRIVNET_PROCESS_TYPE={};PRIVNET_CONTAINER_NUMBER={}",
             spec.project, spec.application, spec.process_type, spec.number
         );
-        let out = invoke_cni(cni, "ADD", &plugin_config(node, cni_log), &container_id, &format!("/run/netns/{netns}"), &args)?;
-        let result: serde_json::Value = serde_json::from_str(&out)
-            .map_err(|e| CommandError { command: "decode CNI result".into(), stderr: format!("{e}: {out}") })?;
-        let ip_cidr = result["ips"][0]["address"].as_str().unwrap_or_default().to_string();
+        let out = invoke_cni(
+            cni,
+            "ADD",
+            &plugin_config(node, cni_log),
+            &container_id,
+            &format!("/run/netns/{netns}"),
+            &args,
+        )?;
+        let result: serde_json::Value = serde_json::from_str(&out).map_err(|e| CommandError {
+            command: "decode CNI result".into(),
+            stderr: format!("{e}: {out}"),
+        })?;
+        let ip_cidr = result["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let address = ip_cidr.split('/').next().unwrap_or_default().to_string();
         let mac = result["interfaces"]
             .as_array()
@@ -123,7 +151,10 @@ pub fn start(
             network_id: network.id.clone(),
         };
         let env: BTreeMap<String, String> = env_vars(DEFAULT_ENV_PREFIX, &pname, DEFAULT_DOMAIN)
-            .map_err(|e| CommandError { command: "env vars".into(), stderr: e.to_string() })?
+            .map_err(|e| CommandError {
+                command: "env vars".into(),
+                stderr: e.to_string(),
+            })?
             .into_iter()
             .collect();
         write_resolv_conf(&netns, &network.gateway, &network.zone)?;
@@ -151,11 +182,23 @@ pub fn start(
 }
 
 /// Detaches (CNI DEL) and removes the container namespace; best effort.
-pub fn stop(cni: &Path, node: Option<&NodeState>, c: &ContainerState, cni_log: &str) -> Result<(), CommandError> {
+pub fn stop(
+    cni: &Path,
+    node: Option<&NodeState>,
+    c: &ContainerState,
+    cni_log: &str,
+) -> Result<(), CommandError> {
     let mut result = Ok(());
     if let Some(node) = node {
-        result = invoke_cni(cni, "DEL", &plugin_config(node, cni_log), &c.container_id, &format!("/run/netns/{}", c.netns), "")
-            .map(|_| ());
+        result = invoke_cni(
+            cni,
+            "DEL",
+            &plugin_config(node, cni_log),
+            &c.container_id,
+            &format!("/run/netns/{}", c.netns),
+            "",
+        )
+        .map(|_| ());
     }
     let _ = ip(&["netns", "del", &c.netns]);
     let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", c.netns));
@@ -166,7 +209,14 @@ pub fn stop(cni: &Path, node: Option<&NodeState>, c: &ContainerState, cni_log: &
 /// /etc/resolv.conf, so tools inside use the network's DNS.
 fn write_resolv_conf(netns: &str, gateway: &str, zone: &str) -> Result<(), CommandError> {
     let dir = format!("/etc/netns/{netns}");
-    let fail = |e: std::io::Error| CommandError { command: format!("write {dir}/resolv.conf"), stderr: e.to_string() };
+    let fail = |e: std::io::Error| CommandError {
+        command: format!("write {dir}/resolv.conf"),
+        stderr: e.to_string(),
+    };
     std::fs::create_dir_all(&dir).map_err(fail)?;
-    std::fs::write(format!("{dir}/resolv.conf"), format!("nameserver {gateway}\nsearch {zone}\noptions timeout:1 attempts:2\n")).map_err(fail)
+    std::fs::write(
+        format!("{dir}/resolv.conf"),
+        format!("nameserver {gateway}\nsearch {zone}\noptions timeout:1 attempts:2\n"),
+    )
+    .map_err(fail)
 }

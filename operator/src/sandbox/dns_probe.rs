@@ -22,7 +22,9 @@ pub enum Probe {
 
 /// Asks `server` for the A records of `name`, from inside namespace `ns`.
 pub fn query_a(ns: &str, server: Ipv4Addr, name: &str) -> Probe {
-    let Ok(fd) = NetnsFd::named(ns) else { return Probe::Failed(format!("no namespace {ns}")) };
+    let Ok(fd) = NetnsFd::named(ns) else {
+        return Probe::Failed(format!("no namespace {ns}"));
+    };
     let name = name.to_string();
     match netns::run_in(&fd, move || query_here(server, &name)) {
         Ok(p) => p,
@@ -70,5 +72,9 @@ fn query_here(server: Ipv4Addr, name: &str) -> Probe {
         })
         .collect();
     ips.sort();
-    if ips.is_empty() { Probe::Negative(answer.metadata.response_code) } else { Probe::Found(ips) }
+    if ips.is_empty() {
+        Probe::Negative(answer.metadata.response_code)
+    } else {
+        Probe::Found(ips)
+    }
 }

@@ -50,8 +50,12 @@ pub struct Binaries {
 impl Binaries {
     /// Next to the running executable.
     pub fn beside_current_exe() -> Result<Self, SandboxError> {
-        let exe = std::env::current_exe().map_err(|e| SandboxError::Precondition(format!("cannot locate privnet: {e}")))?;
-        let dir = exe.parent().expect("an executable has a directory").to_path_buf();
+        let exe = std::env::current_exe()
+            .map_err(|e| SandboxError::Precondition(format!("cannot locate privnet: {e}")))?;
+        let dir = exe
+            .parent()
+            .expect("an executable has a directory")
+            .to_path_buf();
         let cni = dir.join("privnet-cni");
         if !cni.is_file() {
             return Err(SandboxError::Precondition(format!(
@@ -78,7 +82,9 @@ fn cni_log(name: &str) -> String {
 /// Builds the sandbox; returns its state.
 pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
     if !sys::is_root() {
-        return Err(SandboxError::Precondition("the sandbox needs root (network namespaces): run it with sudo".into()));
+        return Err(SandboxError::Precondition(
+            "the sandbox needs root (network namespaces): run it with sudo".into(),
+        ));
     }
     sys::check_tools().map_err(SandboxError::Precondition)?;
     if SandboxState::path(name).exists() || !netns_with_prefix(&format!("{name}-")).is_empty() {
@@ -90,12 +96,17 @@ pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxSta
     let result = build(name, scenario, bins);
     match result {
         Ok(state) => {
-            progress(&format!("sandbox {name:?} up in {:.1} s", started.elapsed().as_secs_f64()));
+            progress(&format!(
+                "sandbox {name:?} up in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
             Ok(state)
         }
         Err(e) => {
             if std::env::var_os("PRIVNET_SANDBOX_KEEP").is_some() {
-                progress(&format!("up failed ({e}); kept for debugging (PRIVNET_SANDBOX_KEEP)"));
+                progress(&format!(
+                    "up failed ({e}); kept for debugging (PRIVNET_SANDBOX_KEEP)"
+                ));
             } else {
                 progress(&format!("up failed ({e}); cleaning up"));
                 down(name);
@@ -107,8 +118,14 @@ pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxSta
 
 fn build(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
     let root = root_of(name);
-    std::fs::create_dir_all(root.join("cluster")).map_err(|e| StateError::Io { path: root.display().to_string(), source: e })?;
-    write_atomic(&root.join("scenario.yaml"), &serde_yaml::to_string(scenario).expect("scenario serializes"))?;
+    std::fs::create_dir_all(root.join("cluster")).map_err(|e| StateError::Io {
+        path: root.display().to_string(),
+        source: e,
+    })?;
+    write_atomic(
+        &root.join("scenario.yaml"),
+        &serde_yaml::to_string(scenario).expect("scenario serializes"),
+    )?;
     let mut state = SandboxState {
         schema_version: super::state::SCHEMA_VERSION,
         name: name.to_string(),
@@ -122,7 +139,10 @@ fn build(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxStat
     state.save()?;
     progress("planning networks (controller role)");
     publish_networks(&mut state, scenario)?;
-    progress(&format!("creating the underlay and {} nodes", scenario.nodes));
+    progress(&format!(
+        "creating the underlay and {} nodes",
+        scenario.nodes
+    ));
     topology::create_underlay(&state.underlay_netns)?;
     for (i, node) in scenario.node_names().iter().enumerate() {
         add_node(&mut state, node, i as u32 + 1, bins)?;
@@ -156,14 +176,32 @@ fn node_state(state: &SandboxState, node: &str, index: u32) -> NodeState {
 
 /// Interface names are 15 bytes at most: keep the sandbox part short.
 fn short(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect()
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect()
 }
 
-fn add_node(state: &mut SandboxState, node: &str, index: u32, bins: &Binaries) -> Result<(), SandboxError> {
+fn add_node(
+    state: &mut SandboxState,
+    node: &str,
+    index: u32,
+    bins: &Binaries,
+) -> Result<(), SandboxError> {
     let mut n = node_state(state, node, index);
-    let dir = Path::new(&n.state_dir).parent().expect("node dir").to_path_buf();
-    std::fs::create_dir_all(&dir).map_err(|e| StateError::Io { path: dir.display().to_string(), source: e })?;
-    write_atomic(Path::new(&n.cni_conflist), &serde_json::to_string_pretty(&containers::conflist(&n, &cni_log(&state.name))).expect("json"))?;
+    let dir = Path::new(&n.state_dir)
+        .parent()
+        .expect("node dir")
+        .to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(|e| StateError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
+    write_atomic(
+        Path::new(&n.cni_conflist),
+        &serde_json::to_string_pretty(&containers::conflist(&n, &cni_log(&state.name)))
+            .expect("json"),
+    )?;
     topology::create_node(&state.underlay_netns, &n)?;
     n.agent_pid = topology::start_agent(&bins.privnet, &n, &cluster_dir(&state.name))?;
     state.nodes.push(n);
@@ -180,10 +218,15 @@ fn publish_networks(state: &mut SandboxState, scenario: &Scenario) -> Result<(),
                 .collect()
         })
         .unwrap_or_default();
-    let (projects, networks) = plan_networks(&scenario.projects, &existing, || format!("pn-{}", uuid::Uuid::new_v4()))?;
+    let (projects, networks) = plan_networks(&scenario.projects, &existing, || {
+        format!("pn-{}", uuid::Uuid::new_v4())
+    })?;
     for p in &projects {
         let name = p.metadata.name.clone().unwrap_or_default();
-        write_atomic(&dir.join("projects").join(format!("{name}.yaml")), &serde_yaml::to_string(p).expect("yaml"))?;
+        write_atomic(
+            &dir.join("projects").join(format!("{name}.yaml")),
+            &serde_yaml::to_string(p).expect("yaml"),
+        )?;
     }
     let default_mtu = private_mtu(1500, UnderlayFamily::V4).expect("1500 is a valid underlay");
     state.networks = networks
@@ -191,7 +234,10 @@ fn publish_networks(state: &mut SandboxState, scenario: &Scenario) -> Result<(),
         .map(|n| {
             let st = n.status.clone().unwrap_or_default();
             let name = n.metadata.name.clone().unwrap_or_default();
-            let _ = write_atomic(&dir.join("networks").join(format!("{name}.yaml")), &serde_yaml::to_string(n).expect("yaml"));
+            let _ = write_atomic(
+                &dir.join("networks").join(format!("{name}.yaml")),
+                &serde_yaml::to_string(n).expect("yaml"),
+            );
             NetworkState {
                 project: n.spec.project.clone(),
                 id: st.id.unwrap_or_default(),
@@ -204,10 +250,21 @@ fn publish_networks(state: &mut SandboxState, scenario: &Scenario) -> Result<(),
         })
         .collect();
     // Networks of removed projects go away.
-    let keep: BTreeSet<String> = networks.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    let keep: BTreeSet<String> = networks
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
     for sub in ["networks", "projects"] {
-        for e in std::fs::read_dir(dir.join(sub)).into_iter().flatten().flatten() {
-            let stem = e.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        for e in std::fs::read_dir(dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let stem = e
+                .path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if !keep.contains(&stem) {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -225,16 +282,27 @@ fn wait_for_mesh(state: &mut SandboxState, timeout: Duration) -> Result<(), Sand
         let nodes: Vec<NodeInfo> = state
             .nodes
             .iter()
-            .filter_map(|n| serde_json::from_str(&std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name))).ok()?).ok())
+            .filter_map(|n| {
+                serde_json::from_str(
+                    &std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name)))
+                        .ok()?,
+                )
+                .ok()
+            })
             .collect();
         if nodes.len() == state.nodes.len() {
             break nodes;
         }
         if let Some(dead) = state.nodes.iter().find(|n| !topology::alive(n.agent_pid)) {
-            return Err(SandboxError::Precondition(format!("the agent of {} exited; see {}", dead.name, dead.agent_log)));
+            return Err(SandboxError::Precondition(format!(
+                "the agent of {} exited; see {}",
+                dead.name, dead.agent_log
+            )));
         }
         if Instant::now() > deadline {
-            return Err(SandboxError::Timeout("agents did not publish their keys".into()));
+            return Err(SandboxError::Timeout(
+                "agents did not publish their keys".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -244,7 +312,10 @@ fn wait_for_mesh(state: &mut SandboxState, timeout: Duration) -> Result<(), Sand
 
 fn write_mesh(state: &mut SandboxState, published: &[NodeInfo]) -> Result<(), SandboxError> {
     let path = cluster_dir(&state.name).join("mesh.json");
-    let previous: Vec<NodeInfo> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let previous: Vec<NodeInfo> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
     let mesh = plan_mesh(crate::core::mesh::DEFAULT_MESH_CIDR, published, &previous)?;
     write_atomic(&path, &serde_json::to_string_pretty(&mesh).expect("json"))?;
     for n in &mut state.nodes {
@@ -262,7 +333,12 @@ fn mesh_complete(state: &SandboxState) -> bool {
     let peers = state.nodes.len().saturating_sub(1);
     state.nodes.iter().all(|n| {
         sys::run("wg", &["show", &n.wireguard_interface, "latest-handshakes"])
-            .map(|out| out.lines().filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0")).count() == peers)
+            .map(|out| {
+                out.lines()
+                    .filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0"))
+                    .count()
+                    == peers
+            })
             .unwrap_or(false)
     })
 }
@@ -270,7 +346,9 @@ fn mesh_complete(state: &SandboxState) -> bool {
 fn wait_ready(state: &SandboxState, deadline: Instant) -> Result<(), SandboxError> {
     while !mesh_complete(state) {
         if Instant::now() > deadline {
-            return Err(SandboxError::Timeout("WireGuard handshakes did not complete".into()));
+            return Err(SandboxError::Timeout(
+                "WireGuard handshakes did not complete".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -280,10 +358,16 @@ fn wait_ready(state: &SandboxState, deadline: Instant) -> Result<(), SandboxErro
                 break;
             }
             if !topology::alive(n.agent_pid) {
-                return Err(SandboxError::Precondition(format!("the agent of {} exited; see {}", n.name, n.agent_log)));
+                return Err(SandboxError::Precondition(format!(
+                    "the agent of {} exited; see {}",
+                    n.name, n.agent_log
+                )));
             }
             if Instant::now() > deadline {
-                return Err(SandboxError::Timeout(format!("the agent of {} did not become ready; see {}", n.name, n.agent_log)));
+                return Err(SandboxError::Timeout(format!(
+                    "the agent of {} did not become ready; see {}",
+                    n.name, n.agent_log
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -294,7 +378,9 @@ fn wait_ready(state: &SandboxState, deadline: Instant) -> Result<(), SandboxErro
 /// Asks an agent whether it is ready (the plugin's STATUS does the same).
 pub fn status_ready(socket: &str) -> bool {
     use std::io::{BufRead, Write};
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     if s.write_all(b"{\"op\":\"status\"}\n").is_err() {
         return false;
@@ -328,26 +414,46 @@ pub fn desired_containers(scenario: &Scenario) -> Vec<ContainerSpec> {
 }
 
 /// Starts missing containers and stops extra ones.
-pub fn converge_containers(state: &mut SandboxState, scenario: &Scenario, bins: &Binaries) -> Result<(), SandboxError> {
+pub fn converge_containers(
+    state: &mut SandboxState,
+    scenario: &Scenario,
+    bins: &Binaries,
+) -> Result<(), SandboxError> {
     let desired = desired_containers(scenario);
     let key = |app: &str, t: &str, n: u32| format!("{app}-{t}-{n}");
-    let wanted: BTreeSet<String> = desired.iter().map(|c| key(&c.application, &c.process_type, c.number)).collect();
+    let wanted: BTreeSet<String> = desired
+        .iter()
+        .map(|c| key(&c.application, &c.process_type, c.number))
+        .collect();
     let log = cni_log(&state.name);
-    let doomed: Vec<_> = state.containers.iter().filter(|c| !wanted.contains(&c.name)).cloned().collect();
+    let doomed: Vec<_> = state
+        .containers
+        .iter()
+        .filter(|c| !wanted.contains(&c.name))
+        .cloned()
+        .collect();
     for c in doomed {
         containers::stop(&bins.cni, state.node(&c.node), &c, &log)?;
         state.containers.retain(|x| x.name != c.name);
         state.save()?;
     }
     let have: BTreeSet<String> = state.containers.iter().map(|c| c.name.clone()).collect();
-    for spec in desired.iter().filter(|c| !have.contains(&key(&c.application, &c.process_type, c.number))) {
-        let node = state.node(&spec.node).cloned().ok_or_else(|| SandboxError::Precondition(format!("no node {}", spec.node)))?;
+    for spec in desired
+        .iter()
+        .filter(|c| !have.contains(&key(&c.application, &c.process_type, c.number)))
+    {
+        let node = state
+            .node(&spec.node)
+            .cloned()
+            .ok_or_else(|| SandboxError::Precondition(format!("no node {}", spec.node)))?;
         let network = state
             .networks
             .iter()
             .find(|n| n.project == spec.project)
             .cloned()
-            .ok_or_else(|| SandboxError::Precondition(format!("no network for project {}", spec.project)))?;
+            .ok_or_else(|| {
+                SandboxError::Precondition(format!("no network for project {}", spec.project))
+            })?;
         let c = containers::start(&state.name, &bins.cni, &node, &network, spec, &log)?;
         state.containers.push(c);
         state.save()?;
@@ -363,7 +469,14 @@ pub fn wait_converged(state: &SandboxState, timeout: Duration) -> Result<Duratio
     let mut expected: BTreeMap<(String, String, String), Vec<std::net::Ipv4Addr>> = BTreeMap::new();
     for c in &state.containers {
         if let Ok(ip) = c.ip.parse() {
-            expected.entry((c.network_id.clone(), c.application_id.clone(), c.process_type.clone())).or_default().push(ip);
+            expected
+                .entry((
+                    c.network_id.clone(),
+                    c.application_id.clone(),
+                    c.process_type.clone(),
+                ))
+                .or_default()
+                .push(ip);
         }
     }
     for v in expected.values_mut() {
@@ -371,13 +484,19 @@ pub fn wait_converged(state: &SandboxState, timeout: Duration) -> Result<Duratio
     }
     let mut probes: BTreeMap<(String, String), &super::state::ContainerState> = BTreeMap::new();
     for c in &state.containers {
-        probes.entry((c.network_id.clone(), c.node.clone())).or_insert(c);
+        probes
+            .entry((c.network_id.clone(), c.node.clone()))
+            .or_insert(c);
     }
     loop {
         let mut pending = None;
         'outer: for ((net, _), from) in &probes {
-            let Some(network) = state.networks.iter().find(|n| &n.id == net) else { continue };
-            let Ok(gw) = network.gateway.parse() else { continue };
+            let Some(network) = state.networks.iter().find(|n| &n.id == net) else {
+                continue;
+            };
+            let Ok(gw) = network.gateway.parse() else {
+                continue;
+            };
             for ((n, app, t), ips) in &expected {
                 if n != net {
                     continue;
@@ -391,21 +510,40 @@ pub fn wait_converged(state: &SandboxState, timeout: Duration) -> Result<Duratio
         }
         match pending {
             None => return Ok(started.elapsed()),
-            Some(what) if Instant::now() > deadline => return Err(SandboxError::Timeout(format!("DNS not converged: {what}"))),
+            Some(what) if Instant::now() > deadline => {
+                return Err(SandboxError::Timeout(format!("DNS not converged: {what}")));
+            }
             Some(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
 
 /// Applies a new scenario to a running sandbox.
-pub fn apply(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+pub fn apply(
+    name: &str,
+    scenario: &Scenario,
+    bins: &Binaries,
+) -> Result<SandboxState, SandboxError> {
     let mut state = SandboxState::load(name)?;
-    write_atomic(&root_of(name).join("scenario.yaml"), &serde_yaml::to_string(scenario).expect("yaml"))?;
+    write_atomic(
+        &root_of(name).join("scenario.yaml"),
+        &serde_yaml::to_string(scenario).expect("yaml"),
+    )?;
     let wanted: BTreeSet<String> = scenario.node_names().into_iter().collect();
     // Containers on removed nodes, then the nodes themselves.
-    let gone: Vec<NodeState> = state.nodes.iter().filter(|n| !wanted.contains(&n.name)).cloned().collect();
+    let gone: Vec<NodeState> = state
+        .nodes
+        .iter()
+        .filter(|n| !wanted.contains(&n.name))
+        .cloned()
+        .collect();
     for n in &gone {
-        let on_node: Vec<_> = state.containers.iter().filter(|c| c.node == n.name).cloned().collect();
+        let on_node: Vec<_> = state
+            .containers
+            .iter()
+            .filter(|c| c.node == n.name)
+            .cloned()
+            .collect();
         for c in on_node {
             let alive = topology::alive(n.agent_pid);
             let _ = containers::stop(&bins.cni, alive.then_some(n), &c, &cni_log(name));
@@ -427,7 +565,13 @@ pub fn apply(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<Sandbox
         let published: Vec<NodeInfo> = state
             .nodes
             .iter()
-            .filter_map(|n| serde_json::from_str(&std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name))).ok()?).ok())
+            .filter_map(|n| {
+                serde_json::from_str(
+                    &std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name)))
+                        .ok()?,
+                )
+                .ok()
+            })
             .collect();
         if added {
             wait_for_mesh(&mut state, Duration::from_secs(15))?;
@@ -453,8 +597,16 @@ fn remove_node(state: &SandboxState, n: &NodeState) {
     let _ = std::fs::remove_dir_all(dir.join("endpoints").join(&n.name));
     // Address claims of the removed node (the controller's GC in Kubernetes).
     let prefix = format!("{}/", n.name);
-    for net in std::fs::read_dir(dir.join("claims")).into_iter().flatten().flatten() {
-        for claim in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+    for net in std::fs::read_dir(dir.join("claims"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for claim in std::fs::read_dir(net.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if std::fs::read_to_string(claim.path()).is_ok_and(|o| o.starts_with(&prefix)) {
                 let _ = std::fs::remove_file(claim.path());
             }
@@ -463,32 +615,56 @@ fn remove_node(state: &SandboxState, n: &NodeState) {
 }
 
 fn stop_wireguard(n: &NodeState) {
-    let pid_file = Path::new(&n.state_dir).join(format!("wireguard-go-{}.pid", n.wireguard_interface));
-    if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+    let pid_file =
+        Path::new(&n.state_dir).join(format!("wireguard-go-{}.pid", n.wireguard_interface));
+    if let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    {
         topology::stop_pid(pid, nix::sys::signal::Signal::SIGTERM);
     }
     let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", n.wireguard_interface));
 }
 
 /// Scales one application's process type.
-pub fn scale(name: &str, app: &str, ptype: &str, count: u32, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+pub fn scale(
+    name: &str,
+    app: &str,
+    ptype: &str,
+    count: u32,
+    bins: &Binaries,
+) -> Result<SandboxState, SandboxError> {
     let root = root_of(name);
-    let text = std::fs::read_to_string(root.join("scenario.yaml")).map_err(|e| StateError::Io { path: root.display().to_string(), source: e })?;
+    let text = std::fs::read_to_string(root.join("scenario.yaml")).map_err(|e| StateError::Io {
+        path: root.display().to_string(),
+        source: e,
+    })?;
     let mut scenario = Scenario::parse(&text)?;
     let w = scenario
         .workloads
         .iter_mut()
         .find(|w| w.application == app)
-        .ok_or_else(|| SandboxError::Precondition(format!("no application {app:?} in the sandbox")))?;
+        .ok_or_else(|| {
+            SandboxError::Precondition(format!("no application {app:?} in the sandbox"))
+        })?;
     w.processes.insert(ptype.to_string(), count);
     scenario.validate()?;
     apply(name, &scenario, bins)
 }
 
 /// Kills (`SIGKILL`) or restarts the agent of one node, leaving the datapath.
-pub fn agent_control(name: &str, node: &str, start: bool, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+pub fn agent_control(
+    name: &str,
+    node: &str,
+    start: bool,
+    bins: &Binaries,
+) -> Result<SandboxState, SandboxError> {
     let mut state = SandboxState::load(name)?;
-    let idx = state.nodes.iter().position(|n| n.name == node).ok_or_else(|| SandboxError::Precondition(format!("no node {node:?}")))?;
+    let idx = state
+        .nodes
+        .iter()
+        .position(|n| n.name == node)
+        .ok_or_else(|| SandboxError::Precondition(format!("no node {node:?}")))?;
     if start {
         if !topology::alive(state.nodes[idx].agent_pid) {
             let pid = topology::start_agent(&bins.privnet, &state.nodes[idx], &cluster_dir(name))?;
@@ -497,7 +673,10 @@ pub fn agent_control(name: &str, node: &str, start: bool, bins: &Binaries) -> Re
             wait_ready(&state, Instant::now() + Duration::from_secs(15))?;
         }
     } else {
-        topology::stop_pid(state.nodes[idx].agent_pid, nix::sys::signal::Signal::SIGKILL);
+        topology::stop_pid(
+            state.nodes[idx].agent_pid,
+            nix::sys::signal::Signal::SIGKILL,
+        );
         state.nodes[idx].agent_pid = 0;
         state.save()?;
     }
@@ -515,15 +694,23 @@ pub fn down(name: &str) {
         }
     }
     // Daemons recorded in pid files even when the state file is gone.
-    for entry in std::fs::read_dir(root_of(name)).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(root_of(name))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let sd = entry.path().join("state");
         for f in std::fs::read_dir(&sd).into_iter().flatten().flatten() {
             let fname = f.file_name().to_string_lossy().into_owned();
             if fname.starts_with("wireguard-go-")
-                && let Some(pid) = std::fs::read_to_string(f.path()).ok().and_then(|t| t.trim().parse::<u32>().ok())
+                && let Some(pid) = std::fs::read_to_string(f.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
             {
                 topology::stop_pid(pid, nix::sys::signal::Signal::SIGTERM);
-                let ifname = fname.trim_start_matches("wireguard-go-").trim_end_matches(".pid");
+                let ifname = fname
+                    .trim_start_matches("wireguard-go-")
+                    .trim_end_matches(".pid");
                 let _ = std::fs::remove_file(format!("/var/run/wireguard/{ifname}.sock"));
             }
         }
@@ -532,8 +719,15 @@ pub fn down(name: &str) {
         let _ = ip(&["netns", "del", &ns]);
         let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
     }
-    for e in std::fs::read_dir("/etc/netns").into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with(&format!("{name}-")) {
+    for e in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{name}-"))
+        {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

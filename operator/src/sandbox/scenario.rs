@@ -64,7 +64,8 @@ pub struct Scenario {
 impl Scenario {
     /// Parses and validates YAML.
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario = serde_yaml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        let s: Scenario =
+            serde_yaml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
         s.validate()?;
         Ok(s)
     }
@@ -83,30 +84,48 @@ impl Scenario {
         let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
         for p in &self.projects {
             let name = p.metadata.name.as_deref().unwrap_or_default();
-            validate_label(NamePart::ApplicationId, name).map_err(|e| ScenarioError::Invalid(format!("project name: {e}")))?;
+            validate_label(NamePart::ApplicationId, name)
+                .map_err(|e| ScenarioError::Invalid(format!("project name: {e}")))?;
             for ns in &p.spec.namespaces {
                 if let Some(other) = owner.insert(ns, name) {
-                    return bad(format!("namespace {ns:?} is claimed by projects {other:?} and {name:?}"));
+                    return bad(format!(
+                        "namespace {ns:?} is claimed by projects {other:?} and {name:?}"
+                    ));
                 }
             }
         }
         let nodes = self.node_names();
         for w in &self.workloads {
-            if !self.projects.iter().any(|p| p.metadata.name.as_deref() == Some(&w.project)) {
-                return bad(format!("workload {:?} names unknown project {:?}", w.application, w.project));
+            if !self
+                .projects
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some(&w.project))
+            {
+                return bad(format!(
+                    "workload {:?} names unknown project {:?}",
+                    w.application, w.project
+                ));
             }
-            validate_label(NamePart::ApplicationId, &w.application).map_err(|e| ScenarioError::Invalid(e.to_string()))?;
+            validate_label(NamePart::ApplicationId, &w.application)
+                .map_err(|e| ScenarioError::Invalid(e.to_string()))?;
             for t in w.processes.keys() {
-                validate_label(NamePart::ProcessType, t).map_err(|e| ScenarioError::Invalid(e.to_string()))?;
+                validate_label(NamePart::ProcessType, t)
+                    .map_err(|e| ScenarioError::Invalid(e.to_string()))?;
             }
             if let Some(n) = w.nodes.iter().find(|n| !nodes.contains(n)) {
-                return bad(format!("workload {:?} is placed on unknown node {n:?}", w.application));
+                return bad(format!(
+                    "workload {:?} is placed on unknown node {n:?}",
+                    w.application
+                ));
             }
         }
         let mut apps = BTreeMap::new();
         for w in &self.workloads {
             if apps.insert((&w.project, &w.application), ()).is_some() {
-                return bad(format!("application {:?} appears twice in project {:?}", w.application, w.project));
+                return bad(format!(
+                    "application {:?} appears twice in project {:?}",
+                    w.application, w.project
+                ));
             }
         }
         Ok(())
@@ -116,7 +135,14 @@ impl Scenario {
     /// and worker ×1 plus a second app, spread across nodes.
     pub fn default_scenario() -> Self {
         let project = |name: &str| {
-            let mut p = Project::new(name, ProjectSpec { namespaces: vec![name.to_string()], public_web: true, network: None });
+            let mut p = Project::new(
+                name,
+                ProjectSpec {
+                    namespaces: vec![name.to_string()],
+                    public_web: true,
+                    network: None,
+                },
+            );
             p.metadata.name = Some(name.to_string());
             p
         };
@@ -156,11 +182,21 @@ mod tests {
         let mut s = Scenario::default_scenario();
         s.projects[1].spec.namespaces = vec!["shop".into()];
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.contains("namespace \"shop\" is claimed by projects"), "{e}");
+        assert!(
+            e.contains("namespace \"shop\" is claimed by projects"),
+            "{e}"
+        );
         let mut s = Scenario::default_scenario();
         s.workloads[0].nodes = vec!["n9".into()];
-        assert!(s.validate().unwrap_err().to_string().contains("unknown node \"n9\""));
-        let e = Scenario::parse("nodes: 2\nprojects: []\nworkload: []\n").unwrap_err().to_string();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown node \"n9\"")
+        );
+        let e = Scenario::parse("nodes: 2\nprojects: []\nworkload: []\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field"), "{e}");
     }
 }

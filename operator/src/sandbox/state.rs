@@ -162,16 +162,29 @@ impl SandboxState {
         let path = Self::path(name);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::NotUp(name.into())),
-            Err(e) => return Err(StateError::Io { path: path.display().to_string(), source: e }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotUp(name.into()));
+            }
+            Err(e) => {
+                return Err(StateError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
         };
-        serde_json::from_str(&text).map_err(|e| StateError::Decode { path: path.display().to_string(), message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| StateError::Decode {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Saves atomically.
     pub fn save(&self) -> Result<(), StateError> {
         let path = Self::path(&self.name);
-        write_atomic(&path, &serde_json::to_string_pretty(self).expect("state serializes"))
+        write_atomic(
+            &path,
+            &serde_json::to_string_pretty(self).expect("state serializes"),
+        )
     }
 
     /// The container named `name`.
@@ -187,7 +200,10 @@ impl SandboxState {
 
 /// Writes a file atomically.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), StateError> {
-    let io = |p: &Path, e| StateError::Io { path: p.display().to_string(), source: e };
+    let io = |p: &Path, e| StateError::Io {
+        path: p.display().to_string(),
+        source: e,
+    };
     let dir = path.parent().expect("state paths have a parent");
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let tmp = path.with_extension("tmp");

@@ -33,22 +33,42 @@ pub fn create_node(underlay: &str, node: &NodeState) -> Result<(), CommandError>
     let port = format!("u-{}", node.name);
     ip(&["netns", "add", ns])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
-    ip(&["-n", underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+    ip(&[
+        "-n", underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ])?;
     ip(&["-n", underlay, "link", "set", &port, "master", "ul0", "up"])?;
-    ip(&["-n", ns, "addr", "add", &format!("{}/24", node.underlay_address), "dev", "eth0"])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{}/24", node.underlay_address),
+        "dev",
+        "eth0",
+    ])?;
     ip(&["-n", ns, "link", "set", "eth0", "up"])?;
     Ok(())
 }
 
 /// Starts the node's agent inside its namespace as a detached process
 /// (own process group, output to its log); returns its pid.
-pub fn start_agent(privnet: &Path, node: &NodeState, source_dir: &Path) -> Result<u32, CommandError> {
+pub fn start_agent(
+    privnet: &Path,
+    node: &NodeState,
+    source_dir: &Path,
+) -> Result<u32, CommandError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&node.agent_log)
-        .map_err(|e| CommandError { command: format!("open {}", node.agent_log), stderr: e.to_string() })?;
-    let err_log = log.try_clone().map_err(|e| CommandError { command: "dup log".into(), stderr: e.to_string() })?;
+        .map_err(|e| CommandError {
+            command: format!("open {}", node.agent_log),
+            stderr: e.to_string(),
+        })?;
+    let err_log = log.try_clone().map_err(|e| CommandError {
+        command: "dup log".into(),
+        stderr: e.to_string(),
+    })?;
     let endpoint = format!("{}:{WG_PORT}", node.underlay_address);
     // nsenter enters the network namespace only: `ip netns exec` would also
     // give the agent a private mount namespace, hiding the namespaces it
@@ -59,15 +79,38 @@ pub fn start_agent(privnet: &Path, node: &NodeState, source_dir: &Path) -> Resul
         .arg(privnet)
         .args(["agent", "--node", &node.name, "--source-dir"])
         .arg(source_dir)
-        .args(["--state-dir", &node.state_dir, "--socket", &node.agent_socket])
-        .args(["--netns-prefix", &node.network_netns_prefix, "--wg-ifname", &node.wireguard_interface])
-        .args(["--wireguard", "auto", "--endpoint", &endpoint, "--no-dns-forward"])
-        .env("PRIVNET_LOG", std::env::var("PRIVNET_LOG").unwrap_or_else(|_| "info,hickory_server=warn,defguard_wireguard_rs=warn".into()))
+        .args([
+            "--state-dir",
+            &node.state_dir,
+            "--socket",
+            &node.agent_socket,
+        ])
+        .args([
+            "--netns-prefix",
+            &node.network_netns_prefix,
+            "--wg-ifname",
+            &node.wireguard_interface,
+        ])
+        .args([
+            "--wireguard",
+            "auto",
+            "--endpoint",
+            &endpoint,
+            "--no-dns-forward",
+        ])
+        .env(
+            "PRIVNET_LOG",
+            std::env::var("PRIVNET_LOG")
+                .unwrap_or_else(|_| "info,hickory_server=warn,defguard_wireguard_rs=warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_log)
         .process_group(0);
-    let child = cmd.spawn().map_err(|e| CommandError { command: format!("start agent of {}", node.name), stderr: e.to_string() })?;
+    let child = cmd.spawn().map_err(|e| CommandError {
+        command: format!("start agent of {}", node.name),
+        stderr: e.to_string(),
+    })?;
     Ok(child.id())
 }
 
@@ -77,7 +120,12 @@ pub fn alive(pid: u32) -> bool {
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -92,7 +140,10 @@ pub fn stop_pid(pid: u32, signal: nix::sys::signal::Signal) {
     let _ = kill(Pid::from_raw(pid as i32), signal);
     for _ in 0..60 {
         // Reap it if it is our child; ignore errors otherwise.
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(pid as i32),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
         if !alive(pid) {
             return;
         }

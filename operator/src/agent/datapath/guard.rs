@@ -267,8 +267,14 @@ mod tests {
         g.ports.clear();
         let text = network_ruleset(&g).unwrap();
         assert!(!text.contains("pv1a"));
-        assert!(!text.contains("vmap"), "an empty verdict map is not valid nft");
-        assert!(text.contains("iifname \"pv*\" drop"), "unknown ports are dropped");
+        assert!(
+            !text.contains("vmap"),
+            "an empty verdict map is not valid nft"
+        );
+        assert!(
+            text.contains("iifname \"pv*\" drop"),
+            "unknown ports are dropped"
+        );
         assert!(text.contains("oifname \"vx100\" ether daddr"));
     }
 

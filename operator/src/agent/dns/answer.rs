@@ -73,6 +73,11 @@ impl ZoneSource for crate::core::zone::Zone {
     }
 
     fn soa(&self) -> Soa {
-        Soa { origin: self.origin().to_string(), serial: self.serial(), ttl: self.ttl(), ns_address: self.gateway() }
+        Soa {
+            origin: self.origin().to_string(),
+            serial: self.serial(),
+            ttl: self.ttl(),
+            ns_address: self.gateway(),
+        }
     }
 }

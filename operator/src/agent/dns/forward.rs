@@ -53,8 +53,17 @@ impl Forwarder {
     /// Sends `query` upstream and returns the raw answer with the same id.
     /// One ephemeral socket per query: no id/port prediction across queries.
     pub async fn forward(&self, query: &[u8]) -> Result<Vec<u8>, ForwardError> {
-        let io = |source| ForwardError::Io { upstream: self.upstream, source };
-        let bind: SocketAddr = if self.upstream.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+        let io = |source| ForwardError::Io {
+            upstream: self.upstream,
+            source,
+        };
+        let bind: SocketAddr = if self.upstream.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .unwrap();
         let socket = UdpSocket::bind(bind).await.map_err(io)?;
         socket.connect(self.upstream).await.map_err(io)?;
         socket.send(query).await.map_err(io)?;
@@ -79,7 +88,10 @@ mod tests {
     #[test]
     fn first_nameserver_is_the_upstream() {
         let text = "# generated\nsearch lan\nnameserver 127.0.0.53\nnameserver 1.1.1.1\n";
-        assert_eq!(Forwarder::upstream_from_resolv_conf(text), Some("127.0.0.53:53".parse().unwrap()));
+        assert_eq!(
+            Forwarder::upstream_from_resolv_conf(text),
+            Some("127.0.0.53:53".parse().unwrap())
+        );
         assert_eq!(Forwarder::upstream_from_resolv_conf("search x\n"), None);
     }
 
@@ -96,7 +108,10 @@ mod tests {
             answer.push(42);
             upstream.send_to(&answer, peer).await.unwrap();
         });
-        let out = Forwarder::new(addr).forward(&[0x12, 0x34, 7]).await.unwrap();
+        let out = Forwarder::new(addr)
+            .forward(&[0x12, 0x34, 7])
+            .await
+            .unwrap();
         assert_eq!(out, vec![0x12, 0x34, 7, 42]);
     }
 }

@@ -38,14 +38,22 @@ pub struct PrivateDns {
 
 impl PrivateDns {
     /// Handler answering from `zone`, forwarding to `forwarder` (REFUSED when none).
-    pub fn new(zone: Arc<dyn ZoneSource>, forwarder: Option<Forwarder>, counters: Arc<DnsCounters>) -> Self {
-        Self { zone, forwarder, counters }
+    pub fn new(
+        zone: Arc<dyn ZoneSource>,
+        forwarder: Option<Forwarder>,
+        counters: Arc<DnsCounters>,
+    ) -> Self {
+        Self {
+            zone,
+            forwarder,
+            counters,
+        }
     }
 }
 
 enum Outcome {
     Answer(Vec<Record>),
-    Negative(ResponseCode, Record),
+    Negative(ResponseCode, Box<Record>),
     Forward,
 }
 
@@ -70,44 +78,62 @@ fn soa_record(soa: &Soa) -> Record {
 /// Decides the answer to (qname, qtype) from the zone alone (pure).
 fn decide(zone: &dyn ZoneSource, qname: &Name, qtype: RecordType) -> Outcome {
     let lower = qname.to_lowercase().to_ascii();
-    let lower = if lower.ends_with('.') { lower } else { format!("{lower}.") };
+    let lower = if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    };
     let soa = zone.soa();
     let ttl = soa.ttl;
     if lower == soa.origin {
         return match qtype {
             RecordType::SOA => Outcome::Answer(vec![soa_record(&soa)]),
             RecordType::NS => {
-                let ns = Record::from_rdata(qname.clone(), ttl, RData::NS(NS(name(&format!("ns.{}", soa.origin)))));
+                let ns = Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::NS(NS(name(&format!("ns.{}", soa.origin)))),
+                );
                 Outcome::Answer(vec![ns])
             }
-            _ => Outcome::Negative(ResponseCode::NoError, soa_record(&soa)),
+            _ => Outcome::Negative(ResponseCode::NoError, Box::new(soa_record(&soa))),
         };
     }
     if lower == format!("ns.{}", soa.origin) {
         return match qtype {
-            RecordType::A | RecordType::ANY => {
-                Outcome::Answer(vec![Record::from_rdata(qname.clone(), ttl, RData::A(A(soa.ns_address)))])
-            }
-            _ => Outcome::Negative(ResponseCode::NoError, soa_record(&soa)),
+            RecordType::A | RecordType::ANY => Outcome::Answer(vec![Record::from_rdata(
+                qname.clone(),
+                ttl,
+                RData::A(A(soa.ns_address)),
+            )]),
+            _ => Outcome::Negative(ResponseCode::NoError, Box::new(soa_record(&soa))),
         };
     }
     match zone.answer(&lower) {
         ZoneAnswer::Addresses(ips) if matches!(qtype, RecordType::A | RecordType::ANY) => {
-            let records = ips.into_iter().map(|ip| Record::from_rdata(qname.clone(), ttl, RData::A(A(ip)))).collect();
+            let records = ips
+                .into_iter()
+                .map(|ip| Record::from_rdata(qname.clone(), ttl, RData::A(A(ip))))
+                .collect();
             Outcome::Answer(records)
         }
         ZoneAnswer::Pointers(names) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
-            let records = names.iter().map(|n| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(name(n))))).collect();
+            let records = names
+                .iter()
+                .map(|n| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(name(n)))))
+                .collect();
             Outcome::Answer(records)
         }
         ZoneAnswer::Addresses(_) | ZoneAnswer::Pointers(_) | ZoneAnswer::NoData => {
-            Outcome::Negative(ResponseCode::NoError, soa_record(&soa))
+            Outcome::Negative(ResponseCode::NoError, Box::new(soa_record(&soa)))
         }
-        ZoneAnswer::NxDomain => Outcome::Negative(ResponseCode::NXDomain, soa_record(&soa)),
+        ZoneAnswer::NxDomain => {
+            Outcome::Negative(ResponseCode::NXDomain, Box::new(soa_record(&soa)))
+        }
         // Names of other private networks answer exactly like names that do
         // not exist, and never leave the node.
         ZoneAnswer::OutOfZone if in_private_domain(&lower, &soa.origin) => {
-            Outcome::Negative(ResponseCode::NXDomain, soa_record(&soa))
+            Outcome::Negative(ResponseCode::NXDomain, Box::new(soa_record(&soa)))
         }
         ZoneAnswer::OutOfZone => Outcome::Forward,
     }
@@ -115,14 +141,20 @@ fn decide(zone: &dyn ZoneSource, qname: &Name, qtype: RecordType) -> Outcome {
 
 /// Whether `name` is under the private domain (the origin minus its first label).
 fn in_private_domain(name: &str, origin: &str) -> bool {
-    let Some((_, domain)) = origin.split_once('.') else { return false };
+    let Some((_, domain)) = origin.split_once('.') else {
+        return false;
+    };
     name == domain || name.ends_with(&format!(".{domain}"))
 }
 
 fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.response_code = code;
-    Header { metadata, counts: HeaderCounts::default() }.into()
+    Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    }
+    .into()
 }
 
 impl PrivateDns {
@@ -130,7 +162,12 @@ impl PrivateDns {
         let Some(forwarder) = &self.forwarder else {
             return self.error(request, handle, ResponseCode::Refused).await;
         };
-        let upstream = match forwarder.forward(request.as_slice()).await.ok().and_then(|raw| Message::from_vec(&raw).ok()) {
+        let upstream = match forwarder
+            .forward(request.as_slice())
+            .await
+            .ok()
+            .and_then(|raw| Message::from_vec(&raw).ok())
+        {
             Some(m) => m,
             None => return self.error(request, handle, ResponseCode::ServFail).await,
         };
@@ -143,21 +180,40 @@ impl PrivateDns {
             upstream.answers.iter(),
             upstream.authorities.iter(),
             std::iter::empty(),
-            upstream.additionals.iter().filter(|r| r.record_type() != RecordType::OPT),
+            upstream
+                .additionals
+                .iter()
+                .filter(|r| r.record_type() != RecordType::OPT),
         );
-        handle.send_response(response).await.unwrap_or_else(|_| failed(request, ResponseCode::ServFail))
+        handle
+            .send_response(response)
+            .await
+            .unwrap_or_else(|_| failed(request, ResponseCode::ServFail))
     }
 
-    async fn error<R: ResponseHandler>(&self, request: &Request, mut handle: R, code: ResponseCode) -> ResponseInfo {
+    async fn error<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut handle: R,
+        code: ResponseCode,
+    ) -> ResponseInfo {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        let response = MessageResponseBuilder::from_message_request(request).error_msg(&request.metadata, code);
-        handle.send_response(response).await.unwrap_or_else(|_| failed(request, code))
+        let response = MessageResponseBuilder::from_message_request(request)
+            .error_msg(&request.metadata, code);
+        handle
+            .send_response(response)
+            .await
+            .unwrap_or_else(|_| failed(request, code))
     }
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for PrivateDns {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut handle: R,
+    ) -> ResponseInfo {
         if request.metadata.op_code != OpCode::Query {
             return self.error(request, handle, ResponseCode::NotImp).await;
         }
@@ -173,12 +229,16 @@ impl RequestHandler for PrivateDns {
             Outcome::Forward => return self.forward(request, handle).await,
             Outcome::Answer(records) => {
                 self.counters.answered.fetch_add(1, Ordering::Relaxed);
-                handle.send_response(builder.build(metadata, records.iter(), [], [], [])).await
+                handle
+                    .send_response(builder.build(metadata, records.iter(), [], [], []))
+                    .await
             }
             Outcome::Negative(code, soa) => {
                 self.counters.negative.fetch_add(1, Ordering::Relaxed);
                 metadata.response_code = code;
-                handle.send_response(builder.build(metadata, [], [], [&soa], [])).await
+                handle
+                    .send_response(builder.build(metadata, [], [], [&*soa], []))
+                    .await
             }
         };
         sent.unwrap_or_else(|_| failed(request, ResponseCode::ServFail))
@@ -194,14 +254,21 @@ mod tests {
     impl ZoneSource for Fixed {
         fn answer(&self, qname: &str) -> ZoneAnswer {
             match qname {
-                "app.pn-1.private-network.internal." => ZoneAnswer::Addresses(vec![Ipv4Addr::new(10, 240, 0, 4)]),
+                "app.pn-1.private-network.internal." => {
+                    ZoneAnswer::Addresses(vec![Ipv4Addr::new(10, 240, 0, 4)])
+                }
                 "worker.app.pn-1.private-network.internal." => ZoneAnswer::NoData,
                 q if q.ends_with("pn-1.private-network.internal.") => ZoneAnswer::NxDomain,
                 _ => ZoneAnswer::OutOfZone,
             }
         }
         fn soa(&self) -> Soa {
-            Soa { origin: "pn-1.private-network.internal.".into(), serial: 7, ttl: 5, ns_address: Ipv4Addr::new(10, 240, 0, 1) }
+            Soa {
+                origin: "pn-1.private-network.internal.".into(),
+                serial: 7,
+                ttl: 5,
+                ns_address: Ipv4Addr::new(10, 240, 0, 1),
+            }
         }
     }
 
@@ -215,13 +282,28 @@ mod tests {
             Outcome::Answer(r) => assert_eq!(r.len(), 1),
             _ => panic!("expected an answer"),
         }
-        assert!(matches!(q("app.pn-1.private-network.internal.", RecordType::AAAA), Outcome::Negative(ResponseCode::NoError, _)));
-        assert!(matches!(q("nope.pn-1.private-network.internal.", RecordType::A), Outcome::Negative(ResponseCode::NXDomain, _)));
-        assert!(matches!(q("pn-1.private-network.internal.", RecordType::SOA), Outcome::Answer(..)));
-        assert!(matches!(q("ns.pn-1.private-network.internal.", RecordType::A), Outcome::Answer(..)));
+        assert!(matches!(
+            q("app.pn-1.private-network.internal.", RecordType::AAAA),
+            Outcome::Negative(ResponseCode::NoError, _)
+        ));
+        assert!(matches!(
+            q("nope.pn-1.private-network.internal.", RecordType::A),
+            Outcome::Negative(ResponseCode::NXDomain, _)
+        ));
+        assert!(matches!(
+            q("pn-1.private-network.internal.", RecordType::SOA),
+            Outcome::Answer(..)
+        ));
+        assert!(matches!(
+            q("ns.pn-1.private-network.internal.", RecordType::A),
+            Outcome::Answer(..)
+        ));
         assert!(matches!(q("example.org.", RecordType::A), Outcome::Forward));
         // Another network's name: NXDOMAIN like a missing name, not forwarded.
-        match (q("1.web.app.pn-2.private-network.internal.", RecordType::A), q("nope.pn-1.private-network.internal.", RecordType::A)) {
+        match (
+            q("1.web.app.pn-2.private-network.internal.", RecordType::A),
+            q("nope.pn-1.private-network.internal.", RecordType::A),
+        ) {
             (Outcome::Negative(a, sa), Outcome::Negative(b, sb)) => {
                 assert_eq!((a, sa), (b, sb));
                 assert_eq!(a, ResponseCode::NXDomain);

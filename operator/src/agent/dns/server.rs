@@ -8,8 +8,8 @@ use std::time::Duration;
 use hickory_server::Server;
 
 use super::answer::ZoneSource;
-use super::handler::{DnsCounters, PrivateDns};
 use super::forward::Forwarder;
+use super::handler::{DnsCounters, PrivateDns};
 
 /// Errors of the DNS server.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +34,14 @@ impl Responder {
         forwarder: Option<Forwarder>,
         counters: Arc<DnsCounters>,
     ) -> Result<Self, DnsServerError> {
-        udp.set_nonblocking(true).map_err(DnsServerError::Register)?;
-        tcp.set_nonblocking(true).map_err(DnsServerError::Register)?;
-                let mut server = Server::new(PrivateDns::new(zone, forwarder, counters));
-        server.register_socket(tokio::net::UdpSocket::from_std(udp).map_err(DnsServerError::Register)?);
+        udp.set_nonblocking(true)
+            .map_err(DnsServerError::Register)?;
+        tcp.set_nonblocking(true)
+            .map_err(DnsServerError::Register)?;
+        let mut server = Server::new(PrivateDns::new(zone, forwarder, counters));
+        server.register_socket(
+            tokio::net::UdpSocket::from_std(udp).map_err(DnsServerError::Register)?,
+        );
         server.register_listener(
             tokio::net::TcpListener::from_std(tcp).map_err(DnsServerError::Register)?,
             Duration::from_secs(5),

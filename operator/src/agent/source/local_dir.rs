@@ -33,7 +33,10 @@ pub struct LocalDir {
 impl LocalDir {
     /// Backend rooted at `root`, publishing as node `node`.
     pub fn new(root: impl Into<PathBuf>, node: impl Into<String>) -> Self {
-        Self { root: root.into(), node: node.into() }
+        Self {
+            root: root.into(),
+            node: node.into(),
+        }
     }
 
     /// Root directory.
@@ -53,7 +56,8 @@ impl LocalDir {
     fn read_view(&self) -> Result<ClusterView, SourceError> {
         let mut view = ClusterView::default();
         if let Some(text) = read_opt(&self.root.join("mesh.json"))? {
-            view.nodes = serde_json::from_str(&text).map_err(|e| decode(&self.root.join("mesh.json"), e))?;
+            view.nodes =
+                serde_json::from_str(&text).map_err(|e| decode(&self.root.join("mesh.json"), e))?;
         }
         for (path, text) in read_all(&self.root.join("networks"))? {
             let pn: PrivateNetwork = serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
@@ -64,25 +68,32 @@ impl LocalDir {
         for (path, text) in read_all(&self.root.join("projects"))? {
             let p: Project = serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
             if let Some(id) = p.status.as_ref().and_then(|s| s.network_id.clone()) {
-                view.namespace_networks.extend(p.spec.namespaces.iter().map(|ns| (ns.clone(), id.clone())));
+                view.namespace_networks
+                    .extend(p.spec.namespaces.iter().map(|ns| (ns.clone(), id.clone())));
             }
         }
         let ep_root = self.root.join("endpoints");
         for node_dir in list(&ep_root)? {
             for (path, text) in read_all(&node_dir)? {
-                let ep: PrivateEndpoint = serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
+                let ep: PrivateEndpoint =
+                    serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
                 if let Some(info) = endpoint_info(&ep.spec) {
                     view.endpoints.push(info);
                 }
             }
         }
         view.networks.sort_by(|a, b| a.id.cmp(&b.id));
-        view.endpoints.sort_by(|a, b| (&a.node, &a.container_id, &a.interface).cmp(&(&b.node, &b.container_id, &b.interface)));
+        view.endpoints.sort_by(|a, b| {
+            (&a.node, &a.container_id, &a.interface).cmp(&(&b.node, &b.container_id, &b.interface))
+        });
         Ok(view)
     }
 
     fn endpoint_path(&self, ep: &EndpointInfo) -> PathBuf {
-        self.root.join("endpoints").join(&self.node).join(format!("{}-{}.yaml", ep.container_id, ep.interface))
+        self.root
+            .join("endpoints")
+            .join(&self.node)
+            .join(format!("{}-{}.yaml", ep.container_id, ep.interface))
     }
 }
 
@@ -105,22 +116,37 @@ impl Source for LocalDir {
 
     async fn publish_node(&self, node: &NodeInfo) -> Result<(), SourceError> {
         let text = serde_json::to_string_pretty(node).expect("node info serializes");
-        write_atomic(&self.root.join("nodes").join(format!("{}.json", node.name)), &text)
+        write_atomic(
+            &self.root.join("nodes").join(format!("{}.json", node.name)),
+            &text,
+        )
     }
 
     async fn publish_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
-        let name = format!("{}-{}-{}", ep.application_id, ep.process_type, ep.container_number);
+        let name = format!(
+            "{}-{}-{}",
+            ep.application_id, ep.process_type, ep.container_number
+        );
         let mut obj = PrivateEndpoint::new(&name, endpoint_spec(ep));
         obj.metadata.namespace = Some("default".into());
         let text = serde_yaml::to_string(&obj).expect("endpoint serializes");
         write_atomic(&self.endpoint_path(ep), &text)
     }
 
-    async fn claim_address(&self, network_id: &str, ip: std::net::Ipv4Addr, owner: &str) -> Result<bool, SourceError> {
+    async fn claim_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> Result<bool, SourceError> {
         let dir = self.root.join("claims").join(network_id);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let path = dir.join(ip.to_string());
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(mut f) => {
                 use std::io::Write;
                 f.write_all(owner.as_bytes()).map_err(|e| io(&path, e))?;
@@ -135,8 +161,17 @@ impl Source for LocalDir {
         }
     }
 
-    async fn release_address(&self, network_id: &str, ip: std::net::Ipv4Addr, owner: &str) -> Result<(), SourceError> {
-        let path = self.root.join("claims").join(network_id).join(ip.to_string());
+    async fn release_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> Result<(), SourceError> {
+        let path = self
+            .root
+            .join("claims")
+            .join(network_id)
+            .join(ip.to_string());
         if read_opt(&path)?.is_some_and(|holder| holder == owner) {
             std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
         }
@@ -205,14 +240,19 @@ pub fn network_info(pn: &PrivateNetwork) -> Option<NetworkInfo> {
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), SourceError> {
     let dir = path.parent().expect("paths have a parent");
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
 fn hash_dir(dir: &Path, h: &mut impl std::hash::Hasher, recurse: bool) {
     use std::hash::Hash;
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut items: Vec<_> = entries.flatten().collect();
     items.sort_by_key(|e| e.file_name());
     for e in items {
@@ -225,7 +265,10 @@ fn hash_dir(dir: &Path, h: &mut impl std::hash::Hasher, recurse: bool) {
         }
         e.file_name().hash(h);
         meta.len().hash(h);
-        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).hash(h);
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .hash(h);
     }
 }
 
@@ -264,11 +307,17 @@ fn read_opt(path: &Path) -> Result<Option<String>, SourceError> {
 }
 
 fn io(path: &Path, source: std::io::Error) -> SourceError {
-    SourceError::Io { path: path.display().to_string(), source }
+    SourceError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn decode(path: &Path, e: impl std::fmt::Display) -> SourceError {
-    SourceError::Decode { path: path.display().to_string(), message: e.to_string() }
+    SourceError::Decode {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -296,12 +345,18 @@ mod tests {
         let (rev0, view) = src.next_view(0).await.unwrap();
         assert!(view.endpoints.is_empty());
         src.publish_endpoint(&ep(1)).await.unwrap();
-        let (rev1, view) = tokio::time::timeout(Duration::from_secs(2), src.next_view(rev0)).await.unwrap().unwrap();
+        let (rev1, view) = tokio::time::timeout(Duration::from_secs(2), src.next_view(rev0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_ne!(rev0, rev1);
         assert_eq!(view.endpoints, vec![ep(1)]);
         src.withdraw_endpoint(&ep(1)).await.unwrap();
         src.withdraw_endpoint(&ep(1)).await.unwrap();
-        let (_, view) = tokio::time::timeout(Duration::from_secs(2), src.next_view(rev1)).await.unwrap().unwrap();
+        let (_, view) = tokio::time::timeout(Duration::from_secs(2), src.next_view(rev1))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(view.endpoints.is_empty());
     }
 
@@ -312,11 +367,20 @@ mod tests {
         let b = LocalDir::new(dir.path(), "n2");
         let ip = "10.240.0.2".parse().unwrap();
         assert!(a.claim_address("pn-a", ip, "n1/c1/eth1").await.unwrap());
-        assert!(a.claim_address("pn-a", ip, "n1/c1/eth1").await.unwrap(), "idempotent for the holder");
+        assert!(
+            a.claim_address("pn-a", ip, "n1/c1/eth1").await.unwrap(),
+            "idempotent for the holder"
+        );
         assert!(!b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap());
-        assert!(b.claim_address("pn-b", ip, "n2/c9/eth1").await.unwrap(), "networks are independent");
+        assert!(
+            b.claim_address("pn-b", ip, "n2/c9/eth1").await.unwrap(),
+            "networks are independent"
+        );
         b.release_address("pn-a", ip, "n2/c9/eth1").await.unwrap();
-        assert!(!b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap(), "only the holder releases");
+        assert!(
+            !b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap(),
+            "only the holder releases"
+        );
         a.release_address("pn-a", ip, "n1/c1/eth1").await.unwrap();
         assert!(b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap());
     }
@@ -327,7 +391,11 @@ mod tests {
         let yaml = "apiVersion: privnet.io/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: a}\nspec: {project: p}\n";
         write_atomic(&dir.path().join("networks/a.yaml"), yaml).unwrap();
         let done = format!("{yaml}status: {{id: pn-a, vni: 4096}}\n");
-        write_atomic(&dir.path().join("networks/b.yaml"), &done.replace("name: a", "name: b")).unwrap();
+        write_atomic(
+            &dir.path().join("networks/b.yaml"),
+            &done.replace("name: a", "name: b"),
+        )
+        .unwrap();
         let (_, view) = LocalDir::new(dir.path(), "n1").next_view(0).await.unwrap();
         assert_eq!(view.networks.len(), 1);
         assert_eq!(view.networks[0].subnet, "10.240.0.0/22".parse().unwrap());
@@ -338,7 +406,10 @@ mod tests {
     async fn a_broken_manifest_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         write_atomic(&dir.path().join("networks/x.yaml"), "spec: [").unwrap();
-        let err = LocalDir::new(dir.path(), "n1").next_view(0).await.unwrap_err();
+        let err = LocalDir::new(dir.path(), "n1")
+            .next_view(0)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("networks/x.yaml"), "{err}");
     }
 }

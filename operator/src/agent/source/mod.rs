@@ -40,18 +40,38 @@ pub enum SourceError {
 pub trait Source: Send + Sync + 'static {
     /// Returns the view once its revision differs from `since` (immediately
     /// for `since == 0`), waiting for a change otherwise.
-    fn next_view(&self, since: u64) -> impl Future<Output = Result<(u64, ClusterView), SourceError>> + Send;
+    fn next_view(
+        &self,
+        since: u64,
+    ) -> impl Future<Output = Result<(u64, ClusterView), SourceError>> + Send;
     /// Publishes this node's WireGuard public key and endpoint.
-    fn publish_node(&self, node: &NodeInfo) -> impl Future<Output = Result<(), SourceError>> + Send;
+    fn publish_node(&self, node: &NodeInfo)
+    -> impl Future<Output = Result<(), SourceError>> + Send;
     /// Publishes an endpoint attached on this node.
-    fn publish_endpoint(&self, endpoint: &EndpointInfo) -> impl Future<Output = Result<(), SourceError>> + Send;
+    fn publish_endpoint(
+        &self,
+        endpoint: &EndpointInfo,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
     /// Claims `ip` in `network_id` for `owner` with compare-and-swap
     /// semantics: `Ok(false)` when someone else holds it. Claiming what
     /// `owner` already holds succeeds. This is what makes addresses unique
     /// across nodes without a central allocator on the ADD path.
-    fn claim_address(&self, network_id: &str, ip: std::net::Ipv4Addr, owner: &str) -> impl Future<Output = Result<bool, SourceError>> + Send;
+    fn claim_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
     /// Releases a claim held by `owner` (idempotent).
-    fn release_address(&self, network_id: &str, ip: std::net::Ipv4Addr, owner: &str) -> impl Future<Output = Result<(), SourceError>> + Send;
+    fn release_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
     /// Withdraws an endpoint of this node (idempotent).
-    fn withdraw_endpoint(&self, endpoint: &EndpointInfo) -> impl Future<Output = Result<(), SourceError>> + Send;
+    fn withdraw_endpoint(
+        &self,
+        endpoint: &EndpointInfo,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
