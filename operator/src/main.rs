@@ -26,9 +26,12 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PRIVNET_LOG").unwrap_or_else(|_| "info,hickory_server=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRIVNET_LOG")
+        .unwrap_or_else(|_| "info,hickory_server=warn".into());
     let json = std::env::var("PRIVNET_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
