@@ -14,7 +14,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::context::{Context, Error};
+use super::context::{Context, Error, is_status};
 use super::keys::{FIELD_MANAGER, PROJECT_LABEL};
 use super::policy;
 use crate::api::{DEFAULT_SUBNET, PrivateNetwork, Project, ProjectStatus, set_condition};
@@ -256,9 +256,15 @@ async fn label_namespaces(ctx: &Context, project: &str, held: &[String]) -> Resu
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     for ns in held {
         let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { PROJECT_LABEL: project } } });
-        api.patch(ns, &pp, &Patch::Apply(body))
-            .await
-            .map_err(Error::kube(format!("label namespace {ns}")))?;
+        match api.patch(ns, &pp, &Patch::Apply(body)).await {
+            Ok(_) => {}
+            // Not created yet (applying would need `create`): labelled once it
+            // appears (the controller watches namespaces).
+            Err(e) if is_status(&e, 403) || is_status(&e, 404) => {
+                tracing::info!(namespace = %ns, project, "namespace not labelled yet: {e}");
+            }
+            Err(e) => return Err(Error::kube(format!("label namespace {ns}"))(e)),
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config, Controller};
@@ -25,6 +25,7 @@ pub async fn run_controllers(
 
     let projects = Controller::new(Api::<Project>::all(client.clone()), wc.clone());
     let project_store = projects.store();
+    let namespace_store = projects.store();
     // A project change may create or clear a conflict of another project.
     let projects = projects
         .owns(Api::<PrivateNetwork>::all(client.clone()), wc.clone())
@@ -42,6 +43,19 @@ pub async fn run_controllers(
                                 .iter()
                                 .any(|ns| changed.spec.namespaces.contains(ns))
                     })
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A namespace created after its project gets its label then.
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            wc.clone(),
+            move |ns: Namespace| {
+                namespace_store
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.spec.namespaces.contains(&ns.name_any()))
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
             },
