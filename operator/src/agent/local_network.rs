@@ -51,6 +51,9 @@ pub enum LocalNetworkError {
     Mtu(#[from] crate::core::mtu::MtuError),
 }
 
+/// UDP sockets per responder (one receive loop per core of a small node).
+const DNS_SOCKETS: usize = 2;
+
 /// A network present on this node.
 pub struct LocalNetwork {
     /// What the cluster says about it.
@@ -158,7 +161,7 @@ async fn start_responder(
     let ns = NetnsFd::named(&spec.netns).map_err(|e| e.to_string())?;
     let addr = SocketAddr::new(spec.gateway.addr().into(), 53);
     let sockets = netns::run_in_async(&ns, move || {
-        let udp = std::net::UdpSocket::bind(addr)?;
+        let udp = super::dns::server::bind_udp_reuseport(addr, DNS_SOCKETS)?;
         let tcp = std::net::TcpListener::bind(addr)?;
         Ok::<_, std::io::Error>((udp, tcp))
     })
