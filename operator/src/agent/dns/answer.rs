@@ -38,6 +38,11 @@ pub trait ZoneSource: Send + Sync + 'static {
     fn answer(&self, qname: &str) -> ZoneAnswer;
     /// The zone's SOA.
     fn soa(&self) -> Soa;
+    /// Changes whenever any answer may have changed (the SOA serial): answer
+    /// caches compare it on every query, so it must be cheap.
+    fn version(&self) -> u32 {
+        self.soa().serial
+    }
 }
 
 /// A zone shared with the agent, replaced or updated in place on change.
@@ -49,6 +54,9 @@ impl<Z: ZoneSource> ZoneSource for RwLock<Z> {
     }
     fn soa(&self) -> Soa {
         self.read().expect("zone lock poisoned").soa()
+    }
+    fn version(&self) -> u32 {
+        self.read().expect("zone lock poisoned").version()
     }
 }
 
@@ -79,5 +87,9 @@ impl ZoneSource for crate::core::zone::Zone {
             ttl: self.ttl(),
             ns_address: self.gateway(),
         }
+    }
+
+    fn version(&self) -> u32 {
+        self.serial()
     }
 }

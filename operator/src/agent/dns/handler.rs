@@ -51,7 +51,7 @@ impl PrivateDns {
     }
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Answer(Vec<Record>),
     Negative(ResponseCode, Box<Record>),
     Forward,
@@ -76,7 +76,7 @@ fn soa_record(soa: &Soa) -> Record {
 }
 
 /// Decides the answer to (qname, qtype) from the zone alone (pure).
-fn decide(zone: &dyn ZoneSource, qname: &Name, qtype: RecordType) -> Outcome {
+pub(super) fn decide(zone: &dyn ZoneSource, qname: &Name, qtype: RecordType) -> Outcome {
     let lower = qname.to_lowercase().to_ascii();
     let lower = if lower.ends_with('.') {
         lower

@@ -9,3 +9,4 @@ pub mod answer;
 pub mod forward;
 pub mod handler;
 pub mod server;
+pub mod wire;

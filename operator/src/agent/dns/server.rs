@@ -1,8 +1,15 @@
 //! Sockets of a responder. The caller creates them (inside the network's
 //! namespace, bound to the gateway address) and hands them over, so the
 //! server itself is namespace-agnostic and testable on loopback.
+//!
+//! UDP — nearly all DNS traffic — is served by one OS thread per
+//! SO_REUSEPORT socket running the [`WirePath`] (cached encoded answers);
+//! TCP by hickory-server with the same decisions ([`PrivateDns`]).
 
+use std::net::UdpSocket;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_server::Server;
@@ -10,6 +17,10 @@ use hickory_server::Server;
 use super::answer::ZoneSource;
 use super::forward::Forwarder;
 use super::handler::{DnsCounters, PrivateDns};
+use super::wire::{Reply, WirePath};
+
+/// How often a UDP thread checks whether it must stop.
+const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// Errors of the DNS server.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +35,7 @@ pub enum DnsServerError {
 pub fn bind_udp_reuseport(
     addr: std::net::SocketAddr,
     count: usize,
-) -> std::io::Result<Vec<std::net::UdpSocket>> {
+) -> std::io::Result<Vec<UdpSocket>> {
     (0..count.max(1))
         .map(|_| {
             let socket = socket2::Socket::new(
@@ -39,16 +50,18 @@ pub fn bind_udp_reuseport(
         .collect()
 }
 
-/// A running responder; dropping it does not stop it, call [`Responder::stop`].
+/// A running responder; call [`Responder::stop`] to stop it.
 pub struct Responder {
-    server: Server<PrivateDns>,
+    tcp: Server<PrivateDns>,
+    stop: Arc<AtomicBool>,
+    udp_threads: Vec<JoinHandle<()>>,
 }
 
 impl Responder {
-    /// Starts serving `zone` on the given bound sockets (std, non-blocking
-    /// set here). Must be called within a tokio runtime.
+    /// Starts serving `zone` on the given bound sockets. Must be called
+    /// within a tokio runtime (forwarding and TCP run on it).
     pub fn start<Z: ZoneSource>(
-        udp: Vec<std::net::UdpSocket>,
+        udp: Vec<UdpSocket>,
         tcp: std::net::TcpListener,
         zone: Arc<Z>,
         forwarder: Option<Forwarder>,
@@ -56,27 +69,224 @@ impl Responder {
     ) -> Result<Self, DnsServerError> {
         tcp.set_nonblocking(true)
             .map_err(DnsServerError::Register)?;
-        let mut server = Server::new(PrivateDns::new(zone, forwarder, counters));
-        // Several SO_REUSEPORT sockets: the kernel spreads queries over
-        // them and each has its own receive loop, so every core answers.
-        for socket in udp {
-            socket
-                .set_nonblocking(true)
-                .map_err(DnsServerError::Register)?;
-            server.register_socket(
-                tokio::net::UdpSocket::from_std(socket).map_err(DnsServerError::Register)?,
-            );
-        }
+        let zone: Arc<dyn ZoneSource> = zone;
+        let mut server = Server::new(PrivateDns::new(
+            zone.clone(),
+            forwarder.clone(),
+            counters.clone(),
+        ));
         server.register_listener(
             tokio::net::TcpListener::from_std(tcp).map_err(DnsServerError::Register)?,
             Duration::from_secs(5),
             64 * 1024,
         );
-        Ok(Self { server })
+        let stop = Arc::new(AtomicBool::new(false));
+        let wire = Arc::new(WirePath::new(zone));
+        let runtime = tokio::runtime::Handle::current();
+        let mut udp_threads = Vec::new();
+        for socket in udp {
+            socket
+                .set_read_timeout(Some(STOP_POLL))
+                .map_err(DnsServerError::Register)?;
+            let worker = UdpWorker {
+                socket: Arc::new(socket),
+                wire: wire.clone(),
+                forwarder: forwarder.clone(),
+                counters: counters.clone(),
+                stop: stop.clone(),
+                runtime: runtime.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name("privnet-dns-udp".into())
+                .spawn(move || worker.run())
+                .map_err(DnsServerError::Register)?;
+            udp_threads.push(thread);
+        }
+        Ok(Self {
+            tcp: server,
+            stop,
+            udp_threads,
+        })
     }
 
-    /// Stops the responder and waits for its tasks.
+    /// Stops the responder and waits for its threads and tasks.
     pub async fn stop(mut self) {
-        let _ = self.server.shutdown_gracefully().await;
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut self.udp_threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        let _ = self.tcp.shutdown_gracefully().await;
+    }
+}
+
+struct UdpWorker {
+    socket: Arc<UdpSocket>,
+    wire: Arc<WirePath>,
+    forwarder: Option<Forwarder>,
+    counters: Arc<DnsCounters>,
+    stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl UdpWorker {
+    fn run(self) {
+        let mut buf = [0u8; 4096];
+        while !self.stop.load(Ordering::Relaxed) {
+            let Ok((n, peer)) = self.socket.recv_from(&mut buf) else {
+                continue;
+            };
+            match self.wire.reply(&buf[..n]) {
+                Reply::Send(out) => {
+                    let negative =
+                        out.len() > 3 && out[3] & 0x0f != 0 || out.get(6..8) == Some(&[0, 0]);
+                    let counter = if negative {
+                        &self.counters.negative
+                    } else {
+                        &self.counters.answered
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.socket.send_to(&out, peer);
+                }
+                Reply::Forward => self.forward(buf[..n].to_vec(), peer),
+                Reply::Drop => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Relays the query upstream on the runtime and the answer back as is;
+    /// REFUSED when the node has no upstream.
+    fn forward(&self, query: Vec<u8>, peer: std::net::SocketAddr) {
+        let Some(forwarder) = self.forwarder.clone() else {
+            if let Some(refused) = refused(&query) {
+                let _ = self.socket.send_to(&refused, peer);
+            }
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let (socket, counters) = (self.socket.clone(), self.counters.clone());
+        self.runtime.spawn(async move {
+            match forwarder.forward(&query).await {
+                Ok(answer) => {
+                    counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                    let _ = socket.send_to(&answer, peer);
+                }
+                Err(_) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+/// A REFUSED answer echoing the query's header and question.
+fn refused(query: &[u8]) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    let q = Message::from_vec(query).ok()?;
+    let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+    r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.metadata.response_code = ResponseCode::Refused;
+    for question in q.queries {
+        r.add_query(question);
+    }
+    r.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::process::Command;
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::core::naming::PrivateName;
+    use crate::core::zone::{Zone, ZoneConfig, ZoneEndpoint};
+
+    fn dig(port: u16, args: &[&str]) -> String {
+        let out = Command::new("dig")
+            .args(["@127.0.0.1", "-p", &port.to_string(), "+tries=1", "+time=2"])
+            .args(args)
+            .output()
+            .expect("dig runs (apt-get install bind9-dnsutils)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The real client against the real sockets: UDP (fast path, with and
+    /// without EDNS) and TCP (hickory-server) agree.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dig_gets_the_same_answers_over_udp_and_tcp() {
+        let mut zone = Zone::new(
+            "pn-1",
+            "10.240.0.0/22".parse().unwrap(),
+            ZoneConfig::default(),
+        )
+        .unwrap();
+        for n in 1..=3 {
+            let name = PrivateName {
+                number: n,
+                process_type: "web".into(),
+                application_id: "app".into(),
+                network_id: "pn-1".into(),
+            };
+            zone.upsert(&ZoneEndpoint {
+                name,
+                address: Ipv4Addr::new(10, 240, 0, 1 + n as u8),
+            })
+            .unwrap();
+        }
+        let zone = Arc::new(RwLock::new(zone));
+        let udp = bind_udp_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let port = udp[0].local_addr().unwrap().port();
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let counters = Arc::new(DnsCounters::default());
+        let responder = Responder::start(udp, tcp, zone.clone(), None, counters.clone()).unwrap();
+        let name = "app.pn-1.private-network.internal";
+        let out = tokio::task::spawn_blocking(move || {
+            [
+                dig(port, &["+short", "+noedns", name]),
+                dig(port, &["+short", name]),
+                dig(port, &["+short", "+tcp", name]),
+            ]
+        })
+        .await
+        .unwrap();
+        for o in &out {
+            let mut ips: Vec<&str> = o.lines().collect();
+            ips.sort();
+            assert_eq!(ips, ["10.240.0.2", "10.240.0.3", "10.240.0.4"], "{o}");
+        }
+        let nx =
+            tokio::task::spawn_blocking(move || dig(port, &["nope.pn-1.private-network.internal"]))
+                .await
+                .unwrap();
+        assert!(
+            nx.contains("status: NXDOMAIN") && nx.contains("SOA"),
+            "{nx}"
+        );
+        // A change is visible at once (the cache follows the zone version).
+        zone.write().unwrap().remove(&PrivateName {
+            number: 3,
+            process_type: "web".into(),
+            application_id: "app".into(),
+            network_id: "pn-1".into(),
+        });
+        let after = tokio::task::spawn_blocking(move || dig(port, &["+short", "+noedns", name]))
+            .await
+            .unwrap();
+        assert_eq!(after.lines().count(), 2, "{after}");
+        let refused = tokio::task::spawn_blocking(move || dig(port, &["example.org"]))
+            .await
+            .unwrap();
+        assert!(
+            refused.contains("status: REFUSED"),
+            "no upstream: {refused}"
+        );
+        assert!(counters.answered.load(Ordering::Relaxed) >= 3);
+        responder.stop().await;
     }
 }
