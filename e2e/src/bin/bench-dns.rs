@@ -9,9 +9,12 @@
 //! gateway (`<gw>:53`, across the container's veth and the network bridge);
 //! named runs in the same container namespace on 127.0.0.1:53 (loopback:
 //! a shorter path than ours, so that comparison favours BIND), from a
-//! config and zone files under a temp dir, killed by PID at the end. A
-//! second placement puts client and named in the network's namespace,
-//! where the gateway is a local address too: same path for both servers.
+//! config and zone files under a temp dir, killed by PID at the end. The
+//! `same-path` placement keeps the client in the container and puts named
+//! on a second address of the network's bridge, so both servers are reached
+//! over the same veth, bridge and guard rules (the fair comparison). A third
+//! placement puts client and named in the network's namespace, where the
+//! gateway is a local address too.
 //! Phase 1 is flat out (queries/s); phase 2 is paced at `--rate` (p99 of
 //! per-query latency from `dnsperf -v`).
 
@@ -51,14 +54,14 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-fn named_conf(dir: &Path, zone: &str) -> String {
+fn named_conf(dir: &Path, zone: &str, listen: Ipv4Addr) -> String {
     let d = dir.display();
     format!(
         r#"options {{
     directory "{d}";
     pid-file "{d}/named.pid";
     session-keyfile "{d}/session.key";
-    listen-on port 53 {{ 127.0.0.1; }};
+    listen-on port 53 {{ {listen}; }};
     listen-on-v6 {{ none; }};
     recursion no;
     dnssec-validation no;
@@ -116,7 +119,11 @@ fn dnsperf_run(
 /// network's own namespace, where both servers are local addresses.
 struct Placement {
     label: &'static str,
+    /// Where dnsperf runs.
     netns: String,
+    /// Where named runs, and its address.
+    named_netns: String,
+    named_addr: Ipv4Addr,
 }
 
 /// named + the answer check + both dnsperf phases against both servers.
@@ -133,16 +140,16 @@ fn measure(
     std::fs::copy(dir.path.join("network.zone"), sub.join("network.zone"))?;
     std::fs::copy(dir.path.join("parent.zone"), sub.join("parent.zone"))?;
     let conf = sub.join("named.conf");
-    std::fs::write(&conf, named_conf(&sub, &network.zone))?;
+    std::fs::write(&conf, named_conf(&sub, &network.zone, place.named_addr))?;
     let conf = conf.display().to_string();
     let mut named = Daemon::spawn(
-        &mut in_netns(&place.netns, "named", &["-4", "-f", "-c", &conf]),
+        &mut in_netns(&place.named_netns, "named", &["-4", "-f", "-c", &conf]),
         Some(&sub.join("named.log")),
     )?;
     let gateway: Ipv4Addr = network.gateway.parse()?;
     let servers = [
         SocketAddr::from((gateway, 53)),
-        SocketAddr::from(([127, 0, 0, 1], 53)),
+        SocketAddr::from((place.named_addr, 53)),
     ];
     let probe = format!("ns.{}.", network.zone);
     wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -172,9 +179,10 @@ fn measure(
         names.len()
     );
     let mut rows = Vec::new();
+    let named_addr = place.named_addr.to_string();
     for (server, addr) in [
         ("privnet responder", network.gateway.as_str()),
-        ("BIND named", "127.0.0.1"),
+        ("BIND named", named_addr.as_str()),
     ] {
         let flat = dnsperf_run(&place.netns, addr, qfile, args.seconds, None)?;
         let paced = dnsperf_run(&place.netns, addr, qfile, args.seconds, Some(args.rate))?;
@@ -221,14 +229,35 @@ fn main() -> Result<()> {
         network.zone,
         args.seconds
     );
+    let network_netns = format!("{}{}", node.network_netns_prefix, network.vni);
+    // A second address on the network's bridge (the top of the subnet, never
+    // allocated by the sandbox) lets named sit exactly where the responder
+    // is: the client then reaches both over the same veth and bridge.
+    let same_path_addr: Ipv4Addr =
+        Ipv4Addr::from(u32::from(network.gateway.parse::<Ipv4Addr>()?) + 1021);
+    output(&mut in_netns(
+        &network_netns,
+        "ip",
+        &["addr", "add", &format!("{same_path_addr}/32"), "dev", "br0"],
+    ))?;
     let placements = [
         Placement {
             label: "container",
             netns: client.netns.clone(),
+            named_netns: client.netns.clone(),
+            named_addr: Ipv4Addr::LOCALHOST,
+        },
+        Placement {
+            label: "same-path",
+            netns: client.netns.clone(),
+            named_netns: network_netns.clone(),
+            named_addr: same_path_addr,
         },
         Placement {
             label: "network-netns",
-            netns: format!("{}{}", node.network_netns_prefix, network.vni),
+            netns: network_netns.clone(),
+            named_netns: network_netns.clone(),
+            named_addr: Ipv4Addr::LOCALHOST,
         },
     ];
     let mut rows = Vec::new();

@@ -175,11 +175,19 @@ pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
     let _ = write!(
         text,
         "table {GATEWAY_TABLE} {{\n\
+         \tchain raw-prerouting {{\n\
+         \t\ttype filter hook prerouting priority raw; policy accept;\n\
+         \t\tudp dport 53 notrack\n\
+         \t}}\n\
+         \tchain raw-output {{\n\
+         \t\ttype filter hook output priority raw; policy accept;\n\
+         \t\tudp sport 53 notrack\n\
+         \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter; policy drop;\n\
          \t\tiif \"lo\" accept\n\
-         \t\tct state established,related accept\n\
          \t\tudp dport 53 accept\n\
+         \t\tct state established,related accept\n\
          \t\ttcp dport 53 accept\n\
          \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept\n\
          \t}}\n\
@@ -187,6 +195,9 @@ pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
     );
     Ok(text)
 }
+
+// DNS over UDP to the gateway is stateless: `notrack` keeps it out of
+// conntrack (cheaper per query, no table to exhaust from a container).
 
 /// Applies a ruleset atomically in `ns` (`ip netns exec <ns> nft -f -`).
 pub async fn apply(ns: &NetnsFd, ruleset: &str) -> Result<(), GuardError> {
