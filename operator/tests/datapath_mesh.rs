@@ -240,7 +240,7 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
             bridge: "br0".into(),
             vxlan: network::vxlan_name(vni),
             gateway: "10.240.0.1/22".parse().unwrap(),
-            gateway_mac: network::gateway_mac(vni),
+            gateway_mac: privnet::core::mac::gateway_mac(vni),
             mtu: 1370,
             vtep: node.vtep,
             vxlan_port: 4789,

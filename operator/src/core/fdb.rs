@@ -26,6 +26,21 @@ pub struct FdbEntry {
     pub dst: Ipv4Addr,
 }
 
+impl FdbEntry {
+    /// A flood entry towards `dst`.
+    pub fn flood(dst: Ipv4Addr) -> Self {
+        Self {
+            mac: FLOOD_MAC,
+            dst,
+        }
+    }
+
+    /// Whether this is a flood (all-zero MAC) entry.
+    pub fn is_flood(&self) -> bool {
+        self.mac == FLOOD_MAC
+    }
+}
+
 /// An endpoint of the network and the node it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteEndpoint {

@@ -19,8 +19,7 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
-/// The flood MAC: frames with no unicast entry go to every all-zero entry's `dst`.
-pub const FLOOD_MAC: [u8; 6] = [0; 6];
+pub use crate::core::fdb::FLOOD_MAC;
 
 /// Errors of FDB handling.
 #[derive(Debug, thiserror::Error)]
@@ -36,29 +35,7 @@ pub enum FdbError {
     },
 }
 
-/// One remote entry: frames for `mac` are sent to the VTEP `dst`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FdbEntry {
-    /// Destination MAC ([`FLOOD_MAC`] for the flood list).
-    pub mac: [u8; 6],
-    /// The remote VTEP (WireGuard address of the node).
-    pub dst: Ipv4Addr,
-}
-
-impl FdbEntry {
-    /// A flood entry towards `dst`.
-    pub fn flood(dst: Ipv4Addr) -> Self {
-        Self {
-            mac: FLOOD_MAC,
-            dst,
-        }
-    }
-
-    /// Whether this is a flood (all-zero MAC) entry.
-    pub fn is_flood(&self) -> bool {
-        self.mac == FLOOD_MAC
-    }
-}
+pub use crate::core::fdb::FdbEntry;
 
 /// What to change to go from the kernel's entries to the desired ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,9 +56,10 @@ impl FdbDiff {
 /// The pure diff: entries present but not desired are removed, desired ones missing are added;
 /// unchanged entries are not touched.
 pub fn diff(current: &BTreeSet<FdbEntry>, desired: &BTreeSet<FdbEntry>) -> FdbDiff {
+    let (add, remove) = crate::core::fdb::diff(current, desired);
     FdbDiff {
-        remove: current.difference(desired).copied().collect(),
-        add: desired.difference(current).copied().collect(),
+        remove: remove.into_iter().collect(),
+        add: add.into_iter().collect(),
     }
 }
 

@@ -81,12 +81,6 @@ pub fn vxlan_name(vni: u32) -> String {
     format!("vx{vni}")
 }
 
-/// The gateway MAC derived from the VNI: locally administered unicast `02:70:76:<vni>`.
-pub fn gateway_mac(vni: u32) -> [u8; 6] {
-    let [_, a, b, c] = vni.to_be_bytes();
-    [0x02, 0x70, 0x76, a, b, c]
-}
-
 impl NetworkDatapath {
     fn validate(&self) -> Result<(), NetworkError> {
         let bad = |m: &str| Err(NetworkError::Invalid(m.to_string()));
@@ -304,9 +298,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_macs_derive_from_the_vni() {
+    fn vxlan_names_derive_from_the_vni() {
         assert_eq!(vxlan_name(16_777_215), "vx16777215");
-        assert_eq!(gateway_mac(0x0a0b0c), [0x02, 0x70, 0x76, 0x0a, 0x0b, 0x0c]);
-        assert_eq!(gateway_mac(1)[0] & 1, 0, "unicast");
     }
 }
