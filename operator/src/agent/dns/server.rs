@@ -6,18 +6,26 @@
 //! SO_REUSEPORT socket running the [`WirePath`] (cached encoded answers);
 //! TCP by hickory-server with the same decisions ([`PrivateDns`]).
 
-use std::net::UdpSocket;
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_server::Server;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg};
 
 use super::answer::ZoneSource;
 use super::forward::Forwarder;
 use super::handler::{DnsCounters, PrivateDns};
 use super::wire::{Reply, WirePath};
+
+/// Queries handled per system call at most.
+const BATCH: usize = 32;
+/// Largest query accepted over UDP (EDNS payloads beyond this are not queries).
+const MAX_QUERY: usize = 2048;
 
 /// How often a UDP thread checks whether it must stop.
 const STOP_POLL: Duration = Duration::from_millis(200);
@@ -133,27 +141,63 @@ struct UdpWorker {
 }
 
 impl UdpWorker {
+    /// Receives up to [`BATCH`] queries per system call (`recvmmsg`, waiting
+    /// for the first only) and sends the answers back with one `sendmmsg`:
+    /// under load the per-query cost is a lookup and a copy, not two syscalls.
     fn run(self) {
-        let mut buf = [0u8; 4096];
+        let fd = self.socket.as_raw_fd();
+        let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
+        let mut recv_headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
+        let mut send_headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
         while !self.stop.load(Ordering::Relaxed) {
-            let Ok((n, peer)) = self.socket.recv_from(&mut buf) else {
-                continue;
-            };
-            match self.wire.reply(&buf[..n]) {
-                Reply::Send(out) => {
-                    let negative =
-                        out.len() > 3 && out[3] & 0x0f != 0 || out.get(6..8) == Some(&[0, 0]);
-                    let counter = if negative {
-                        &self.counters.negative
-                    } else {
-                        &self.counters.answered
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.socket.send_to(&out, peer);
+            let received: Vec<(usize, Option<SockaddrIn>)> = {
+                let mut iovs: Vec<[IoSliceMut; 1]> = bufs
+                    .iter_mut()
+                    .map(|b| [IoSliceMut::new(&mut b[..])])
+                    .collect();
+                match recvmmsg(
+                    fd,
+                    &mut recv_headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_WAITFORONE,
+                    None,
+                ) {
+                    Ok(msgs) => msgs.map(|m| (m.bytes, m.address)).collect(),
+                    Err(_) => continue, // timeout (stop check) or a transient error
                 }
-                Reply::Forward => self.forward(buf[..n].to_vec(), peer),
-                Reply::Drop => {
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            };
+            let mut replies: Vec<(Vec<u8>, SockaddrIn)> = Vec::with_capacity(received.len());
+            for (i, (n, peer)) in received.into_iter().enumerate() {
+                let Some(peer) = peer else { continue };
+                match self.wire.reply(&bufs[i][..n]) {
+                    Reply::Send(out) => {
+                        let negative =
+                            out.len() > 3 && out[3] & 0x0f != 0 || out.get(6..8) == Some(&[0, 0]);
+                        let counter = if negative {
+                            &self.counters.negative
+                        } else {
+                            &self.counters.answered
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        replies.push((out, peer));
+                    }
+                    Reply::Forward => {
+                        self.forward(bufs[i][..n].to_vec(), SocketAddr::V4(peer.into()))
+                    }
+                    Reply::Drop => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if replies.is_empty() {
+                continue;
+            }
+            let iovs: Vec<[IoSlice; 1]> = replies.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+            let addrs: Vec<Option<SockaddrIn>> = replies.iter().map(|(_, a)| Some(*a)).collect();
+            if sendmmsg(fd, &mut send_headers, &iovs, addrs, [], MsgFlags::empty()).is_err() {
+                // Fall back to one send per answer (e.g. a full socket buffer).
+                for (b, a) in &replies {
+                    let _ = self.socket.send_to(b, SocketAddr::V4((*a).into()));
                 }
             }
         }
