@@ -143,4 +143,22 @@ fn names_follow_scaling_and_nothing_leaks() {
     for o in observers {
         assert_eq!(resolves(&sb, o, &format!("5.web.app.{zone}")), None);
     }
+
+    // A large type: more A records than fit in a 512-byte datagram; the
+    // responder truncates and the full set comes over TCP.
+    let out = sb.privnet(&["scale", "app", "web", "40"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sb.exec_ok(
+        "app-web-1",
+        &["host", "-t", "A", &format!("web.app.{zone}")],
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" has address ")).count(),
+        40,
+        "{out}"
+    );
 }

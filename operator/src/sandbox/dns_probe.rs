@@ -32,6 +32,22 @@ pub fn query_a(ns: &str, server: Ipv4Addr, name: &str) -> Probe {
     }
 }
 
+fn query_tcp(server: Ipv4Addr, query: &[u8]) -> std::io::Result<Message> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &SocketAddr::new(server.into(), 53),
+        Duration::from_secs(1),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let len = u16::try_from(query.len()).map_err(std::io::Error::other)?;
+    stream.write_all(&[&len.to_be_bytes()[..], query].concat())?;
+    let mut prefix = [0u8; 2];
+    stream.read_exact(&mut prefix)?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    stream.read_exact(&mut body)?;
+    Message::from_vec(&body).map_err(std::io::Error::other)
+}
+
 fn query_here(server: Ipv4Addr, name: &str) -> Probe {
     let fail = |e: &dyn std::fmt::Display| Probe::Failed(e.to_string());
     let qname = match Name::from_ascii(name) {
@@ -59,10 +75,17 @@ fn query_here(server: Ipv4Addr, name: &str) -> Probe {
         Ok(n) => n,
         Err(e) => return fail(&e),
     };
-    let answer = match Message::from_vec(&buf[..n]) {
+    let mut answer = match Message::from_vec(&buf[..n]) {
         Ok(m) => m,
         Err(e) => return fail(&e),
     };
+    if answer.metadata.truncation {
+        // Too many records for a datagram: ask again over TCP, like a resolver.
+        answer = match query_tcp(server, &bytes) {
+            Ok(m) => m,
+            Err(e) => return fail(&e),
+        };
+    }
     let mut ips: Vec<Ipv4Addr> = answer
         .answers
         .iter()
