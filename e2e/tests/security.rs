@@ -172,6 +172,32 @@ for _ in range(5):
     s.sendto(vx + eth + arp, (dst, 4789))
 "#;
 
+/// tcpdump on a network's bridge for the injected ARP (sender 10.240.0.99),
+/// for 4 s at most; its stdout is empty when nothing arrived.
+fn watch_bridge_for_injected_arp(netns: &str) -> Child {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "timeout",
+            "4",
+            "tcpdump",
+            "-i",
+            "br0",
+            "-n",
+            "-c",
+            "1",
+            "arp host 10.240.0.99",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    child
+}
+
 #[test]
 fn injected_vxlan_and_spoofed_frames_are_dropped() {
     let sb = Sandbox::up("j", Some(SCENARIO));
@@ -191,26 +217,7 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
     let netns = format!("{}-{node}-net-{vni}", sb.name);
 
     // Watch the network's bridge for the injected ARP (sender 10.240.0.99).
-    let watcher = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns,
-            "timeout",
-            "4",
-            "tcpdump",
-            "-i",
-            "br0",
-            "-n",
-            "-c",
-            "1",
-            "arp host 10.240.0.99",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let watcher = watch_bridge_for_injected_arp(&netns);
     // The attacker is a plain host on the underlay (removed by `down` with the sandbox prefix).
     let (atk, ul) = (format!("{}-atk", sb.name), format!("{}-ul", sb.name));
     for cmd in [
@@ -275,26 +282,7 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
         .status
         .success()
     );
-    let watcher = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns,
-            "timeout",
-            "4",
-            "tcpdump",
-            "-i",
-            "br0",
-            "-n",
-            "-c",
-            "1",
-            "arp host 10.240.0.99",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let watcher = watch_bridge_for_injected_arp(&netns);
     let args = [
         node_ip.clone(),
         vni.to_string(),
