@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 
@@ -23,6 +23,12 @@ use crate::core::mtu::wireguard_mtu;
 use crate::core::naming::PrivateName;
 use crate::core::zone::ZoneEndpoint;
 
+/// How long a peer may stay without a handshake before it is re-armed.
+const REARM_AFTER: Duration = Duration::from_millis(300);
+
+/// How long a wake-up waits for more changes before converging.
+const DEBOUNCE: Duration = Duration::from_millis(15);
+
 /// Safety net: converge at least this often even without a change.
 const RESYNC: Duration = Duration::from_secs(5);
 
@@ -39,7 +45,14 @@ impl<S: Source> Agent<S> {
                 };
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let _ = tokio::time::timeout(RESYNC, self.wake.notified()).await;
+            if tokio::time::timeout(RESYNC, self.wake.notified())
+                .await
+                .is_ok()
+            {
+                // Coalesce a burst (a runtime starting or stopping many
+                // containers) into one pass: one nft swap, one FDB sync.
+                tokio::time::sleep(DEBOUNCE).await;
+            }
         }
     }
 
@@ -168,7 +181,8 @@ impl<S: Source> Agent<S> {
         wg.set_peers(&peers)
             .await
             .map_err(|e| format!("failed to configure WireGuard peers: {e}"))?;
-        self.poke_silent_peers(wg, &peers).await;
+        self.poke_silent_peers(wg, &peers, &mut conv.silent_since)
+            .await;
         self.metrics.peers.set(peers.len() as i64);
         let mut phase = self.phase.write().expect("phase lock");
         if *phase != Phase::Ready {
@@ -178,35 +192,66 @@ impl<S: Source> Agent<S> {
         Ok(())
     }
 
-    /// A peer without a handshake yet (its first initiation may have reached
-    /// it before it knew us) gets a datagram to its VTEP's discard port: the
-    /// tunnel then initiates again, so the mesh completes within a second or
-    /// two instead of a full rekey timeout. The convergence loop comes back
-    /// soon while any peer is silent.
-    async fn poke_silent_peers(&self, wg: &Wireguard, peers: &[MeshPeer]) {
+    /// A peer without a handshake: both ends configured each other in the
+    /// same instant and each dropped the other's first initiation, and the
+    /// tunnel will not initiate again before its 5 s rekey timeout. After a
+    /// grace period such a peer is re-armed (removed and added back, which
+    /// resets its handshake state) and poked with a datagram to its VTEP's
+    /// discard port, so the mesh completes in well under a second.
+    async fn poke_silent_peers(
+        &self,
+        wg: &Wireguard,
+        peers: &[MeshPeer],
+        silent_since: &mut BTreeMap<String, Instant>,
+    ) {
         let Ok(status) = wg.read_peers().await else {
             return;
         };
-        let silent: Vec<_> = peers
+        let silent: Vec<&MeshPeer> = peers
             .iter()
             .filter(|p| {
                 status
                     .iter()
                     .any(|s| s.public_key == p.public_key && s.last_handshake_age.is_none())
             })
-            .map(|p| p.vtep)
             .collect();
+        silent_since.retain(|key, _| silent.iter().any(|p| &p.public_key == key));
         if silent.is_empty() {
             return;
         }
+        let now = Instant::now();
+        let stale: Vec<&MeshPeer> = silent
+            .iter()
+            .filter(|p| {
+                now.duration_since(*silent_since.entry(p.public_key.clone()).or_insert(now))
+                    >= REARM_AFTER
+            })
+            .copied()
+            .collect();
+        if !stale.is_empty() {
+            let others: Vec<MeshPeer> = peers
+                .iter()
+                .filter(|p| !stale.iter().any(|s| s.public_key == p.public_key))
+                .cloned()
+                .collect();
+            if wg.set_peers(&others).await.is_ok() && wg.set_peers(peers).await.is_ok() {
+                tracing::debug!(
+                    peers = stale.len(),
+                    "re-armed WireGuard peers without a handshake"
+                );
+            }
+            for p in &stale {
+                silent_since.insert(p.public_key.clone(), now);
+            }
+        }
         if let Ok(sock) = tokio::net::UdpSocket::bind("0.0.0.0:0").await {
-            for vtep in &silent {
-                let _ = sock.send_to(b"privnet-handshake", (*vtep, 9)).await;
+            for p in &silent {
+                let _ = sock.send_to(b"privnet-handshake", (p.vtep, 9)).await;
             }
         }
         let wake = self.wake_handle();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
             wake.notify_one();
         });
     }

@@ -69,6 +69,8 @@ pub(super) struct ConvergeState {
     pub applied_fdb: BTreeMap<String, BTreeSet<crate::core::fdb::FdbEntry>>,
     pub published: BTreeMap<AttachmentKey, EndpointInfo>,
     pub node_guard_applied: bool,
+    /// Peers without a handshake, since when (see the convergence pass).
+    pub silent_since: BTreeMap<String, std::time::Instant>,
 }
 
 /// The agent.
