@@ -86,9 +86,18 @@ impl<S: Source> Agent<S> {
                 .collect();
             let ports = ports_of(mine.iter());
             if conv.applied_ports.get(&info.id) != Some(&ports) {
-                network::set_ports(spec, &ports)
-                    .await
-                    .map_err(|e| format!("failed to apply guard of {}: {e}", info.id))?;
+                // Incremental when this run applied the table already; a
+                // full, atomic swap otherwise (first pass, restart).
+                let applied = match conv.applied_ports.get(&info.id) {
+                    // A table changed behind our back makes the delta fail:
+                    // rebuild it whole.
+                    Some(current) => match network::update_ports(spec, current, &ports).await {
+                        Ok(()) => Ok(()),
+                        Err(_) => network::set_ports(spec, &ports).await,
+                    },
+                    None => network::set_ports(spec, &ports).await,
+                };
+                applied.map_err(|e| format!("failed to apply guard of {}: {e}", info.id))?;
                 conv.applied_ports.insert(info.id.clone(), ports);
             }
             let desired = self.desired_fdb(&view, &info.id)?;

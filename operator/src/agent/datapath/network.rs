@@ -140,6 +140,21 @@ pub async fn ensure(
     set_ports(spec, ports).await
 }
 
+/// Moves the network's port guard from `current` to `desired` ports with an
+/// incremental transaction (map elements and port chains only), keeping the
+/// table and its hooks in place.
+pub async fn update_ports(
+    spec: &NetworkDatapath,
+    current: &[GuardedPort],
+    desired: &[GuardedPort],
+) -> Result<(), NetworkError> {
+    if let Some(delta) = guard::ports_delta(current, desired)? {
+        let ns = NetnsFd::named(&spec.netns)?;
+        guard::apply(&ns, &delta).await?;
+    }
+    Ok(())
+}
+
 /// Re-applies the network's guard for a new list of container ports (atomic table swap).
 pub async fn set_ports(spec: &NetworkDatapath, ports: &[GuardedPort]) -> Result<(), NetworkError> {
     let ns = NetnsFd::named(&spec.netns)?;
