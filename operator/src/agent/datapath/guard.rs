@@ -339,7 +339,7 @@ mod tests {
             ports_delta(std::slice::from_ref(&a), std::slice::from_ref(&a)).unwrap(),
             None
         );
-        let add = ports_delta(&[a.clone()], &[a.clone(), b.clone()])
+        let add = ports_delta(std::slice::from_ref(&a), &[a.clone(), b.clone()])
             .unwrap()
             .unwrap();
         assert!(
@@ -363,7 +363,7 @@ mod tests {
         // A port whose address changed is replaced in the same transaction.
         let mut moved = b.clone();
         moved.ip = "10.240.0.7".parse().unwrap();
-        let both = ports_delta(&[b.clone()], &[moved]).unwrap().unwrap();
+        let both = ports_delta(std::slice::from_ref(&b), &[moved]).unwrap().unwrap();
         assert!(
             both.starts_with("delete element") && both.contains("10.240.0.7"),
             "{both}"
