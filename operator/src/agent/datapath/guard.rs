@@ -363,7 +363,9 @@ mod tests {
         // A port whose address changed is replaced in the same transaction.
         let mut moved = b.clone();
         moved.ip = "10.240.0.7".parse().unwrap();
-        let both = ports_delta(std::slice::from_ref(&b), &[moved]).unwrap().unwrap();
+        let both = ports_delta(std::slice::from_ref(&b), &[moved])
+            .unwrap()
+            .unwrap();
         assert!(
             both.starts_with("delete element") && both.contains("10.240.0.7"),
             "{both}"
