@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 
 use super::datapath::fdb as kernel_fdb;
-use super::datapath::guard;
+use super::datapath::guard::{self, PortTable};
 use super::datapath::network;
 use super::datapath::wireguard::{MeshPeer, Wireguard, WireguardConfig};
 use super::local_network::{LocalNetwork, family};
@@ -25,6 +25,11 @@ use crate::core::zone::ZoneEndpoint;
 
 /// How long a peer may stay without a handshake before it is re-armed.
 const REARM_AFTER: Duration = Duration::from_millis(300);
+
+/// Quiet time after which retired guard ports are purged.
+const PURGE_AFTER: Duration = Duration::from_secs(2);
+/// Retired guard ports purged at once whatever the activity.
+const PURGE_BATCH: usize = 256;
 
 /// How long a wake-up waits for more changes before converging.
 const DEBOUNCE: Duration = Duration::from_millis(15);
@@ -85,21 +90,8 @@ impl<S: Source> Agent<S> {
                 .cloned()
                 .collect();
             let ports = ports_of(mine.iter());
-            if conv.applied_ports.get(&info.id) != Some(&ports) {
-                // Incremental when this run applied the table already; a
-                // full, atomic swap otherwise (first pass, restart).
-                let applied = match conv.applied_ports.get(&info.id) {
-                    // A table changed behind our back makes the delta fail:
-                    // rebuild it whole.
-                    Some(current) => match network::update_ports(spec, current, &ports).await {
-                        Ok(()) => Ok(()),
-                        Err(_) => network::set_ports(spec, &ports).await,
-                    },
-                    None => network::set_ports(spec, &ports).await,
-                };
-                applied.map_err(|e| format!("failed to apply guard of {}: {e}", info.id))?;
-                conv.applied_ports.insert(info.id.clone(), ports);
-            }
+            self.converge_ports(&mut conv, &info.id, spec, &ports)
+                .await?;
             let desired = self.desired_fdb(&view, &info.id)?;
             if conv.applied_fdb.get(&info.id) != Some(&desired) {
                 let (h, ifindex) = network::vxlan_handle(spec)
@@ -130,12 +122,70 @@ impl<S: Source> Agent<S> {
                 tracing::warn!(network = %info.id, error = %e, "zone rejected an endpoint");
             }
         }
-        conv.applied_ports
+        conv.port_tables
             .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         conv.applied_fdb
             .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         self.converge_published(&view, &records, &mut conv).await;
         self.update_metrics(&conv, locals.len()).await;
+        Ok(())
+    }
+
+    /// The port guard of one network: a full table the first time (or after
+    /// drift), increments afterwards; retired ports are purged in one batch
+    /// once the network has been quiet for [`PURGE_AFTER`] or when many piled up.
+    async fn converge_ports(
+        &self,
+        conv: &mut super::node::ConvergeState,
+        id: &str,
+        spec: &network::NetworkDatapath,
+        ports: &[super::datapath::GuardedPort],
+    ) -> Result<(), String> {
+        let fail = |e: network::NetworkError| format!("failed to apply guard of {id}: {e}");
+        let now = Instant::now();
+        let table = match conv.port_tables.get(id) {
+            None => {
+                network::set_ports(spec, ports).await.map_err(fail)?;
+                PortTable {
+                    live: ports.to_vec(),
+                    retired: Default::default(),
+                }
+            }
+            Some((table, _)) if table.live == ports => table.clone(),
+            Some((table, _)) => match network::update_ports(spec, table, ports).await {
+                Ok(after) => after,
+                // The table changed behind our back: rebuild it whole.
+                Err(_) => {
+                    network::set_ports(spec, ports).await.map_err(fail)?;
+                    PortTable {
+                        live: ports.to_vec(),
+                        retired: Default::default(),
+                    }
+                }
+            },
+        };
+        let changed_at = match conv.port_tables.get(id) {
+            Some((old, at)) if old.live == table.live => *at,
+            _ => now,
+        };
+        let mut table = table;
+        if !table.retired.is_empty()
+            && (table.retired.len() >= PURGE_BATCH || now.duration_since(changed_at) >= PURGE_AFTER)
+        {
+            network::purge_retired_ports(spec, &table)
+                .await
+                .map_err(fail)?;
+            table.retired.clear();
+        }
+        if !table.retired.is_empty() {
+            // Come back when the purge is due.
+            let wake = self.wake_handle();
+            tokio::spawn(async move {
+                tokio::time::sleep(PURGE_AFTER).await;
+                wake.notify_one();
+            });
+        }
+        conv.port_tables.insert(id.to_string(), (table, changed_at));
         Ok(())
     }
 

@@ -65,7 +65,8 @@ pub(super) struct State {
 #[derive(Default)]
 pub(super) struct ConvergeState {
     pub wg: Option<Wireguard>,
-    pub applied_ports: BTreeMap<String, Vec<GuardedPort>>,
+    /// Per network: the guard's port table and when its live set last changed.
+    pub port_tables: BTreeMap<String, (super::datapath::guard::PortTable, std::time::Instant)>,
     pub applied_fdb: BTreeMap<String, BTreeSet<crate::core::fdb::FdbEntry>>,
     pub published: BTreeMap<AttachmentKey, EndpointInfo>,
     pub node_guard_applied: bool,

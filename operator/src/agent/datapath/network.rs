@@ -140,17 +140,27 @@ pub async fn ensure(
     set_ports(spec, ports).await
 }
 
-/// Moves the network's port guard from `current` to `desired` ports with an
-/// incremental transaction (map elements and port chains only), keeping the
-/// table and its hooks in place.
+/// Makes `desired` the live ports of the network's guard incrementally
+/// (see [`guard::ports_update`]); returns the table afterwards.
 pub async fn update_ports(
     spec: &NetworkDatapath,
-    current: &[GuardedPort],
+    table: &guard::PortTable,
     desired: &[GuardedPort],
+) -> Result<guard::PortTable, NetworkError> {
+    let (text, after) = guard::ports_update(table, desired)?;
+    if let Some(text) = text {
+        guard::apply(&NetnsFd::named(&spec.netns)?, &text).await?;
+    }
+    Ok(after)
+}
+
+/// Deletes the retired ports of the network's guard in one transaction.
+pub async fn purge_retired_ports(
+    spec: &NetworkDatapath,
+    table: &guard::PortTable,
 ) -> Result<(), NetworkError> {
-    if let Some(delta) = guard::ports_delta(current, desired)? {
-        let ns = NetnsFd::named(&spec.netns)?;
-        guard::apply(&ns, &delta).await?;
+    if let Some(text) = guard::retire_text(&table.retired)? {
+        guard::apply(&NetnsFd::named(&spec.netns)?, &text).await?;
     }
     Ok(())
 }
