@@ -310,3 +310,108 @@ async fn leader_election_is_a_compare_and_swap_on_the_lease() {
     assert_eq!(ra.unwrap(), holder == "pod-a");
     assert_eq!(rb.unwrap(), holder == "pod-b");
 }
+
+/// The TLS front end, as the API server reaches it: a certificate from
+/// `openssl` (like the chart's Secret), `curl` verifying it against the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=privnet-webhook",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls = privnet::controller::webhook::tls_config_from_pem(&cert, &key).unwrap();
+
+    let (_api, admitter) = setup(true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_tls(listener, Some(tls), Arc::new(admitter), async {
+        let _ = stopped.await;
+    }));
+    let body = dir.path().join("review.json");
+    std::fs::write(
+        &body,
+        serde_json::to_vec(&review("tls-1", "shop", web())).unwrap(),
+    )
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}/mutate", addr.port());
+    let curl = |ca: &std::path::Path| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-H",
+                "content-type: application/json",
+                "--cacert",
+            ])
+            .arg(ca)
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(&url)
+            .output()
+            .expect("curl runs")
+    };
+    let out = tokio::task::block_in_place(|| curl(&cert));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["response"]["uid"], "tls-1");
+    assert_eq!(json["response"]["allowed"], true);
+    // Negative control: a client trusting another CA refuses the handshake.
+    let other = dir.path().join("other.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+        ])
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let refused = tokio::task::block_in_place(|| curl(&other));
+    assert!(
+        !refused.status.success(),
+        "an unverified certificate must be refused"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
