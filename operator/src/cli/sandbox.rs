@@ -102,11 +102,23 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             }
             let state = ops::up(&name, &s, &Binaries::beside_current_exe()?)?;
             print_text(&state);
-            println!(
-                "\nTry:\n  privnet sandbox exec {} -- host {}",
-                state.containers[0].name, state.containers[0].hostname
-            );
-            println!("  privnet sandbox status -o json\n  privnet sandbox down");
+            // The exact command lines to paste: this binary's path and the name.
+            let me = std::env::current_exe()
+                .map_or_else(|_| "privnet".into(), |p| p.display().to_string());
+            let cmd = if name == "pnsb" {
+                format!("{me} sandbox")
+            } else {
+                format!("{me} sandbox --name {name}")
+            };
+            let first = &state.containers[0];
+            let app_name = first
+                .hostname
+                .splitn(3, '.')
+                .nth(2)
+                .unwrap_or(&first.hostname);
+            println!("\nTry:\n  {cmd} exec {} -- host {app_name}", first.name);
+            println!("  {cmd} exec {} -- env", first.name);
+            println!("  {cmd} status -o json\n  {cmd} down");
         }
         SandboxCommand::Status { output } => {
             let state = SandboxState::load(&name)?;
