@@ -1,15 +1,17 @@
 //! The sandbox operations: up, down, scale, apply, agent restart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::containers::{self, ContainerSpec};
 use super::controller::{plan_mesh, plan_networks};
-use super::dns_probe::{Probe, query_a};
+use super::readiness::{wait_converged, wait_ready};
 use super::scenario::Scenario;
 use super::state::{NetworkState, NodeState, SandboxState, StateError, root_of, write_atomic};
-use super::sys::{self, ip, netns_with_prefix};
+use super::sys::{self, netns_with_prefix};
+pub use super::teardown::down;
+use super::teardown::remove_node;
 use super::topology::{self, UNDERLAY_SUBNET};
 use crate::agent::view::NodeInfo;
 use crate::api::PrivateNetwork;
@@ -71,7 +73,7 @@ fn progress(msg: &str) {
     eprintln!("==> {msg}");
 }
 
-fn cluster_dir(name: &str) -> PathBuf {
+pub(super) fn cluster_dir(name: &str) -> PathBuf {
     root_of(name).join("cluster")
 }
 
@@ -328,68 +330,6 @@ fn write_mesh(state: &mut SandboxState, published: &[NodeInfo]) -> Result<(), Sa
     Ok(())
 }
 
-/// Every node has completed a handshake with every peer (`wg show <if> latest-handshakes`).
-fn mesh_complete(state: &SandboxState) -> bool {
-    let peers = state.nodes.len().saturating_sub(1);
-    state.nodes.iter().all(|n| {
-        sys::run("wg", &["show", &n.wireguard_interface, "latest-handshakes"])
-            .map(|out| {
-                out.lines()
-                    .filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0"))
-                    .count()
-                    == peers
-            })
-            .unwrap_or(false)
-    })
-}
-
-fn wait_ready(state: &SandboxState, deadline: Instant) -> Result<(), SandboxError> {
-    while !mesh_complete(state) {
-        if Instant::now() > deadline {
-            return Err(SandboxError::Timeout(
-                "WireGuard handshakes did not complete".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for n in &state.nodes {
-        loop {
-            if status_ready(&n.agent_socket) {
-                break;
-            }
-            if !topology::alive(n.agent_pid) {
-                return Err(SandboxError::Precondition(format!(
-                    "the agent of {} exited; see {}",
-                    n.name, n.agent_log
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(SandboxError::Timeout(format!(
-                    "the agent of {} did not become ready; see {}",
-                    n.name, n.agent_log
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    Ok(())
-}
-
-/// Asks an agent whether it is ready (the plugin's STATUS does the same).
-pub fn status_ready(socket: &str) -> bool {
-    use std::io::{BufRead, Write};
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"{\"op\":\"status\"}\n").is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    let _ = std::io::BufReader::new(s).read_line(&mut line);
-    line.contains("\"ready\"")
-}
-
 /// The containers a scenario asks for, placed round-robin.
 pub fn desired_containers(scenario: &Scenario) -> Vec<ContainerSpec> {
     let all = scenario.node_names();
@@ -461,63 +401,6 @@ pub fn converge_containers(
     Ok(())
 }
 
-/// Waits until, from every node hosting a network, every type name of every
-/// application resolves to exactly its containers.
-pub fn wait_converged(state: &SandboxState, timeout: Duration) -> Result<Duration, SandboxError> {
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let mut expected: BTreeMap<(String, String, String), Vec<std::net::Ipv4Addr>> = BTreeMap::new();
-    for c in &state.containers {
-        if let Ok(ip) = c.ip.parse() {
-            expected
-                .entry((
-                    c.network_id.clone(),
-                    c.application_id.clone(),
-                    c.process_type.clone(),
-                ))
-                .or_default()
-                .push(ip);
-        }
-    }
-    for v in expected.values_mut() {
-        v.sort();
-    }
-    let mut probes: BTreeMap<(String, String), &super::state::ContainerState> = BTreeMap::new();
-    for c in &state.containers {
-        probes
-            .entry((c.network_id.clone(), c.node.clone()))
-            .or_insert(c);
-    }
-    loop {
-        let mut pending = None;
-        'outer: for ((net, _), from) in &probes {
-            let Some(network) = state.networks.iter().find(|n| &n.id == net) else {
-                continue;
-            };
-            let Ok(gw) = network.gateway.parse() else {
-                continue;
-            };
-            for ((n, app, t), ips) in &expected {
-                if n != net {
-                    continue;
-                }
-                let name = format!("{t}.{app}.{}.", network.zone);
-                if query_a(&from.netns, gw, &name) != Probe::Found(ips.clone()) {
-                    pending = Some(format!("{name} from {}", from.name));
-                    break 'outer;
-                }
-            }
-        }
-        match pending {
-            None => return Ok(started.elapsed()),
-            Some(what) if Instant::now() > deadline => {
-                return Err(SandboxError::Timeout(format!("DNS not converged: {what}")));
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
 /// Applies a new scenario to a running sandbox.
 pub fn apply(
     name: &str,
@@ -585,47 +468,6 @@ pub fn apply(
     Ok(state)
 }
 
-fn remove_node(state: &SandboxState, n: &NodeState) {
-    topology::stop_pid(n.agent_pid, nix::sys::signal::Signal::SIGTERM);
-    stop_wireguard(n);
-    for ns in netns_with_prefix(&n.network_netns_prefix) {
-        let _ = ip(&["netns", "del", &ns]);
-    }
-    let _ = ip(&["netns", "del", &n.netns]);
-    let dir = cluster_dir(&state.name);
-    let _ = std::fs::remove_file(dir.join("nodes").join(format!("{}.json", n.name)));
-    let _ = std::fs::remove_dir_all(dir.join("endpoints").join(&n.name));
-    // Address claims of the removed node (the controller's GC in Kubernetes).
-    let prefix = format!("{}/", n.name);
-    for net in std::fs::read_dir(dir.join("claims"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for claim in std::fs::read_dir(net.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if std::fs::read_to_string(claim.path()).is_ok_and(|o| o.starts_with(&prefix)) {
-                let _ = std::fs::remove_file(claim.path());
-            }
-        }
-    }
-}
-
-fn stop_wireguard(n: &NodeState) {
-    let pid_file =
-        Path::new(&n.state_dir).join(format!("wireguard-go-{}.pid", n.wireguard_interface));
-    if let Some(pid) = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-    {
-        topology::stop_pid(pid, nix::sys::signal::Signal::SIGTERM);
-    }
-    let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", n.wireguard_interface));
-}
-
 /// Scales one application's process type.
 pub fn scale(
     name: &str,
@@ -681,55 +523,4 @@ pub fn agent_control(
         state.save()?;
     }
     Ok(state)
-}
-
-/// Removes everything sandbox `name` created; safe to run twice or after a
-/// crash (works from the state file and, failing that, from the name prefix).
-pub fn down(name: &str) {
-    let state = SandboxState::load(name).ok();
-    if let Some(state) = &state {
-        for n in &state.nodes {
-            topology::stop_pid(n.agent_pid, nix::sys::signal::Signal::SIGTERM);
-            stop_wireguard(n);
-        }
-    }
-    // Daemons recorded in pid files even when the state file is gone.
-    for entry in std::fs::read_dir(root_of(name))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let sd = entry.path().join("state");
-        for f in std::fs::read_dir(&sd).into_iter().flatten().flatten() {
-            let fname = f.file_name().to_string_lossy().into_owned();
-            if fname.starts_with("wireguard-go-")
-                && let Some(pid) = std::fs::read_to_string(f.path())
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u32>().ok())
-            {
-                topology::stop_pid(pid, nix::sys::signal::Signal::SIGTERM);
-                let ifname = fname
-                    .trim_start_matches("wireguard-go-")
-                    .trim_end_matches(".pid");
-                let _ = std::fs::remove_file(format!("/var/run/wireguard/{ifname}.sock"));
-            }
-        }
-    }
-    for ns in netns_with_prefix(&format!("{name}-")) {
-        let _ = ip(&["netns", "del", &ns]);
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
-    }
-    for e in std::fs::read_dir("/etc/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("{name}-"))
-        {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-    let _ = std::fs::remove_dir_all(root_of(name));
 }
