@@ -5,6 +5,9 @@
 //! AF_PACKET receiver in container 2; a negative control without the guard proves the
 //! receiver would have seen the spoofed frames.
 
+mod datapath_support;
+
+use datapath_support::ping;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -121,47 +124,6 @@ fn deliver(
         .expect("receiver count")
 }
 
-/// A minimal `ping -I SRC DST` (python3; iputils is not installed): exit 0 on any reply.
-const PING: &str = r#"
-import socket, struct, sys, time, os
-src, dst, count, wait = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-def csum(b):
-    if len(b) % 2: b += b'\0'
-    s = sum(struct.unpack('!%dH' % (len(b)//2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return (~s) & 0xffff
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.bind((src, 0)); s.settimeout(0.2)
-ident = os.getpid() & 0xffff; got = 0
-for seq in range(count):
-    body = struct.pack('!BBHHH', 8, 0, 0, ident, seq) + b'privnet'
-    s.sendto(body[:2] + struct.pack('!H', csum(body)) + body[4:], (dst, 0))
-    end = time.time() + wait
-    while time.time() < end:
-        try: pkt, addr = s.recvfrom(2048)
-        except socket.timeout: continue
-        icmp = pkt[(pkt[0] & 15) * 4:]
-        if addr[0] == dst and icmp[0] == 0 and struct.unpack('!H', icmp[4:6])[0] == ident:
-            got += 1; break
-print('%d/%d replies' % (got, count)); sys.exit(0 if got else 1)
-"#;
-
-fn ping(ns: &str, src: &str, dst: &str, count: u32, wait: f32) -> std::process::Output {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "python3",
-            "-c",
-            PING,
-            src,
-            dst,
-            &count.to_string(),
-            &wait.to_string(),
-        ])
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -201,7 +163,7 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
     let ns = NetnsFd::named(&t.net).unwrap();
     let port = |host: &str, mac: &str, ip: &str| GuardedPort {
         host_ifname: host.into(),
-        mac: parse_mac(mac),
+        mac: privnet::core::mac::parse_mac(mac).unwrap(),
         ip: ip.parse::<Ipv4Addr>().unwrap(),
     };
     let rules = guard::network_ruleset(&NetworkGuard {
@@ -281,12 +243,4 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
         deliver(&t, "arp", MAC1, bcast, "10.240.0.77", 0, "10.240.0.77") > 0,
         "control: spoofed ARP passes unguarded"
     );
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16).unwrap())
-        .collect();
-    v.try_into().unwrap()
 }

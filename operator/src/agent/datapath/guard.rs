@@ -64,13 +64,7 @@ pub struct NetworkGuard {
     pub ports: Vec<GuardedPort>,
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use crate::core::mac::format_mac;
 
 /// A quoted interface name, refusing anything that is not a plain Linux ifname.
 fn ifname(name: &str) -> Result<String, GuardError> {
