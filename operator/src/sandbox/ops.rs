@@ -278,20 +278,9 @@ fn publish_networks(state: &mut SandboxState, scenario: &Scenario) -> Result<(),
 /// Waits for every node to publish its key, then writes the mesh (VTEPs).
 fn wait_for_mesh(state: &mut SandboxState, timeout: Duration) -> Result<(), SandboxError> {
     progress("waiting for the agents to publish their keys; allocating the mesh");
-    let dir = cluster_dir(&state.name);
     let deadline = Instant::now() + timeout;
     let published = loop {
-        let nodes: Vec<NodeInfo> = state
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                serde_json::from_str(
-                    &std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name)))
-                        .ok()?,
-                )
-                .ok()
-            })
-            .collect();
+        let nodes = published_nodes(state);
         if nodes.len() == state.nodes.len() {
             break nodes;
         }
@@ -310,6 +299,19 @@ fn wait_for_mesh(state: &mut SandboxState, timeout: Duration) -> Result<(), Sand
     };
     write_mesh(state, &published)?;
     wait_ready(state, deadline)
+}
+
+/// What the sandbox's agents have published about themselves (key, endpoint).
+fn published_nodes(state: &SandboxState) -> Vec<NodeInfo> {
+    let dir = cluster_dir(&state.name).join("nodes");
+    state
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let text = std::fs::read_to_string(dir.join(format!("{}.json", n.name))).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+        .collect()
 }
 
 fn write_mesh(state: &mut SandboxState, published: &[NodeInfo]) -> Result<(), SandboxError> {
@@ -435,7 +437,6 @@ pub fn apply(
         remove_node(&state, n);
         state.nodes.retain(|x| x.name != n.name);
     }
-    let dir = cluster_dir(name);
     let mut added = false;
     for (i, node) in scenario.node_names().iter().enumerate() {
         if state.node(node).is_none() {
@@ -444,23 +445,11 @@ pub fn apply(
         }
     }
     publish_networks(&mut state, scenario)?;
-    if added || !gone.is_empty() {
-        let published: Vec<NodeInfo> = state
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                serde_json::from_str(
-                    &std::fs::read_to_string(dir.join("nodes").join(format!("{}.json", n.name)))
-                        .ok()?,
-                )
-                .ok()
-            })
-            .collect();
-        if added {
-            wait_for_mesh(&mut state, Duration::from_secs(15))?;
-        } else {
-            write_mesh(&mut state, &published)?;
-        }
+    if added {
+        wait_for_mesh(&mut state, Duration::from_secs(15))?;
+    } else if !gone.is_empty() {
+        let published = published_nodes(&state);
+        write_mesh(&mut state, &published)?;
     }
     state.save()?;
     converge_containers(&mut state, scenario, bins)?;
