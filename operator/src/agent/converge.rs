@@ -439,19 +439,6 @@ impl<S: Source> Agent<S> {
 
     async fn update_metrics(&self, conv: &super::node::ConvergeState, networks: usize) {
         self.metrics.networks.set(networks as i64);
-        use std::sync::atomic::Ordering::Relaxed;
-        self.metrics
-            .dns_answered
-            .set(self.dns_counters.answered.load(Relaxed) as i64);
-        self.metrics
-            .dns_negative
-            .set(self.dns_counters.negative.load(Relaxed) as i64);
-        self.metrics
-            .dns_forwarded
-            .set(self.dns_counters.forwarded.load(Relaxed) as i64);
-        self.metrics
-            .dns_failed
-            .set(self.dns_counters.failed.load(Relaxed) as i64);
         if let Some(wg) = &conv.wg
             && let Ok(peers) = wg.read_peers().await
         {

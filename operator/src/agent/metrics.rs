@@ -6,6 +6,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::dns::handler::DnsCounters;
+
 /// Metrics the agent updates as it works (cheap atomics).
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
@@ -21,14 +23,8 @@ pub struct AgentMetrics {
     pub errors: Counter,
     /// Convergence passes.
     pub converges: Counter,
-    /// DNS queries answered authoritatively.
-    pub dns_answered: Gauge,
-    /// DNS negative answers.
-    pub dns_negative: Gauge,
-    /// DNS queries forwarded.
-    pub dns_forwarded: Gauge,
-    /// DNS failures.
-    pub dns_failed: Gauge,
+    /// Counters of the DNS responders (shared with them).
+    pub dns: DnsCounters,
     /// RPC latency.
     pub rpc_seconds: Histogram,
 }
@@ -42,10 +38,7 @@ impl Default for AgentMetrics {
             max_handshake_age: Gauge::default(),
             errors: Counter::default(),
             converges: Counter::default(),
-            dns_answered: Gauge::default(),
-            dns_negative: Gauge::default(),
-            dns_forwarded: Gauge::default(),
-            dns_failed: Gauge::default(),
+            dns: DnsCounters::default(),
             rpc_seconds: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0]),
         }
     }
@@ -84,19 +77,19 @@ impl AgentMetrics {
         r.register(
             "dns_answered",
             "DNS queries answered from a private zone",
-            self.dns_answered.clone(),
+            self.dns.answered.clone(),
         );
         r.register(
             "dns_negative",
             "DNS NXDOMAIN/NODATA answers",
-            self.dns_negative.clone(),
+            self.dns.negative.clone(),
         );
         r.register(
             "dns_forwarded",
             "DNS queries forwarded upstream",
-            self.dns_forwarded.clone(),
+            self.dns.forwarded.clone(),
         );
-        r.register("dns_failed", "DNS queries failed", self.dns_failed.clone());
+        r.register("dns_failed", "DNS queries failed", self.dns.failed.clone());
         r.register(
             "rpc_seconds",
             "Latency of CNI requests",
@@ -117,9 +110,11 @@ mod tests {
         let m = AgentMetrics::default();
         m.attachments.set(3);
         m.errors.inc();
+        m.dns.answered.inc();
         let text = m.encode();
         assert!(text.contains("privnet_agent_attachments 3"), "{text}");
         assert!(text.contains("privnet_agent_errors_total 1"), "{text}");
+        assert!(text.contains("privnet_agent_dns_answered_total 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -127,6 +127,7 @@ impl<S: Source> Agent<S> {
                 vtep: None,
             })
             .await?;
+        let metrics = AgentMetrics::default();
         Ok(Arc::new(Self {
             cfg,
             source,
@@ -141,8 +142,8 @@ impl<S: Source> Agent<S> {
             view: RwLock::new(Arc::new(ClusterView::default())),
             phase: RwLock::new(Phase::WaitingForMesh),
             wake: Arc::new(tokio::sync::Notify::new()),
-            dns_counters: Arc::new(DnsCounters::default()),
-            metrics: AgentMetrics::default(),
+            dns_counters: Arc::new(metrics.dns.clone()),
+            metrics,
         }))
     }
 

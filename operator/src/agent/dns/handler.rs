@@ -3,8 +3,8 @@
 //! Names of other networks are simply out of this zone's data and get the
 //! same answer as any name that does not exist.
 
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::{Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, NS, PTR, SOA};
@@ -16,17 +16,18 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use super::answer::{Soa, ZoneAnswer, ZoneSource};
 use super::forward::Forwarder;
 
-/// Counters of one responder (exported as Prometheus metrics by the agent).
-#[derive(Debug, Default)]
+/// Counters of the responders: Prometheus counters (shared atomics), so
+/// the agent's `/metrics` exposes them as they are, with no copying.
+#[derive(Debug, Default, Clone)]
 pub struct DnsCounters {
     /// Authoritative answers.
-    pub answered: AtomicU64,
+    pub answered: Counter,
     /// NXDOMAIN / NODATA answers.
-    pub negative: AtomicU64,
+    pub negative: Counter,
     /// Forwarded queries.
-    pub forwarded: AtomicU64,
+    pub forwarded: Counter,
     /// Failures (SERVFAIL, REFUSED, FORMERR).
-    pub failed: AtomicU64,
+    pub failed: Counter,
 }
 
 /// The private DNS handler of one network.
@@ -171,7 +172,7 @@ impl PrivateDns {
             Some(m) => m,
             None => return self.error(request, handle, ResponseCode::ServFail).await,
         };
-        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        self.counters.forwarded.inc();
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = upstream.metadata.response_code;
         metadata.recursion_available = upstream.metadata.recursion_available;
@@ -197,7 +198,7 @@ impl PrivateDns {
         mut handle: R,
         code: ResponseCode,
     ) -> ResponseInfo {
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.counters.failed.inc();
         let response = MessageResponseBuilder::from_message_request(request)
             .error_msg(&request.metadata, code);
         handle
@@ -228,13 +229,13 @@ impl RequestHandler for PrivateDns {
         let sent = match outcome {
             Outcome::Forward => return self.forward(request, handle).await,
             Outcome::Answer(records) => {
-                self.counters.answered.fetch_add(1, Ordering::Relaxed);
+                self.counters.answered.inc();
                 handle
                     .send_response(builder.build(metadata, records.iter(), [], [], []))
                     .await
             }
             Outcome::Negative(code, soa) => {
-                self.counters.negative.fetch_add(1, Ordering::Relaxed);
+                self.counters.negative.inc();
                 metadata.response_code = code;
                 handle
                     .send_response(builder.build(metadata, [], [], [&*soa], []))

@@ -178,14 +178,14 @@ impl UdpWorker {
                         } else {
                             &self.counters.answered
                         };
-                        counter.fetch_add(1, Ordering::Relaxed);
+                        counter.inc();
                         replies.push((out, peer));
                     }
                     Reply::Forward => {
                         self.forward(bufs[i][..n].to_vec(), SocketAddr::V4(peer.into()))
                     }
                     Reply::Drop => {
-                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        self.counters.failed.inc();
                     }
                 }
             }
@@ -210,18 +210,18 @@ impl UdpWorker {
             if let Some(refused) = refused(&query) {
                 let _ = self.socket.send_to(&refused, peer);
             }
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.counters.failed.inc();
             return;
         };
         let (socket, counters) = (self.socket.clone(), self.counters.clone());
         self.runtime.spawn(async move {
             match forwarder.forward(&query).await {
                 Ok(answer) => {
-                    counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                    counters.forwarded.inc();
                     let _ = socket.send_to(&answer, peer);
                 }
                 Err(_) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    counters.failed.inc();
                 }
             }
         });
@@ -330,7 +330,7 @@ mod tests {
             refused.contains("status: REFUSED"),
             "no upstream: {refused}"
         );
-        assert!(counters.answered.load(Ordering::Relaxed) >= 3);
+        assert!(counters.answered.get() >= 3);
         responder.stop().await;
     }
 }
