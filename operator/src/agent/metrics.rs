@@ -114,7 +114,10 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("privnet_agent_attachments 3"), "{text}");
         assert!(text.contains("privnet_agent_errors_total 1"), "{text}");
-        assert!(text.contains("privnet_agent_dns_answered_total 1"), "{text}");
+        assert!(
+            text.contains("privnet_agent_dns_answered_total 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }
