@@ -228,12 +228,8 @@ impl<S: Source> Agent<S> {
                     && Some(e.application_id.as_str()) == app
                     && e.process_type == ptype
             })
-            .filter(|e| {
-                !(e.node == self.cfg.node
-                    && e.container_id == req.key.container_id
-                    && e.interface == req.key.ifname)
-            })
-            .filter(|e| e.node != self.cfg.node) // local numbers come from the book itself
+            // Local numbers (this request's included) come from the book itself.
+            .filter(|e| e.node != self.cfg.node)
             .map(|e| e.container_number)
             .collect();
         let mut fenced: BTreeSet<std::net::Ipv4Addr> = view
