@@ -203,6 +203,7 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
             vtep: node.vtep,
             vxlan_port: 4789,
             underlay_dev: node.wg_ifname.clone(),
+            gro_flush_timeout_ns: 30_000,
         })
         .collect();
     for (i, (node, spec)) in nodes.iter().zip(&specs).enumerate() {
@@ -216,6 +217,24 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
         network::ensure(&agent_ns, spec, &[])
             .await
             .expect("network ensured");
+        // Read back through iproute2's own sysfs of the namespace, not ours.
+        assert_eq!(
+            sh(
+                &spec.netns,
+                &format!("cat /sys/class/net/{}/gro_flush_timeout", spec.vxlan)
+            )
+            .trim(),
+            "30000"
+        );
+        assert_eq!(
+            sh(
+                &spec.netns,
+                "cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo 0"
+            )
+            .trim(),
+            "0",
+            "bridged frames must skip the IP hooks (br_netfilter)"
+        );
         netns::create(&node.container).unwrap();
         cleanup.namespaces.push(node.container.clone());
         sh(

@@ -3,7 +3,7 @@
 //! nodes, in the same run; retransmits of both; the path MTU check.
 //!
 //! ```text
-//! bench-datapath [--rounds 3] [--seconds 5]
+//! bench-datapath [--rounds 5] [--seconds 6]
 //! ```
 //! Needs root and release builds of privnet/privnet-cni next to it (or
 //! `PRIVNET_BIN`). Traffic stays inside the sandbox's namespaces.
@@ -25,8 +25,8 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
-        rounds: 3,
-        seconds: 5,
+        rounds: 5,
+        seconds: 6,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub dns_upstream: Option<SocketAddr>,
     /// DNS domain of the private zones.
     pub domain: String,
+    /// GRO flush timeout of each network's VXLAN device, ns (see
+    /// [`crate::agent::datapath::network::tune_receive`]).
+    pub gro_flush_timeout_ns: u32,
     /// Disable the node guard (negative-control tests only).
     pub guard_disabled: bool,
 }

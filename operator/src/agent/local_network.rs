@@ -88,6 +88,7 @@ pub fn datapath_spec(
         vtep,
         vxlan_port: 4789,
         underlay_dev: cfg.wg_ifname.clone(),
+        gro_flush_timeout_ns: cfg.gro_flush_timeout_ns,
     })
 }
 

@@ -327,6 +327,54 @@ pub async fn sysctl_in(ns: &NetnsFd, key: &str, value: &str) -> Result<(), Netns
         .map_err(io_err("write", &path))
 }
 
+/// Writes `value` to `/sys/<rel>` as seen from inside `ns`. A thread inside `ns` creates a
+/// sysfs instance of its own (`fsopen`/`fsmount`: sysfs shows the devices of the creating
+/// thread's namespace) that is never attached to any mount point and goes away with its
+/// descriptor, so nothing is mounted and the agent's `/sys`, which shows another namespace
+/// under `nsenter --net`, is not relied on.
+pub async fn sysfs_write_in(ns: &NetnsFd, rel: &str, value: &str) -> Result<(), NetnsError> {
+    let path = Path::new("/sys").join(rel);
+    let (rel, value) = (rel.to_string(), value.to_string());
+    run_in_async(ns, move || {
+        let file = open_in_private_sysfs(&rel, rustix::fs::OFlags::WRONLY)?;
+        rustix::io::write(&file, value.as_bytes()).map(drop)
+    })
+    .await?
+    .map_err(|e| io_err("write", &path)(e.into()))
+}
+
+/// Reads `/sys/<rel>` as seen from inside `ns` (trimmed); see [`sysfs_write_in`].
+pub async fn sysfs_read_in(ns: &NetnsFd, rel: &str) -> Result<String, NetnsError> {
+    let path = Path::new("/sys").join(rel);
+    let rel = rel.to_string();
+    let text = run_in_async(ns, move || {
+        let file = open_in_private_sysfs(&rel, rustix::fs::OFlags::RDONLY)?;
+        let mut buf = [0u8; 256];
+        let n = rustix::io::read(&file, &mut buf)?;
+        Ok::<_, rustix::io::Errno>(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+    })
+    .await?
+    .map_err(|e| io_err("read", &path)(e.into()))?;
+    Ok(text)
+}
+
+fn open_in_private_sysfs(rel: &str, mode: rustix::fs::OFlags) -> rustix::io::Result<OwnedFd> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    let fs = rustix::mount::fsopen("sysfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_create(&fs)?;
+    let root = rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOEXEC | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )?;
+    rustix::fs::openat(
+        &root,
+        rel,
+        mode | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    )
+}
+
 /// Reads a sysctl inside `ns` (trimmed).
 pub async fn sysctl_get(ns: &NetnsFd, key: &str) -> Result<String, NetnsError> {
     let path = Path::new("/proc/sys").join(key);

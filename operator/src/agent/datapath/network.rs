@@ -74,6 +74,9 @@ pub struct NetworkDatapath {
     pub vxlan_port: u16,
     /// The WireGuard interface carrying VXLAN.
     pub underlay_dev: String,
+    /// How long the VXLAN device's GRO may hold a bulk TCP segment to merge it with the next
+    /// ones (`gro_flush_timeout`, ns; 0 = flush after every packet). See [`tune_receive`].
+    pub gro_flush_timeout_ns: u32,
 }
 
 /// `vx<vni>`: at most 10 characters for a 24-bit VNI, unique per VNI in the agent namespace.
@@ -137,7 +140,49 @@ pub async fn ensure(
     if netns::sysctl_get(&ns, "net/ipv4/ip_forward").await? != "0" {
         netns::sysctl_in(&ns, "net/ipv4/ip_forward", "0").await?;
     }
+    tune_receive(&ns, spec).await?;
     set_ports(spec, ports).await
+}
+
+/// Settings of `br_netfilter` (present only when that module is loaded, as on most
+/// Kubernetes nodes) that would run every bridged frame through the IP hooks and conntrack.
+pub const BRIDGE_NF_SYSCTLS: [&str; 3] = [
+    "net/bridge/bridge-nf-call-iptables",
+    "net/bridge/bridge-nf-call-ip6tables",
+    "net/bridge/bridge-nf-call-arptables",
+];
+
+/// Makes the receive path cheap per packet; both settings are local to the network.
+///
+/// - `br_netfilter` off in this namespace: the guard is `bridge`-family nftables and needs no
+///   IP hooks on bridged frames; with them on, every frame also went through conntrack.
+/// - GRO flush timeout on the VXLAN device: the userspace tunnel hands packets to the kernel
+///   one `write` at a time, so GRO otherwise flushes after each and every frame then crosses
+///   the bridge, the veth and the container's stack alone (and is ACKed alone). Holding bulk
+///   TCP segments for a few tens of µs merges them; segments with PSH, and anything GRO does
+///   not merge (UDP, ICMP, ARP), still go up at once.
+pub async fn tune_receive(ns: &NetnsFd, spec: &NetworkDatapath) -> Result<(), NetworkError> {
+    for key in BRIDGE_NF_SYSCTLS {
+        match netns::sysctl_get(ns, key).await {
+            Ok(v) if v == "0" => {}
+            Ok(_) => netns::sysctl_in(ns, key, "0").await?,
+            // No br_netfilter: nothing to turn off.
+            Err(NetnsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let knob = gro_flush_timeout_path(&spec.vxlan);
+    let want = spec.gro_flush_timeout_ns.to_string();
+    if netns::sysfs_read_in(ns, &knob).await? != want {
+        netns::sysfs_write_in(ns, &knob, &want).await?;
+    }
+    Ok(())
+}
+
+/// `class/net/<dev>/gro_flush_timeout`, relative to `/sys`.
+pub fn gro_flush_timeout_path(dev: &str) -> String {
+    format!("class/net/{dev}/gro_flush_timeout")
 }
 
 /// Makes `desired` the live ports of the network's guard incrementally
