@@ -192,10 +192,13 @@ fn default_values_render_the_design() {
                 .any(|v| v != "get" && v != "list" && v != "watch")
     });
     assert!(!writes_networks, "the agent must not write PrivateNetworks");
-    assert!(
-        args(find(&docs, "DaemonSet", "privnet-agent"))
-            .contains(&"--mesh-cidr=100.64.0.0/16".to_string())
-    );
+    let agent_args = args(find(&docs, "DaemonSet", "privnet-agent"));
+    for want in ["--mesh-cidr=100.64.0.0/16", "--gro-flush-timeout-us=20"] {
+        assert!(
+            agent_args.contains(&want.to_string()),
+            "{want} not in {agent_args:?}"
+        );
+    }
 }
 
 #[test]
@@ -223,6 +226,7 @@ fn non_default_values_reach_the_manifests() {
         "--wg-port=51999",
         "--underlay-mtu=9000",
         "--endpoint=$(HOST_IP):51999",
+        "--gro-flush-timeout-us=0",
     ] {
         assert!(a.contains(&want.to_string()), "{want} not in {a:?}");
     }

@@ -10,5 +10,6 @@ pub mod dnswire;
 pub mod iperf;
 pub mod process;
 pub mod sandbox;
+pub mod snmp;
 pub mod stats;
 pub mod zonefile;

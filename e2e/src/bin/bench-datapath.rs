@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use privnet_e2e::bench::iperf::{TcpRun, parse_tcp_report};
 use privnet_e2e::bench::process::{Daemon, in_netns, raw_output};
 use privnet_e2e::bench::sandbox::Sandbox;
+use privnet_e2e::bench::snmp::{Counters, MTU_SIGNS};
 use privnet_e2e::bench::stats::{Table, ratio};
 
 const PORT: &str = "5201";
@@ -104,6 +105,52 @@ fn ping_df(netns: &str, ip: &str, size: u32) -> Result<bool> {
     Ok(out.status.success())
 }
 
+/// What the kernel counted during one run: signs of an MTU problem on any
+/// of the watched namespaces, and datagrams the receiving node's tunnel
+/// socket dropped for a full receive buffer (overload, not MTU).
+struct Causes {
+    mtu_signs: u64,
+    tunnel_socket_drops: u64,
+}
+
+impl Causes {
+    fn describe(&self) -> String {
+        format!(
+            "fragments or ICMP unreachables: {}, tunnel socket drops: {}",
+            self.mtu_signs, self.tunnel_socket_drops
+        )
+    }
+}
+
+fn paced_with_causes(
+    path: &Path,
+    args: &Args,
+    pace: u64,
+    watched: &[&String],
+    receiving_node: &str,
+) -> Result<(TcpRun, Causes)> {
+    let before: Vec<Counters> = watched
+        .iter()
+        .map(|ns| Counters::read(ns))
+        .collect::<Result<_, _>>()?;
+    let run = path.run(args.seconds, Some(pace))?;
+    let mut causes = Causes {
+        mtu_signs: 0,
+        tunnel_socket_drops: 0,
+    };
+    for (ns, before) in watched.iter().zip(&before) {
+        let after = Counters::read(ns)?;
+        causes.mtu_signs += MTU_SIGNS
+            .iter()
+            .map(|c| after.delta(before, c))
+            .sum::<u64>();
+        if ns.as_str() == receiving_node {
+            causes.tunnel_socket_drops = after.delta(before, "UdpRcvbufErrors");
+        }
+    }
+    Ok((run, causes))
+}
+
 fn gbps(bps: f64) -> String {
     format!("{:.3}", bps / 1e9)
 }
@@ -161,8 +208,9 @@ fn main() -> Result<()> {
     // Paced at half the raw rate: queue drops vanish, so retransmits left
     // here would come from the path itself (MTU black holes, fragments).
     let pace = (rw_bps / 2.0) as u64;
-    let ov_paced = overlay.run(args.seconds, Some(pace))?;
-    let rw_paced = raw.run(args.seconds, Some(pace))?;
+    let watched = [&client.netns, &server.netns, &n1.netns, &n2.netns];
+    let (ov_paced, ov_why) = paced_with_causes(&overlay, &args, pace, &watched, &n2.netns)?;
+    let (rw_paced, rw_why) = paced_with_causes(&raw, &args, pace, &watched, &n2.netns)?;
 
     let fits = network.mtu - 28;
     let fits_ok = ping_df(&client.netns, &server.ip, fits)?;
@@ -205,13 +253,18 @@ fn main() -> Result<()> {
         }
     );
     println!(
-        "retransmits when paced at {} Gbit/s: container {}, raw {}",
+        "retransmits when paced at {} Gbit/s: container {} ({}), raw {} ({})",
         gbps(pace as f64),
         ov_paced.retransmits,
-        rw_paced.retransmits
+        ov_why.describe(),
+        rw_paced.retransmits,
+        rw_why.describe()
     );
     if !fits_ok || !too_big_blocked {
         bail!("the path MTU check failed");
+    }
+    if ov_why.mtu_signs > 0 {
+        bail!("the container path fragmented or got ICMP unreachables: an MTU problem");
     }
     Ok(())
 }

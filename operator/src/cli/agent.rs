@@ -81,7 +81,7 @@ pub struct AgentArgs {
     /// How long GRO on each network's VXLAN device may hold bulk TCP segments to merge them
     /// (µs, 0 = off). Trades that much latency on bulk transfers for far fewer packets up
     /// the bridge, veth and container stack; segments with PSH are never held.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
     gro_flush_timeout_us: u32,
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
