@@ -56,7 +56,9 @@ if mode == 'recv':
         try: f = s.recv(2048)
         except socket.timeout: continue
         # only crafted frames: UDP with our payload from marker, or gratuitous ARP (sender = target = marker)
-        if (f[12:14] == b'\x08\x00' and f[26:30] == marker and b'privnet-guard-test' in f) or (f[12:14] == b'\x08\x06' and f[28:32] == marker and f[38:42] == marker): n += 1
+        # (a VLAN tag may arrive stripped into metadata: then it looks like plain UDP), or a frame
+        # of another L2 protocol carrying the test payload and the marker
+        if (f[12:14] == b'\x08\x00' and f[26:30] == marker and b'privnet-guard-test' in f) or (f[12:14] == b'\x08\x06' and f[28:32] == marker and f[38:42] == marker) or (f[12:14] == b'\x81\x00' and f[30:34] == marker and b'privnet-guard-test' in f) or (f[12:14] == b'\x88\xb5' and b'privnet-guard-test' + marker in f): n += 1
     print(n)
 else:
     kind, smac, dmac, sip, dip = sys.argv[3:8]
@@ -64,12 +66,14 @@ else:
     eth = mac(dmac) + mac(smac)
     if kind == 'arp':
         frame = eth + b'\x08\x06' + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 1) + mac(smac) + ip(sip) + b'\x00'*6 + ip(dip)
+    elif kind == 'other':
+        frame = eth + b'\x88\xb5' + b'privnet-guard-test' + ip(sip) + b'\x00' * 24
     else:
         payload = b'privnet-guard-test'
         udp = struct.pack('!HHHH', sport, 9, 8 + len(payload), 0) + payload
         hdr = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, ip(sip), ip(dip))
         hdr = hdr[:10] + struct.pack('!H', csum(hdr)) + hdr[12:]
-        frame = eth + b'\x08\x00' + hdr + udp
+        frame = eth + (b'\x81\x00\x00\x05' if kind == 'vlan' else b'') + b'\x08\x00' + hdr + udp
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((ifname, 0))
     for _ in range(5): s.send(frame); time.sleep(0.05)
 "#;
@@ -223,6 +227,16 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
         "legit gratuitous ARP"
     );
     assert_eq!(
+        deliver(&t, "vlan", MAC1, MAC2, IP1, 40000, IP1),
+        0,
+        "VLAN-tagged frame"
+    );
+    assert_eq!(
+        deliver(&t, "other", MAC1, MAC2, IP1, 0, IP1),
+        0,
+        "frame of another L2 protocol"
+    );
+    assert_eq!(
         deliver(&t, "arp", MAC1, bcast, "10.240.0.77", 0, "10.240.0.77"),
         0,
         "gratuitous ARP for another IP"
@@ -242,5 +256,13 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
     assert!(
         deliver(&t, "arp", MAC1, bcast, "10.240.0.77", 0, "10.240.0.77") > 0,
         "control: spoofed ARP passes unguarded"
+    );
+    assert!(
+        deliver(&t, "vlan", MAC1, MAC2, IP1, 40000, IP1) > 0,
+        "control: a VLAN-tagged frame passes unguarded"
+    );
+    assert!(
+        deliver(&t, "other", MAC1, MAC2, IP1, 0, IP1) > 0,
+        "control: another L2 protocol passes unguarded"
     );
 }

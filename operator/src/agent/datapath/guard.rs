@@ -38,6 +38,11 @@ pub enum GuardError {
 /// The verdict map from container port to its chain.
 pub const PORTS_MAP: &str = "ports";
 
+/// Chain of frames entering from the VXLAN port.
+const FROM_MESH: &str = "from-mesh";
+/// Chain of frames leaving through the VXLAN port.
+const TO_MESH: &str = "to-mesh";
+
 /// Prefix of every container port name on a network bridge (`pv…`): the
 /// guard drops frames from any such port it does not know.
 pub const PORT_PREFIX: &str = "pv";
@@ -120,16 +125,21 @@ fn port_chain(port: &GuardedPort) -> Result<(String, Vec<String>), GuardError> {
         return Err(GuardError::InvalidIfname(port.host_ifname.clone()));
     }
     let (mac, ip) = (format_mac(&port.mac), port.ip);
+    // Ordered for the common frame: an IPv4 one leaves after four rules.
+    // Only IPv4, ARP and IPv6 pass; anything else (VLAN tags, other L2
+    // protocols) falls to the final drop.
     let rules = vec![
         format!("ether saddr != {mac} drop"),
-        "ether type { 8021q, 8021ad } drop".to_string(),
         format!("ether type ip ip saddr != {ip} drop"),
+        "ether type ip udp sport 67 drop".to_string(),
+        "ether type ip accept".to_string(),
         format!("ether type arp arp saddr ether != {mac} drop"),
         // 0.0.0.0 is an RFC 5227 probe: it claims nothing and poisons no cache.
         format!("ether type arp arp saddr ip != {{ {ip}, 0.0.0.0 }} drop"),
-        "ether type ip udp sport 67 drop".to_string(),
+        "ether type arp accept".to_string(),
         "ether type ip6 icmpv6 type nd-router-advert drop".to_string(),
-        "accept".to_string(),
+        "ether type ip6 accept".to_string(),
+        "drop".to_string(),
     ];
     Ok((format!("port-{}", port.host_ifname), rules))
 }
@@ -147,38 +157,41 @@ fn chain_block(name: &str, rules: &[String]) -> String {
 pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
     let vx = ifname(&guard.vxlan)?;
     let gw = format_mac(&guard.gateway_mac);
-    // Container ports dispatch through the verdict map `ports` to a chain of
-    // their own (O(1) per frame whatever the number of ports); a port the
+    // Every bridge port dispatches through the verdict map `ports`, one
+    // lookup per frame whatever the number of ports: the VXLAN port to
+    // `from-mesh`, each container port to a chain of its own. A port the
     // agent has not registered yet matches the final wildcard and is
-    // dropped: fail closed. Ports come and go through [`ports_delta`].
+    // dropped: fail closed. Ports come and go through [`ports_update`].
     let mut chains = String::new();
-    let mut elements = Vec::new();
+    let mut elements = vec![format!("{vx} : jump {FROM_MESH}")];
     for port in &guard.ports {
         let (chain, rules) = port_chain(port)?;
         elements.push(format!("{} : jump {chain}", ifname(&port.host_ifname)?));
         chains.push_str(&chain_block(&chain, &rules));
     }
-    let elements = if elements.is_empty() {
-        String::new()
-    } else {
-        format!(" elements = {{ {} }};", elements.join(", "))
-    };
+    let elements = elements.join(", ");
     let mut text = reset(PORTS_TABLE);
     let _ = write!(
         text,
         "table {PORTS_TABLE} {{\n\
-         \tmap {PORTS_MAP} {{ type ifname : verdict;{elements} }}\n\
+         \tmap {PORTS_MAP} {{ type ifname : verdict; elements = {{ {elements} }}; }}\n\
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority filter; policy accept;\n\
-         \t\tiifname {vx} ether saddr {gw} drop\n\
          \t\tiifname vmap @{PORTS_MAP}\n\
          \t\tiifname \"{PORT_PREFIX}*\" drop\n\
+         \t}}\n\
+         \tchain {FROM_MESH} {{\n\
+         \t\tether saddr {gw} drop\n\
+         \t\taccept\n\
          \t}}\n\
          {chains}\
          \tchain postrouting {{\n\
          \t\ttype filter hook postrouting priority filter; policy accept;\n\
-         \t\toifname {vx} ether saddr {gw} drop\n\
-         \t\toifname {vx} ether daddr {gw} drop\n\
+         \t\toifname {vx} jump {TO_MESH}\n\
+         \t}}\n\
+         \tchain {TO_MESH} {{\n\
+         \t\tether saddr {gw} drop\n\
+         \t\tether daddr {gw} drop\n\
          \t}}\n\
          }}\n"
     );
@@ -349,18 +362,21 @@ mod tests {
     fn port_rules_pin_mac_ip_and_arp() {
         let text = network_ruleset(&guard()).unwrap();
         for want in [
-            "map ports { type ifname : verdict; elements = { \"pv1a\" : jump port-pv1a }; }",
-            "iifname vmap @ports",
-            "chain port-pv1a {\n\t\tether saddr != 0a:58:01:02:03:04 drop",
-            "\t\tether type ip ip saddr != 10.240.0.5 drop",
-            "\t\tether type arp arp saddr ether != 0a:58:01:02:03:04 drop",
-            "\t\tether type arp arp saddr ip != { 10.240.0.5, 0.0.0.0 } drop",
-            "\t\tether type ip udp sport 67 drop",
-            "\t\tether type ip6 icmpv6 type nd-router-advert drop\n\t\taccept\n",
-            "iifname \"pv*\" drop",
-            "iifname \"vx100\" ether saddr 02:70:00:00:00:64 drop",
-            "oifname \"vx100\" ether saddr 02:70:00:00:00:64 drop",
-            "oifname \"vx100\" ether daddr 02:70:00:00:00:64 drop",
+            "map ports { type ifname : verdict; elements = { \"vx100\" : jump from-mesh, \"pv1a\" : jump port-pv1a }; }",
+            "\t\tiifname vmap @ports\n\t\tiifname \"pv*\" drop\n",
+            "chain from-mesh {\n\t\tether saddr 02:70:00:00:00:64 drop\n\t\taccept\n",
+            "chain port-pv1a {\n\t\tether saddr != 0a:58:01:02:03:04 drop\n\
+             \t\tether type ip ip saddr != 10.240.0.5 drop\n\
+             \t\tether type ip udp sport 67 drop\n\
+             \t\tether type ip accept\n\
+             \t\tether type arp arp saddr ether != 0a:58:01:02:03:04 drop\n\
+             \t\tether type arp arp saddr ip != { 10.240.0.5, 0.0.0.0 } drop\n\
+             \t\tether type arp accept\n\
+             \t\tether type ip6 icmpv6 type nd-router-advert drop\n\
+             \t\tether type ip6 accept\n\
+             \t\tdrop\n\t}",
+            "oifname \"vx100\" jump to-mesh",
+            "chain to-mesh {\n\t\tether saddr 02:70:00:00:00:64 drop\n\t\tether daddr 02:70:00:00:00:64 drop\n",
             "policy drop;",
             "udp dport 53 accept",
         ] {
@@ -432,14 +448,14 @@ mod tests {
         let text = network_ruleset(&g).unwrap();
         assert!(!text.contains("pv1a"));
         assert!(
-            !text.contains("elements"),
-            "an empty element list is not valid nft"
+            text.contains("elements = { \"vx100\" : jump from-mesh };"),
+            "the VXLAN port is always in the map"
         );
         assert!(
             text.contains("iifname \"pv*\" drop"),
             "unknown ports are dropped"
         );
-        assert!(text.contains("oifname \"vx100\" ether daddr"));
+        assert!(text.contains("oifname \"vx100\" jump to-mesh"));
     }
 
     #[test]
