@@ -291,7 +291,7 @@ impl<S: Source> Agent<S> {
                 .release_address(&network.id, record.address.addr(), &owner)
                 .await;
             self.metrics.errors.inc();
-            return err(ErrorKind::Internal, format!("{e}: {}", source_chain(&e)));
+            return err(ErrorKind::Internal, super::error_chain(&e));
         }
         let local = &st.networks[&network.id];
         if let Some(ep) = zone_endpoint(&record) {
@@ -448,16 +448,6 @@ fn book_error(e: BookError) -> Response {
         _ => ErrorKind::Invalid,
     };
     err(kind, e.to_string())
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
 }
 
 /// Guard ports of these records.
