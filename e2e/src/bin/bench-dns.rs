@@ -126,6 +126,10 @@ struct Placement {
     named_addr: Ipv4Addr,
 }
 
+/// Placements where named's path is shorter than ours (its own loopback
+/// against our veth and bridge): printed for scale, not judged.
+const SHORTER_REFERENCE_PATH: &[&str] = &["container"];
+
 /// named + the answer check + both dnsperf phases against both servers.
 fn measure(
     place: &Placement,
@@ -293,6 +297,13 @@ fn main() -> Result<()> {
         let (ours, bind) = (&pair[0], &pair[1]);
         let q = ratio(ours.flat.qps, bind.flat.qps);
         let p99 = ratio(ms(ours.lat.p99), ms(bind.lat.p99));
+        if SHORTER_REFERENCE_PATH.contains(&ours.place) {
+            println!(
+                "{:<14} qps responder/named {q:.2}x, p99 {p99:.2}x (named on the client's loopback, a shorter path: for scale, not the target comparison)",
+                ours.place
+            );
+            continue;
+        }
         println!(
             "{:<14} qps responder/named {q:.2}x (target >= 1x: {}); p99 responder/named {p99:.2}x (target <= 1x: {})",
             ours.place,
