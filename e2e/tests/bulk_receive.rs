@@ -46,6 +46,10 @@ fn average_rx_frame(sb: &Sandbox, from: &str, to: &str, port: u16) -> u64 {
         &["iperf3", "-c", ip, "-p", &port.to_string(), "-n", "40M"],
     );
     let after = rx_counters(sb, netns, ifname);
+    if !out.status.success() {
+        // A server that never saw its one client would wait forever.
+        let _ = server.kill();
+    }
     let _ = server.wait();
     assert!(
         out.status.success(),

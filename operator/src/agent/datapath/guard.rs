@@ -178,6 +178,7 @@ pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority filter; policy accept;\n\
          \t\tiifname vmap @{PORTS_MAP}\n\
+         \t\tiifname {vx} jump {FROM_MESH}\n\
          \t\tiifname \"{PORT_PREFIX}*\" drop\n\
          \t}}\n\
          \tchain {FROM_MESH} {{\n\
@@ -297,6 +298,10 @@ pub fn retire_text(
     let mut elements = Vec::new();
     let mut chains = String::new();
     for name in retired {
+        // Only container ports retire: the VXLAN port's element must stay.
+        if !name.starts_with(PORT_PREFIX) {
+            return Err(GuardError::InvalidIfname(name.clone()));
+        }
         elements.push(ifname(name)?);
         let _ = writeln!(chains, "delete chain {PORTS_TABLE} port-{name}");
     }
@@ -363,7 +368,8 @@ mod tests {
         let text = network_ruleset(&guard()).unwrap();
         for want in [
             "map ports { type ifname : verdict; elements = { \"vx100\" : jump from-mesh, \"pv1a\" : jump port-pv1a }; }",
-            "\t\tiifname vmap @ports\n\t\tiifname \"pv*\" drop\n",
+            // The VXLAN rule only runs if the map ever lost its element.
+            "\t\tiifname vmap @ports\n\t\tiifname \"vx100\" jump from-mesh\n\t\tiifname \"pv*\" drop\n",
             "chain from-mesh {\n\t\tether saddr 02:70:00:00:00:64 drop\n\t\taccept\n",
             "chain port-pv1a {\n\t\tether saddr != 0a:58:01:02:03:04 drop\n\
              \t\tether type ip ip saddr != 10.240.0.5 drop\n\
@@ -439,6 +445,11 @@ mod tests {
             "delete element bridge privnet-ports ports { \"pv1a\" }\ndelete chain bridge privnet-ports port-pv1a\n"
         );
         assert_eq!(retire_text(&Default::default()).unwrap(), None);
+        let vx: std::collections::BTreeSet<String> = ["vx100".to_string()].into();
+        assert!(
+            retire_text(&vx).is_err(),
+            "the VXLAN port's element never retires"
+        );
     }
 
     #[test]

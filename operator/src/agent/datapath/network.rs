@@ -165,23 +165,35 @@ pub const BRIDGE_NF_SYSCTLS: [&str; 3] = [
 ///   the bridge, the veth and the container's stack alone (and is ACKed alone). Holding bulk
 ///   TCP segments for a few tens of µs merges them; segments with PSH, and anything GRO does
 ///   not merge (UDP, ICMP, ARP), still go up at once.
+///
+/// Each setting is tried on its own; the first failure is returned after all were tried.
 pub async fn tune_receive(ns: &NetnsFd, spec: &NetworkDatapath) -> Result<(), NetworkError> {
+    let mut first_error = None;
     for key in BRIDGE_NF_SYSCTLS {
-        match netns::sysctl_get(ns, key).await {
-            Ok(v) if v == "0" => {}
-            Ok(_) => netns::sysctl_in(ns, key, "0").await?,
+        let result = match netns::sysctl_get(ns, key).await {
+            Ok(v) if v == "0" => Ok(()),
+            Ok(_) => netns::sysctl_in(ns, key, "0").await,
             // No br_netfilter: nothing to turn off.
             Err(NetnsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
         }
     }
     let knob = gro_flush_timeout_path(&spec.vxlan);
     let want = spec.gro_flush_timeout_ns.to_string();
-    if netns::sysfs_read_in(ns, &knob).await? != want {
-        netns::sysfs_write_in(ns, &knob, &want).await?;
+    let gro = match netns::sysfs_read_in(ns, &knob).await {
+        Ok(v) if v == want => Ok(()),
+        Ok(_) => netns::sysfs_write_in(ns, &knob, &want).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = gro {
+        first_error.get_or_insert(e);
     }
-    Ok(())
+    first_error.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// `class/net/<dev>/gro_flush_timeout`, relative to `/sys`.
