@@ -141,7 +141,10 @@ fn podman_container_joins_a_sandbox_network() {
 
     let peer_ip = peer["ip"].as_str().unwrap();
     let script = format!(
-        "ip -o -4 addr show; ping -c1 -W2 {peer_ip} && nslookup 1.web.peer.{zone} {gw}",
+        // The network is new on n1: until n2 has converged on n1's endpoint
+        // (about 0.1 s, longer on a loaded machine) the ARP reply has no way
+        // back, so the first probe may go unanswered.
+        "ip -o -4 addr show; for i in 1 2 3 4 5; do ping -c1 -W2 {peer_ip} && break; done; nslookup 1.web.peer.{zone} {gw}",
         zone = net["zone"].as_str().unwrap(),
         gw = net["gateway"].as_str().unwrap()
     );
@@ -165,7 +168,7 @@ fn podman_container_joins_a_sandbox_network() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut stdout = String::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         stdout = String::from_utf8_lossy(&podman.cmd(&["logs", "pm1"]).stdout).into_owned();
         if stdout.contains("DONE") {
             break;
@@ -179,6 +182,10 @@ fn podman_container_joins_a_sandbox_network() {
     assert!(
         stdout.contains("eth1") && stdout.contains("10.240."),
         "private interface from privnet: {stdout}"
+    );
+    assert!(
+        stdout.contains("1 packets received"),
+        "the podman container reaches the sandbox container: {stdout}"
     );
     assert!(
         stdout.contains(&format!("Address: {peer_ip}"))
