@@ -64,7 +64,7 @@ fn default_scenario_connectivity_dns_env_and_mtu() {
             if a["name"] != b["name"] {
                 sb.exec_ok(
                     a["name"].as_str().unwrap(),
-                    &["ping", "-c1", "-W2", b["ip"].as_str().unwrap()],
+                    &["ping", "-c1", "-w4", b["ip"].as_str().unwrap()],
                 );
             }
         }

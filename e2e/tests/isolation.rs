@@ -45,7 +45,7 @@ fn projects_sharing_a_subnet_are_isolated() {
             for b in group.iter().filter(|b| b["name"] != a["name"]) {
                 inside_total += 1;
                 if sb
-                    .exec(&name(a), &["ping", "-c1", "-W2", &ip(b)])
+                    .exec(&name(a), &["ping", "-c1", "-w4", &ip(b)])
                     .status
                     .success()
                 {
@@ -103,7 +103,7 @@ fn projects_sharing_a_subnet_are_isolated() {
 
     // The gateway each container reaches is its own network's (MAC derived from its VNI).
     for (c, project) in [(&alpha[0], "alpha"), (&beta[0], "beta")] {
-        sb.exec_ok(&name(c), &["ping", "-c1", "-W2", "10.240.0.1"]);
+        sb.exec_ok(&name(c), &["ping", "-c1", "-w4", "10.240.0.1"]);
         let neigh = sb.exec_ok(&name(c), &["ip", "neigh", "show", "10.240.0.1"]);
         let vni = sb.network(project)["vni"].as_u64().unwrap();
         let want = format!(

@@ -36,7 +36,7 @@ fn losing_a_node_keeps_the_rest_working() {
     let out = sb.privnet(&["agent", "n3", "kill"]);
     assert!(out.status.success());
     let c1n = c1["name"].as_str().unwrap();
-    sb.exec_ok(c1n, &["ping", "-c1", "-W2", c2["ip"].as_str().unwrap()]);
+    sb.exec_ok(c1n, &["ping", "-c1", "-w4", c2["ip"].as_str().unwrap()]);
     let out = sb.exec_ok(c1n, &["host", &format!("web.app.{zone}")]);
     assert!(out.contains(c2["ip"].as_str().unwrap()), "{out}");
 
@@ -100,6 +100,6 @@ fn losing_a_node_keeps_the_rest_working() {
     assert_eq!(cs.len(), 3);
     assert!(cs.iter().all(|c| c["node"] != "n3"));
     for c in &cs {
-        sb.exec_ok(c1n, &["ping", "-c1", "-W2", c["ip"].as_str().unwrap()]);
+        sb.exec_ok(c1n, &["ping", "-c1", "-w4", c["ip"].as_str().unwrap()]);
     }
 }

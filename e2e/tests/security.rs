@@ -303,7 +303,7 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
         .as_str()
         .unwrap()
         .to_string();
-    sb.exec_ok("app-web-1", &["ping", "-c1", "-W2", &target]);
+    sb.exec_ok("app-web-1", &["ping", "-c1", "-w4", &target]);
     sb.exec_ok(
         "app-web-1",
         &["ip", "addr", "add", "10.240.0.77/22", "dev", "eth1"],
