@@ -59,14 +59,21 @@ fn average_rx_frame(sb: &Sandbox, from: &str, to: &str, port: u16) -> u64 {
     (after.0 - before.0) / (after.1 - before.1).max(1)
 }
 
-fn set_gro_flush_timeout(sb: &Sandbox, project: &str, value: &str) {
+/// `(network namespace, gro_flush_timeout path)` of `project`'s VXLAN
+/// device on every node.
+fn gro_knobs(sb: &Sandbox, project: &str) -> Vec<(String, String)> {
     let vni = sb.network(project)["vni"].as_u64().unwrap();
-    for node in sb.status()["nodes"].as_array().unwrap() {
-        let netns = format!("{}{vni}", node["networkNetnsPrefix"].as_str().unwrap());
-        let knob = format!("/sys/class/net/vx{vni}/gro_flush_timeout");
-        let out = sb.in_netns(&netns, &["sh", "-c", &format!("echo {value} > {knob}")]);
-        assert!(out.status.success(), "{netns}: {out:?}");
-    }
+    sb.status()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| {
+            (
+                format!("{}{vni}", node["networkNetnsPrefix"].as_str().unwrap()),
+                format!("/sys/class/net/vx{vni}/gro_flush_timeout"),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -80,15 +87,16 @@ fn bulk_tcp_across_nodes_arrives_in_merged_frames() {
     );
     let mtu = sb.network("shop")["mtu"].as_u64().unwrap();
 
-    // The agent's default (20 µs) is what the kernel holds.
-    let vni = sb.network("shop")["vni"].as_u64().unwrap();
-    let node = &sb.status()["nodes"][0];
-    let netns = format!("{}{vni}", node["networkNetnsPrefix"].as_str().unwrap());
-    let knob = sb.in_netns(
-        &netns,
-        &["cat", &format!("/sys/class/net/vx{vni}/gro_flush_timeout")],
-    );
-    assert_eq!(String::from_utf8_lossy(&knob.stdout).trim(), "20000");
+    // The agent's default (20 µs) is what the kernel holds on every node.
+    let knobs = gro_knobs(&sb, "shop");
+    for (netns, knob) in &knobs {
+        let value = sb.in_netns(netns, &["cat", knob]);
+        assert_eq!(
+            String::from_utf8_lossy(&value.stdout).trim(),
+            "20000",
+            "{netns}"
+        );
+    }
 
     let merged = average_rx_frame(&sb, from, to, 5401);
     assert!(
@@ -97,7 +105,10 @@ fn bulk_tcp_across_nodes_arrives_in_merged_frames() {
     );
 
     // Negative control: without the timeout every segment goes up alone.
-    set_gro_flush_timeout(&sb, "shop", "0");
+    for (netns, knob) in &knobs {
+        let out = sb.in_netns(netns, &["sh", "-c", &format!("echo 0 > {knob}")]);
+        assert!(out.status.success(), "{netns}: {out:?}");
+    }
     let single = average_rx_frame(&sb, from, to, 5402);
     eprintln!("average received frame: {merged} B merged, {single} B without the timeout");
     assert!(

@@ -311,29 +311,25 @@ async fn leader_election_is_a_compare_and_swap_on_the_lease() {
     assert_eq!(rb.unwrap(), holder == "pod-b");
 }
 
-/// The TLS front end, as the API server reaches it: a certificate from
-/// `openssl` (like the chart's Secret), `curl` verifying it against the CA.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=privnet-webhook",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-        ])
+/// A one-day self-signed certificate for `cn` from `openssl` (and its key),
+/// written to `<dir>/<cn>.crt` and `<dir>/<cn>.key`.
+fn self_signed(
+    dir: &std::path::Path,
+    cn: &str,
+    san: Option<&str>,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    ])
+    .arg("-subj")
+    .arg(format!("/CN={cn}"));
+    if let Some(san) = san {
+        cmd.arg("-addext").arg(format!("subjectAltName={san}"));
+    }
+    let made = cmd
+        .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -343,6 +339,19 @@ async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
         made.status.success(),
         "{}",
         String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
+/// The TLS front end, as the API server reaches it: a certificate from
+/// `openssl` (like the chart's Secret), `curl` verifying it against the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(
+        dir.path(),
+        "privnet-webhook",
+        Some("DNS:localhost,IP:127.0.0.1"),
     );
     let tls = privnet::controller::webhook::tls_config_from_pem(&cert, &key).unwrap();
 
@@ -387,26 +396,7 @@ async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
     assert_eq!(json["response"]["uid"], "tls-1");
     assert_eq!(json["response"]["allowed"], true);
     // Negative control: a client trusting another CA refuses the handshake.
-    let other = dir.path().join("other.crt");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other",
-            "-keyout",
-        ])
-        .arg(dir.path().join("other.key"))
-        .arg("-out")
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let (other, _) = self_signed(dir.path(), "other", None);
     let refused = tokio::task::block_in_place(|| curl(&other));
     assert!(
         !refused.status.success(),

@@ -126,7 +126,7 @@ fn paced_with_causes(
     path: &Path,
     args: &Args,
     pace: u64,
-    watched: &[&String],
+    watched: &[&str],
     receiving_node: &str,
 ) -> Result<(TcpRun, Causes)> {
     let before: Vec<Counters> = watched
@@ -144,7 +144,7 @@ fn paced_with_causes(
             .iter()
             .map(|c| after.delta(before, c))
             .sum::<u64>();
-        if ns.as_str() == receiving_node {
+        if *ns == receiving_node {
             causes.tunnel_socket_drops = after.delta(before, "UdpRcvbufErrors");
         }
     }
@@ -208,7 +208,7 @@ fn main() -> Result<()> {
     // Paced at half the raw rate: queue drops vanish, so retransmits left
     // here would come from the path itself (MTU black holes, fragments).
     let pace = (rw_bps / 2.0) as u64;
-    let watched = [&client.netns, &server.netns, &n1.netns, &n2.netns];
+    let watched = [&*client.netns, &server.netns, &n1.netns, &n2.netns];
     let (ov_paced, ov_why) = paced_with_causes(&overlay, &args, pace, &watched, &n2.netns)?;
     let (rw_paced, rw_why) = paced_with_causes(&raw, &args, pace, &watched, &n2.netns)?;
 
