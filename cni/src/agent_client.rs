@@ -1,4 +1,4 @@
-//! Client of the node agent's unix socket (protocol in [`crate::rpc`]).
+//! Client of the node agent's unix socket (protocol in [`privnet_core::rpc`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use tokio::net::UnixStream;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::error::CniError;
-use crate::rpc::{ErrorKind, Request, Response};
+use privnet_core::rpc::{ErrorKind, Request, Response};
 
 /// Pause between connection attempts while waiting for the agent.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);

@@ -9,7 +9,6 @@ pub mod link;
 pub mod log;
 pub mod netns;
 pub mod plugin;
-pub mod rpc;
 pub mod spec;
 pub mod standin;
 pub mod verbs;

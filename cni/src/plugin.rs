@@ -9,10 +9,10 @@ use crate::agent_client::AgentClient;
 use crate::env::{CniEnv, Command, parse_env};
 use crate::error::CniError;
 use crate::log::{LogLevel, Logger};
-use crate::rpc::AttachmentKey;
 use crate::spec::config::peek_version;
 use crate::spec::{NetConf, SpecVersion, VersionReply};
 use crate::verbs;
+use privnet_core::rpc::AttachmentKey;
 
 /// Everything a verb needs about its invocation.
 #[derive(Debug, Clone)]

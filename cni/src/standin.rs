@@ -1,4 +1,4 @@
-//! A small in-process stand-in for the node agent, speaking [`crate::rpc`]
+//! A small in-process stand-in for the node agent, speaking [`privnet_core::rpc`]
 //! over a real unix socket. Used by the integration tests and `cni-bench`
 //! (never by the plugin itself). On the first Attach it creates a real
 //! network namespace holding a bridge, as the agent does.
@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use ipnet::Ipv4Net;
 
-use crate::rpc::{Attachment, AttachmentKey, Dns, ErrorKind, Request, Response};
+use privnet_core::rpc::{Attachment, AttachmentKey, Dns, ErrorKind, Request, Response};
 
 /// Network id the stand-in serves; any other explicit id is unknown.
 pub const STANDIN_NETWORK_ID: &str = "pn-standin";

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Sandbox;
-use privnet::agent::datapath::snapshot::Snapshot;
+use privnet_agent::datapath::snapshot::Snapshot;
 
 const SCENARIO: &str = r#"
 nodes: 2

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod health;
 
 /// privnet: per-project private networks for containers.
 #[derive(Parser)]

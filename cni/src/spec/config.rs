@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{CniResult, SpecVersion};
 use crate::error::CniError;
-use crate::rpc::DEFAULT_SOCKET;
+use privnet_core::rpc::DEFAULT_SOCKET;
 
 /// Default bounded wait for the agent on ADD.
 pub const DEFAULT_AGENT_TIMEOUT_MS: u64 = 3000;

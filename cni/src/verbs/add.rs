@@ -12,7 +12,7 @@ use crate::error::CniError;
 use crate::link::{VethSpec, configure_container_end, create_veth, link_by_name, parse_mac};
 use crate::netns::{Netns, NetnsError};
 use crate::plugin::Invocation;
-use crate::rpc::{AttachRequest, Attachment, NetworkSelector, Request, Response, Workload};
+use privnet_core::rpc::{AttachRequest, Attachment, NetworkSelector, Request, Response, Workload};
 
 /// A workload key from the network config's `args.cni` block (CNI
 /// conventions), used when `CNI_ARGS` does not carry it: a runtime such as

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::Map;
 
-use crate::rpc::Attachment;
 use crate::spec::{CniResult, Dns, Interface, IpConfig, Route};
+use privnet_core::rpc::Attachment;
 
 /// Our result: `prev` kept entirely (chained mode) plus the container
 /// interface, its address (pointing at that interface) and the subnet route
@@ -54,8 +54,8 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::rpc::{AttachmentKey, Dns as RpcDns};
     use crate::spec::SpecVersion;
+    use privnet_core::rpc::{AttachmentKey, Dns as RpcDns};
 
     pub(crate) fn attachment() -> Attachment {
         Attachment {

@@ -8,8 +8,8 @@ use crate::error::CniError;
 use crate::link::{LinkSummary, addresses, link_by_name};
 use crate::netns::Netns;
 use crate::plugin::Invocation;
-use crate::rpc::{Attachment, Request, Response};
 use crate::spec::CniResult;
+use privnet_core::rpc::{Attachment, Request, Response};
 
 fn mismatch(what: impl Into<String>) -> CniError {
     CniError::CheckMismatch { what: what.into() }

@@ -12,7 +12,7 @@ use crate::link::delete_link_by_name;
 use crate::log::LogLevel;
 use crate::netns::Netns;
 use crate::plugin::Invocation;
-use crate::rpc::{Request, Response};
+use privnet_core::rpc::{Request, Response};
 
 /// Runs DEL.
 pub async fn del(inv: &Invocation) -> Result<(), CniError> {

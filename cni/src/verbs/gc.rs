@@ -2,8 +2,8 @@
 
 use crate::error::CniError;
 use crate::plugin::Invocation;
-use crate::rpc::{AttachmentKey, Request};
 use crate::spec::ValidAttachment;
+use privnet_core::rpc::{AttachmentKey, Request};
 
 /// The GC request for a config (pure).
 pub fn gc_request(network: Option<&str>, valid: &[ValidAttachment]) -> Request {

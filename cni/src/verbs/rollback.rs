@@ -8,7 +8,7 @@ use crate::agent_client::AgentClient;
 use crate::link::delete_link_by_name;
 use crate::log::{LogLevel, Logger};
 use crate::netns::Netns;
-use crate::rpc::{AttachmentKey, Request};
+use privnet_core::rpc::{AttachmentKey, Request};
 
 /// One thing to undo.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use crate::error::CniError;
 use crate::plugin::Invocation;
-use crate::rpc::{Request, Response};
+use privnet_core::rpc::{Request, Response};
 
 /// Asks the agent once (bounded by `agentTimeoutMs`).
 pub async fn status(inv: &Invocation) -> Result<(), CniError> {

@@ -5,16 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::health::{self, HealthSource};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ipnet::Ipv4Net;
-use privnet::agent::config::AgentConfig;
-use privnet::agent::datapath::wireguard::{Backend, BackendChoice};
-use privnet::agent::http::{self, HealthSource};
-use privnet::agent::node::{Agent, Phase};
-use privnet::agent::source::{KubeSource, LocalDir, Source};
-use privnet::agent::store::DiskStore;
-use privnet::agent::{dns::forward::Forwarder, rpc_server};
+use privnet_agent::config::AgentConfig;
+use privnet_agent::datapath::wireguard::{Backend, BackendChoice};
+use privnet_agent::node::{Agent, Phase};
+use privnet_agent::source::{KubeSource, LocalDir, Source};
+use privnet_agent::store::DiskStore;
+use privnet_agent::{dns::forward::Forwarder, rpc_server};
 
 /// WireGuard backend selection.
 #[derive(Clone, Copy, ValueEnum)]
@@ -40,7 +40,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "/var/lib/privnet")]
     state_dir: PathBuf,
     /// CNI socket.
-    #[arg(long, default_value = privnet_cni::rpc::DEFAULT_SOCKET)]
+    #[arg(long, default_value = privnet_core::rpc::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Prefix of the per-network namespaces.
     #[arg(long, default_value = "privnet-")]
@@ -73,7 +73,7 @@ pub struct AgentArgs {
     #[arg(long, conflicts_with = "dns_upstream")]
     no_dns_forward: bool,
     /// DNS domain.
-    #[arg(long, default_value = privnet::core::naming::DEFAULT_DOMAIN)]
+    #[arg(long, default_value = privnet_core::naming::DEFAULT_DOMAIN)]
     domain: String,
     /// Health/metrics listen address.
     #[arg(long, default_value = "127.0.0.1:9641")]
@@ -171,7 +171,7 @@ async fn serve<S: Source>(cfg: AgentConfig, source: S, metrics_addr: SocketAddr)
         .with_context(|| format!("failed to bind {metrics_addr}"))?;
     tokio::spawn(agent.clone().follow_source());
     tokio::spawn(agent.clone().converge_loop());
-    tokio::spawn(http::serve(
+    tokio::spawn(health::serve(
         metrics,
         Arc::new(Health(agent.clone())),
         std::future::pending(),

@@ -8,16 +8,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::health::{self, HealthSource};
 use anyhow::{Context as _, Result};
 use clap::Args;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use privnet::agent::http::{self, HealthSource};
-use privnet::controller::leader::LeaderElector;
-use privnet::controller::run::run_controllers;
-use privnet::controller::webhook::{Admitter, serve_tls, tls_config_from_pem};
-use privnet::controller::{Context, ControllerConfig, Metrics};
+use privnet_controller::leader::LeaderElector;
+use privnet_controller::run::run_controllers;
+use privnet_controller::webhook::{Admitter, serve_tls, tls_config_from_pem};
+use privnet_controller::{Context, ControllerConfig, Metrics};
 
 /// Arguments of `privnet controller`.
 #[derive(Args)]
@@ -35,13 +35,13 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
     /// DNS domain of the private zones.
-    #[arg(long, default_value = privnet::core::naming::DEFAULT_DOMAIN)]
+    #[arg(long, default_value = privnet_core::naming::DEFAULT_DOMAIN)]
     domain: String,
     /// Mesh (VTEP) CIDR.
     #[arg(long, default_value = "100.64.0.0/16")]
     mesh_cidr: Ipv4Net,
     /// Prefix of the three environment variables.
-    #[arg(long, default_value = privnet::core::naming::DEFAULT_ENV_PREFIX)]
+    #[arg(long, default_value = privnet_core::naming::DEFAULT_ENV_PREFIX)]
     env_prefix: String,
     /// Webhook listen address.
     #[arg(long, default_value = "0.0.0.0:8443")]
@@ -74,7 +74,7 @@ impl HealthSource for Health {
 
 /// Runs until SIGTERM/SIGINT, or until leadership is lost.
 pub fn run(args: ControllerArgs) -> Result<()> {
-    privnet::core::naming::validate_env_prefix(&args.env_prefix)?;
+    privnet_core::naming::validate_env_prefix(&args.env_prefix)?;
     let config = ControllerConfig {
         namespace: args.namespace.clone(),
         domain: args.domain.clone(),
@@ -101,9 +101,9 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         let ctx = Context::new(client.clone(), config.clone(), metrics.clone());
 
         let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr).await.with_context(|| format!("failed to bind {}", args.metrics_addr))?;
-        tokio::spawn(http::serve(metrics_listener, Arc::new(Health(metrics.clone())), std::future::pending()));
+        tokio::spawn(health::serve(metrics_listener, Arc::new(Health(metrics.clone())), std::future::pending()));
         let webhook_listener = tokio::net::TcpListener::bind(args.webhook_addr).await.with_context(|| format!("failed to bind {}", args.webhook_addr))?;
-        let admitter = Arc::new(Admitter { client: client.clone(), config, metrics: metrics.clone(), grace: privnet::controller::webhook::numbering::DEFAULT_GRACE });
+        let admitter = Arc::new(Admitter { client: client.clone(), config, metrics: metrics.clone(), grace: privnet_controller::webhook::numbering::DEFAULT_GRACE });
         tokio::spawn(serve_tls(webhook_listener, tls, admitter, std::future::pending()));
 
         let elector = LeaderElector::new(Api::<Lease>::namespaced(client, &args.namespace), &args.lease_name, &identity, Duration::from_secs(args.lease_seconds));

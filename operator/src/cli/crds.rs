@@ -19,15 +19,15 @@ pub struct CrdsArgs {
 /// Runs the subcommand.
 pub fn run(args: CrdsArgs) -> Result<()> {
     let Some(dir) = args.out else {
-        for (_, crd) in privnet::api::all_crds() {
-            print!("---\n{}", privnet::api::crd_yaml(&crd));
+        for (_, crd) in privnet_api::all_crds() {
+            print!("---\n{}", privnet_api::crd_yaml(&crd));
         }
         return Ok(());
     };
     let mut stale = Vec::new();
-    for (file, crd) in privnet::api::all_crds() {
+    for (file, crd) in privnet_api::all_crds() {
         let path = dir.join(file);
-        let want = privnet::api::crd_yaml(&crd);
+        let want = privnet_api::crd_yaml(&crd);
         if args.check {
             let have = std::fs::read_to_string(&path).unwrap_or_default();
             if have != want {

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use privnet::sandbox::ops::{self, Binaries};
-use privnet::sandbox::scenario::Scenario;
-use privnet::sandbox::state::SandboxState;
+use privnet_sandbox::ops::{self, Binaries};
+use privnet_sandbox::scenario::Scenario;
+use privnet_sandbox::state::SandboxState;
 
 /// Arguments of `privnet sandbox`.
 #[derive(Args)]

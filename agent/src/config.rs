@@ -1,0 +1,53 @@
+//! Agent settings (filled from the command line by `privnet agent`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+
+use super::datapath::wireguard::BackendChoice;
+
+/// Everything the agent needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name (unique in the cluster).
+    pub node: String,
+    /// State directory (WireGuard key, attachments), e.g. `/var/lib/privnet`.
+    pub state_dir: PathBuf,
+    /// CNI socket, e.g. `/run/privnet/agent.sock`.
+    pub socket: PathBuf,
+    /// Prefix of the per-network namespace names (`<prefix><vni>`); distinct
+    /// per simulated node since namespace names are global.
+    pub netns_prefix: String,
+    /// WireGuard interface name (distinct per simulated node: wireguard-go's
+    /// UAPI sockets are global).
+    pub wg_ifname: String,
+    /// WireGuard listen port.
+    pub wg_port: u16,
+    /// WireGuard backend choice.
+    pub wg_backend: BackendChoice,
+    /// Persistent keepalive towards peers, seconds.
+    pub keepalive: Option<u16>,
+    /// Underlay endpoint advertised to the other nodes.
+    pub endpoint: SocketAddr,
+    /// MTU of the underlay.
+    pub underlay_mtu: u32,
+    /// Mesh CIDR (prefix of the WireGuard address).
+    pub mesh_cidr: Ipv4Net,
+    /// Upstream resolver for non-private names.
+    pub dns_upstream: Option<SocketAddr>,
+    /// DNS domain of the private zones.
+    pub domain: String,
+    /// GRO flush timeout of each network's VXLAN device, ns (see
+    /// [`crate::datapath::network::tune_receive`]).
+    pub gro_flush_timeout_ns: u32,
+    /// Disable the node guard (negative-control tests only).
+    pub guard_disabled: bool,
+}
+
+impl AgentConfig {
+    /// Namespace name of the network with this VNI on this node.
+    pub fn netns_name(&self, vni: u32) -> String {
+        format!("{}{vni}", self.netns_prefix)
+    }
+}

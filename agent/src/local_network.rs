@@ -1,0 +1,174 @@
+//! One private network present on this node: its datapath, its zone and
+//! its DNS responder.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+use ipnet::Ipv4Net;
+
+use super::config::AgentConfig;
+use super::datapath::netns::{self, NetnsFd};
+use super::datapath::network::{self, NetworkDatapath, vxlan_name};
+use super::dns::forward::Forwarder;
+use super::dns::handler::DnsCounters;
+use super::dns::server::Responder;
+use privnet_core::ipam::gateway_of;
+use privnet_core::mac::gateway_mac;
+use privnet_core::mtu::{UnderlayFamily, private_mtu};
+use privnet_core::view::NetworkInfo;
+use privnet_core::zone::{Zone, ZoneConfig};
+
+/// Errors bringing a network up on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalNetworkError {
+    /// The datapath could not be converged.
+    #[error("failed to set up the datapath of network {id}")]
+    Datapath {
+        /// Network id.
+        id: String,
+        /// Cause (boxed: the datapath error is large).
+        #[source]
+        source: Box<network::NetworkError>,
+    },
+    /// The DNS sockets could not be bound in the network namespace.
+    #[error("failed to start the DNS responder of network {id}: {message}")]
+    Dns {
+        /// Network id.
+        id: String,
+        /// Why.
+        message: String,
+    },
+    /// The zone could not be created.
+    #[error("failed to create the zone of network {id}: {message}")]
+    Zone {
+        /// Network id.
+        id: String,
+        /// Why.
+        message: String,
+    },
+    /// The MTU is too small.
+    #[error(transparent)]
+    Mtu(#[from] privnet_core::mtu::MtuError),
+}
+
+/// UDP sockets per responder (one receive loop per core of a small node).
+const DNS_SOCKETS: usize = 2;
+
+/// A network present on this node.
+pub struct LocalNetwork {
+    /// What the cluster says about it.
+    pub info: NetworkInfo,
+    /// Its datapath.
+    pub spec: NetworkDatapath,
+    /// Its zone (shared with the responder).
+    pub zone: Arc<RwLock<Zone>>,
+    /// Its responder (stopped when the network leaves the node).
+    pub responder: Option<Responder>,
+}
+
+/// The datapath spec of `info` on this node.
+pub fn datapath_spec(
+    cfg: &AgentConfig,
+    info: &NetworkInfo,
+    vtep: Ipv4Addr,
+) -> Result<NetworkDatapath, LocalNetworkError> {
+    let mtu = match info.mtu {
+        Some(m) => m,
+        None => private_mtu(cfg.underlay_mtu, family(cfg))?,
+    };
+    Ok(NetworkDatapath {
+        netns: cfg.netns_name(info.vni),
+        vni: info.vni,
+        bridge: "br0".into(),
+        vxlan: vxlan_name(info.vni),
+        gateway: Ipv4Net::new(gateway_of(info.subnet), info.subnet.prefix_len())
+            .expect("prefix of a valid net"),
+        gateway_mac: gateway_mac(info.vni),
+        mtu,
+        vtep,
+        vxlan_port: 4789,
+        underlay_dev: cfg.wg_ifname.clone(),
+        gro_flush_timeout_ns: cfg.gro_flush_timeout_ns,
+    })
+}
+
+/// Underlay family of this node.
+pub fn family(cfg: &AgentConfig) -> UnderlayFamily {
+    if cfg.endpoint.is_ipv4() {
+        UnderlayFamily::V4
+    } else {
+        UnderlayFamily::V6
+    }
+}
+
+impl LocalNetwork {
+    /// Converges the datapath (adopting what exists) and starts the responder.
+    pub async fn up(
+        cfg: &AgentConfig,
+        agent_ns: &NetnsFd,
+        info: &NetworkInfo,
+        vtep: Ipv4Addr,
+        ports: &[super::datapath::GuardedPort],
+        counters: Arc<DnsCounters>,
+    ) -> Result<Self, LocalNetworkError> {
+        let spec = datapath_spec(cfg, info, vtep)?;
+        network::ensure(agent_ns, &spec, ports)
+            .await
+            .map_err(|source| LocalNetworkError::Datapath {
+                id: info.id.clone(),
+                source: Box::new(source),
+            })?;
+        let zone_config = ZoneConfig {
+            domain: cfg.domain.clone(),
+            ..ZoneConfig::default()
+        };
+        let zone =
+            Zone::new(&info.id, info.subnet, zone_config).map_err(|e| LocalNetworkError::Zone {
+                id: info.id.clone(),
+                message: e.to_string(),
+            })?;
+        let zone = Arc::new(RwLock::new(zone));
+        let responder = start_responder(cfg, &spec, zone.clone(), counters)
+            .await
+            .map_err(|message| LocalNetworkError::Dns {
+                id: info.id.clone(),
+                message,
+            })?;
+        Ok(Self {
+            info: info.clone(),
+            spec,
+            zone,
+            responder: Some(responder),
+        })
+    }
+
+    /// Stops the responder and removes the datapath.
+    pub async fn down(mut self, agent_ns: &NetnsFd) -> Result<(), network::NetworkError> {
+        if let Some(r) = self.responder.take() {
+            r.stop().await;
+        }
+        network::remove(agent_ns, &self.spec).await
+    }
+}
+
+/// Binds UDP and TCP port 53 on the gateway address inside the network's
+/// namespace (on a dedicated thread), then serves them from this runtime.
+async fn start_responder(
+    cfg: &AgentConfig,
+    spec: &NetworkDatapath,
+    zone: Arc<RwLock<Zone>>,
+    counters: Arc<DnsCounters>,
+) -> Result<Responder, String> {
+    let ns = NetnsFd::named(&spec.netns).map_err(|e| e.to_string())?;
+    let addr = SocketAddr::new(spec.gateway.addr().into(), 53);
+    let sockets = netns::run_in_async(&ns, move || {
+        let udp = super::dns::server::bind_udp_reuseport(addr, DNS_SOCKETS)?;
+        let tcp = std::net::TcpListener::bind(addr)?;
+        Ok::<_, std::io::Error>((udp, tcp))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("failed to bind {addr}: {e}"))?;
+    let forwarder = cfg.dns_upstream.map(Forwarder::new);
+    Responder::start(sockets.0, sockets.1, zone, forwarder, counters).map_err(|e| e.to_string())
+}

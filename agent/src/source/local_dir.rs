@@ -1,0 +1,415 @@
+//! The local-directory backend (sandbox and tests). Layout, all written
+//! atomically (temp file + rename):
+//!
+//! ```text
+//! projects/<name>.yaml           Project manifests (status.networkId set)
+//! networks/<name>.yaml           PrivateNetwork manifests (status id + vni set)
+//! nodes/<node>.json              published by each agent: name, key, endpoint
+//! mesh.json                      [NodeInfo] with VTEPs, written by the controller role
+//! endpoints/<node>/<cid>-<if>.yaml  PrivateEndpoint manifests, written by agents
+//! claims/<network>/<ip>          address claims (created with O_EXCL: the CAS)
+//! ```
+//!
+//! Changes are picked up by polling a cheap fingerprint (names, sizes,
+//! mtimes) every 50 ms: no restart, sub-second convergence, no inotify
+//! edge cases with rename-based writers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::{Source, SourceError};
+use privnet_api::{PrivateEndpoint, PrivateEndpointSpec, PrivateNetwork, Project};
+use privnet_core::view::{ClusterView, EndpointInfo, NetworkInfo, NodeInfo};
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// A directory of manifests.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: PathBuf,
+    node: String,
+}
+
+impl LocalDir {
+    /// Backend rooted at `root`, publishing as node `node`.
+    pub fn new(root: impl Into<PathBuf>, node: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            node: node.into(),
+        }
+    }
+
+    /// Root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hasher};
+        let mut h = DefaultHasher::new();
+        for sub in ["projects", "networks", "nodes", "endpoints", ""] {
+            hash_dir(&self.root.join(sub), &mut h, sub == "endpoints");
+        }
+        h.finish().max(1)
+    }
+
+    fn read_view(&self) -> Result<ClusterView, SourceError> {
+        let mut view = ClusterView::default();
+        if let Some(text) = read_opt(&self.root.join("mesh.json"))? {
+            view.nodes =
+                serde_json::from_str(&text).map_err(|e| decode(&self.root.join("mesh.json"), e))?;
+        }
+        for (path, text) in read_all(&self.root.join("networks"))? {
+            let pn: PrivateNetwork = serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
+            if let Some(info) = network_info(&pn) {
+                view.networks.push(info);
+            }
+        }
+        for (path, text) in read_all(&self.root.join("projects"))? {
+            let p: Project = serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
+            if let Some(id) = p.status.as_ref().and_then(|s| s.network_id.clone()) {
+                view.namespace_networks
+                    .extend(p.spec.namespaces.iter().map(|ns| (ns.clone(), id.clone())));
+            }
+        }
+        let ep_root = self.root.join("endpoints");
+        for node_dir in list(&ep_root)? {
+            for (path, text) in read_all(&node_dir)? {
+                let ep: PrivateEndpoint =
+                    serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
+                if let Some(info) = endpoint_info(&ep.spec) {
+                    view.endpoints.push(info);
+                }
+            }
+        }
+        view.networks.sort_by(|a, b| a.id.cmp(&b.id));
+        view.endpoints.sort_by(|a, b| {
+            (&a.node, &a.container_id, &a.interface).cmp(&(&b.node, &b.container_id, &b.interface))
+        });
+        Ok(view)
+    }
+
+    fn endpoint_path(&self, ep: &EndpointInfo) -> PathBuf {
+        self.root
+            .join("endpoints")
+            .join(&self.node)
+            .join(format!("{}-{}.yaml", ep.container_id, ep.interface))
+    }
+}
+
+impl Source for LocalDir {
+    async fn next_view(&self, since: u64) -> Result<(u64, ClusterView), SourceError> {
+        loop {
+            let rev = self.fingerprint();
+            if rev != since {
+                let view = self.read_view()?;
+                // A writer may have raced the read: only report a revision
+                // that still holds after reading.
+                if self.fingerprint() == rev {
+                    return Ok((rev, view));
+                }
+                continue;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn publish_node(&self, node: &NodeInfo) -> Result<(), SourceError> {
+        let text = serde_json::to_string_pretty(node).expect("node info serializes");
+        write_atomic(
+            &self.root.join("nodes").join(format!("{}.json", node.name)),
+            &text,
+        )
+    }
+
+    async fn publish_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
+        let name = format!(
+            "{}-{}-{}",
+            ep.application_id, ep.process_type, ep.container_number
+        );
+        let mut obj = PrivateEndpoint::new(&name, endpoint_spec(ep));
+        obj.metadata.namespace = Some("default".into());
+        let text = serde_yaml::to_string(&obj).expect("endpoint serializes");
+        write_atomic(&self.endpoint_path(ep), &text)
+    }
+
+    async fn claim_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> Result<bool, SourceError> {
+        let dir = self.root.join("claims").join(network_id);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let path = dir.join(ip.to_string());
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                f.write_all(owner.as_bytes()).map_err(|e| io(&path, e))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Written by a racing claimer a moment ago, or ours already.
+                let holder = read_opt(&path)?.unwrap_or_default();
+                Ok(holder == owner)
+            }
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    async fn release_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> Result<(), SourceError> {
+        let path = self
+            .root
+            .join("claims")
+            .join(network_id)
+            .join(ip.to_string());
+        if read_opt(&path)?.is_some_and(|holder| holder == owner) {
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    async fn withdraw_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
+        let path = self.endpoint_path(ep);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The spec of the `PrivateEndpoint` object describing `ep`.
+pub fn endpoint_spec(ep: &EndpointInfo) -> PrivateEndpointSpec {
+    PrivateEndpointSpec {
+        network_id: ep.network_id.clone(),
+        application_id: ep.application_id.clone(),
+        process_type: ep.process_type.clone(),
+        container_number: ep.container_number,
+        hostname: format!(
+            "{}.{}.{}.{}.{}",
+            ep.container_number,
+            ep.process_type,
+            ep.application_id,
+            ep.network_id,
+            privnet_core::naming::DEFAULT_DOMAIN
+        ),
+        ip: ep.ip.to_string(),
+        mac: ep.mac.clone(),
+        node: ep.node.clone(),
+        container_id: ep.container_id.clone(),
+        interface: ep.interface.clone(),
+    }
+}
+
+fn endpoint_info(spec: &PrivateEndpointSpec) -> Option<EndpointInfo> {
+    Some(EndpointInfo {
+        network_id: spec.network_id.clone(),
+        application_id: spec.application_id.clone(),
+        process_type: spec.process_type.clone(),
+        container_number: spec.container_number,
+        ip: spec.ip.parse().ok()?,
+        mac: spec.mac.clone(),
+        node: spec.node.clone(),
+        container_id: spec.container_id.clone(),
+        interface: spec.interface.clone(),
+    })
+}
+
+/// A network is usable once the controller completed its status.
+pub fn network_info(pn: &PrivateNetwork) -> Option<NetworkInfo> {
+    let status = pn.status.as_ref()?;
+    Some(NetworkInfo {
+        id: status.id.clone()?,
+        project: pn.spec.project.clone(),
+        vni: status.vni?,
+        subnet: pn.spec.subnet.parse().ok()?,
+        mtu: pn.spec.mtu,
+    })
+}
+
+/// Writes `text` to `path` atomically (temp file in the same directory + rename).
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), SourceError> {
+    let dir = path.parent().expect("paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+fn hash_dir(dir: &Path, h: &mut impl std::hash::Hasher, recurse: bool) {
+    use std::hash::Hash;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut items: Vec<_> = entries.flatten().collect();
+    items.sort_by_key(|e| e.file_name());
+    for e in items {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            if recurse {
+                hash_dir(&e.path(), h, false);
+            }
+            continue;
+        }
+        e.file_name().hash(h);
+        meta.len().hash(h);
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .hash(h);
+    }
+}
+
+fn list(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut v: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            v.sort();
+            Ok(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(dir, e)),
+    }
+}
+
+fn read_all(dir: &Path) -> Result<Vec<(PathBuf, String)>, SourceError> {
+    let mut out = Vec::new();
+    for path in list(dir)? {
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".json")) {
+            continue;
+        }
+        if let Some(text) = read_opt(&path)? {
+            out.push((path, text));
+        }
+    }
+    Ok(out)
+}
+
+fn read_opt(path: &Path) -> Result<Option<String>, SourceError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> SourceError {
+    SourceError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn decode(path: &Path, e: impl std::fmt::Display) -> SourceError {
+    SourceError::Decode {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(n: u32) -> EndpointInfo {
+        EndpointInfo {
+            network_id: "pn-a".into(),
+            application_id: "app".into(),
+            process_type: "web".into(),
+            container_number: n,
+            ip: format!("10.240.0.{}", n + 1).parse().unwrap(),
+            mac: "02:00:00:00:00:01".into(),
+            node: "n1".into(),
+            container_id: format!("c{n}"),
+            interface: "eth1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn endpoints_roundtrip_and_changes_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = LocalDir::new(dir.path(), "n1");
+        let (rev0, view) = src.next_view(0).await.unwrap();
+        assert!(view.endpoints.is_empty());
+        src.publish_endpoint(&ep(1)).await.unwrap();
+        let (rev1, view) = tokio::time::timeout(Duration::from_secs(2), src.next_view(rev0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(rev0, rev1);
+        assert_eq!(view.endpoints, vec![ep(1)]);
+        src.withdraw_endpoint(&ep(1)).await.unwrap();
+        src.withdraw_endpoint(&ep(1)).await.unwrap();
+        let (_, view) = tokio::time::timeout(Duration::from_secs(2), src.next_view(rev1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(view.endpoints.is_empty());
+    }
+
+    #[tokio::test]
+    async fn address_claims_are_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LocalDir::new(dir.path(), "n1");
+        let b = LocalDir::new(dir.path(), "n2");
+        let ip = "10.240.0.2".parse().unwrap();
+        assert!(a.claim_address("pn-a", ip, "n1/c1/eth1").await.unwrap());
+        assert!(
+            a.claim_address("pn-a", ip, "n1/c1/eth1").await.unwrap(),
+            "idempotent for the holder"
+        );
+        assert!(!b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap());
+        assert!(
+            b.claim_address("pn-b", ip, "n2/c9/eth1").await.unwrap(),
+            "networks are independent"
+        );
+        b.release_address("pn-a", ip, "n2/c9/eth1").await.unwrap();
+        assert!(
+            !b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap(),
+            "only the holder releases"
+        );
+        a.release_address("pn-a", ip, "n1/c1/eth1").await.unwrap();
+        assert!(b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn networks_without_status_are_not_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "apiVersion: privnet.io/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: a}\nspec: {project: p}\n";
+        write_atomic(&dir.path().join("networks/a.yaml"), yaml).unwrap();
+        let done = format!("{yaml}status: {{id: pn-a, vni: 4096}}\n");
+        write_atomic(
+            &dir.path().join("networks/b.yaml"),
+            &done.replace("name: a", "name: b"),
+        )
+        .unwrap();
+        let (_, view) = LocalDir::new(dir.path(), "n1").next_view(0).await.unwrap();
+        assert_eq!(view.networks.len(), 1);
+        assert_eq!(view.networks[0].subnet, "10.240.0.0/22".parse().unwrap());
+        assert_eq!(view.networks[0].vni, 4096);
+    }
+
+    #[tokio::test]
+    async fn a_broken_manifest_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(&dir.path().join("networks/x.yaml"), "spec: [").unwrap();
+        let err = LocalDir::new(dir.path(), "n1")
+            .next_view(0)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("networks/x.yaml"), "{err}");
+    }
+}

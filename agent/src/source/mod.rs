@@ -1,0 +1,77 @@
+//! Where the agent's inputs come from and where its outputs go.
+//!
+//! One small trait, two backends: a local directory of manifests (sandbox,
+//! tests) and Kubernetes (the operator issue). The agent only sees
+//! [`ClusterView`]s.
+
+mod kube;
+mod local_dir;
+
+use std::future::Future;
+
+pub use kube::KubeSource;
+pub use local_dir::LocalDir;
+
+use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
+
+/// Errors of a source backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Reading or writing the backing store failed.
+    #[error("failed to access {path}")]
+    Io {
+        /// File or directory concerned.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A manifest could not be decoded.
+    #[error("failed to decode {path}: {message}")]
+    Decode {
+        /// File concerned.
+        path: String,
+        /// Decoder message.
+        message: String,
+    },
+}
+
+/// Inputs and outputs of the agent.
+pub trait Source: Send + Sync + 'static {
+    /// Returns the view once its revision differs from `since` (immediately
+    /// for `since == 0`), waiting for a change otherwise.
+    fn next_view(
+        &self,
+        since: u64,
+    ) -> impl Future<Output = Result<(u64, ClusterView), SourceError>> + Send;
+    /// Publishes this node's WireGuard public key and endpoint.
+    fn publish_node(&self, node: &NodeInfo)
+    -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Publishes an endpoint attached on this node.
+    fn publish_endpoint(
+        &self,
+        endpoint: &EndpointInfo,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Claims `ip` in `network_id` for `owner` with compare-and-swap
+    /// semantics: `Ok(false)` when someone else holds it. Claiming what
+    /// `owner` already holds succeeds. This is what makes addresses unique
+    /// across nodes without a central allocator on the ADD path.
+    fn claim_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
+    /// Releases a claim held by `owner` (idempotent).
+    fn release_address(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Withdraws an endpoint of this node (idempotent).
+    fn withdraw_endpoint(
+        &self,
+        endpoint: &EndpointInfo,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
+}
