@@ -307,6 +307,29 @@ async fn leader_election_is_a_compare_and_swap_on_the_lease() {
     let holder = lease["spec"]["holderIdentity"].as_str().unwrap();
     assert_eq!(ra.unwrap(), holder == "pod-a");
     assert_eq!(rb.unwrap(), holder == "pod-b");
+    // The holder releases on shutdown: the other leads at once, long before
+    // the lease would have expired. A non-holder's release changes nothing.
+    let (holder, other) = if holder == "pod-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert!(
+        !other.round(at(101)).await.unwrap(),
+        "control: lease is live"
+    );
+    other.release().await.unwrap();
+    assert!(
+        !other.round(at(101)).await.unwrap(),
+        "not the holder: no release"
+    );
+    holder.release().await.unwrap();
+    let lease = api.get(&format!("{LEASES}/privnet-controller")).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "");
+    assert!(
+        other.round(at(102)).await.unwrap(),
+        "released: taken at once"
+    );
 }
 
 /// A one-day self-signed certificate for `cn` from `openssl` (and its key),

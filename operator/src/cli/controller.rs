@@ -108,7 +108,10 @@ pub fn run(args: ControllerArgs) -> Result<()> {
 
         let elector = LeaderElector::new(Api::<Lease>::namespaced(client, &args.namespace), &args.lease_name, &identity, Duration::from_secs(args.lease_seconds));
         let (tx, mut leader) = tokio::sync::watch::channel(false);
-        tokio::spawn(elector.run(tx));
+        let (resign, resigned) = tokio::sync::oneshot::channel::<()>();
+        let election = tokio::spawn(elector.run(tx, async {
+            let _ = resigned.await;
+        }));
         tracing::info!(%identity, webhook = %args.webhook_addr, "controller started; waiting for leadership");
         tokio::select! {
             _ = leader.wait_for(|l| *l) => {},
@@ -126,6 +129,9 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         };
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
+        // Release the Lease so the next replica leads at once, not after expiry.
+        let _ = resign.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
         outcome
     })
 }
