@@ -38,6 +38,13 @@ fn seed_project(api: &FakeApi, name: &str, second: u32, namespaces: &[&str]) -> 
     )
 }
 
+fn seed_namespace(api: &FakeApi, name: &str) {
+    api.seed(
+        "/api/v1/namespaces",
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } }),
+    );
+}
+
 async fn reconcile_project(api: &Arc<FakeApi>, ctx: &Arc<Context>, name: &str) {
     let p: Project = Api::all(ctx.client.clone()).get(name).await.unwrap();
     project::reconcile(Arc::new(p), ctx.clone()).await.unwrap();
@@ -65,6 +72,7 @@ async fn project_creation_applies_an_owned_network_and_reports_it() {
     let api = FakeApi::new();
     let ctx = context(&api);
     let p = seed_project(&api, "shop", 1, &["shop-prod"]);
+    seed_namespace(&api, "shop-prod");
     reconcile_project(&api, &ctx, "shop").await;
 
     // The network is server-side applied with the stable field manager and an ownerReference.
@@ -427,6 +435,9 @@ async fn a_namespace_claimed_twice_is_a_condition_on_the_later_project() {
     let ctx = context(&api);
     seed_project(&api, "first", 1, &["shared", "one"]);
     seed_project(&api, "second", 2, &["shared", "two"]);
+    for ns in ["shared", "one", "two"] {
+        seed_namespace(&api, ns);
+    }
     reconcile_project(&api, &ctx, "first").await;
     reconcile_project(&api, &ctx, "second").await;
     let first = api.get(&format!("{PROJECTS}/first")).unwrap();
@@ -467,4 +478,58 @@ async fn a_namespace_claimed_twice_is_a_condition_on_the_later_project() {
     reconcile_project(&api, &ctx, "second").await;
     let second = api.get(&format!("{PROJECTS}/second")).unwrap();
     assert_eq!(condition(&second, "NamespaceConflict")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_missing_namespace_and_an_edited_subnet_still_give_a_status() {
+    let api = FakeApi::new();
+    let ctx = context(&api);
+    seed_project(&api, "shop", 1, &["here", "later"]);
+    seed_namespace(&api, "here");
+    reconcile_project(&api, &ctx, "shop").await;
+    let stored = api.get(&format!("{PROJECTS}/shop")).unwrap();
+    let found = condition(&stored, "NamespacesFound");
+    assert_eq!(
+        (found["status"].as_str(), found["reason"].as_str()),
+        (Some("False"), Some("NamespaceMissing"))
+    );
+    assert!(found["message"].as_str().unwrap().contains("later"));
+    // Nothing is written into the missing namespace (a real API answers 404);
+    // the existing one is labelled and gets its policy.
+    let policies =
+        "/apis/networking.k8s.io/v1/namespaces/{}/networkpolicies/privnet-private-processes";
+    assert!(
+        api.requests("PATCH", &policies.replace("{}", "later"))
+            .is_empty()
+    );
+    assert!(api.requests("PATCH", "/api/v1/namespaces/later").is_empty());
+    assert_eq!(
+        api.requests("PATCH", &policies.replace("{}", "here")).len(),
+        1
+    );
+
+    // The namespace appears: the next pass takes it in.
+    seed_namespace(&api, "later");
+    reconcile_project(&api, &ctx, "shop").await;
+    let stored = api.get(&format!("{PROJECTS}/shop")).unwrap();
+    assert_eq!(condition(&stored, "NamespacesFound")["status"], "True");
+    assert_eq!(
+        api.requests("PATCH", &policies.replace("{}", "later"))
+            .len(),
+        1
+    );
+
+    // An edited subnet is refused as a condition; the network keeps its own.
+    api.edit(&format!("{PROJECTS}/shop"), |p| {
+        p["spec"]["network"] = json!({ "subnet": "10.9.0.0/24" })
+    });
+    reconcile_project(&api, &ctx, "shop").await;
+    let stored = api.get(&format!("{PROJECTS}/shop")).unwrap();
+    let applied = condition(&stored, "SubnetApplied");
+    assert_eq!(
+        (applied["status"].as_str(), applied["reason"].as_str()),
+        (Some("False"), Some("SubnetImmutable"))
+    );
+    let net = api.get(&format!("{NETWORKS}/shop")).unwrap();
+    assert_eq!(net["spec"]["subnet"], "10.240.0.0/22");
 }
