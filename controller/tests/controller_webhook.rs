@@ -426,3 +426,26 @@ async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
     stop.send(()).unwrap();
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dry_run_previews_a_number_and_claims_nothing() {
+    let (api, admitter) = setup(true);
+    let mut r = review("dry", "shop", json!({ "privnet.io/application": "app" }));
+    r.request.as_mut().unwrap().dry_run = true;
+    let answer = serde_json::to_value(admit(&admitter, r.clone()).await).unwrap();
+    let pod = patched(&r, &answer).expect("a dry run is still patched");
+    assert_eq!(number(&pod), 1);
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()["privnet.io/process-type"],
+        "web"
+    );
+    assert!(api.requests("POST", LEASES).is_empty(), "{:#?}", api.log());
+    // Control: the same pod admitted for real claims number 1 with a Lease,
+    // and the next dry run previews 2.
+    let real = admit_one(&admitter, "real").await;
+    assert_eq!(number(&real), 1);
+    assert_eq!(api.requests("POST", LEASES).len(), 1);
+    let answer = serde_json::to_value(admit(&admitter, r.clone()).await).unwrap();
+    assert_eq!(number(&patched(&r, &answer).unwrap()), 2);
+    assert_eq!(api.requests("POST", LEASES).len(), 1);
+}

@@ -15,7 +15,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use super::mutate::{Assignment, pod_patch};
-use super::numbering::claim_number;
+use super::numbering::{claim_number, preview_number};
 use crate::context::{ControllerConfig, Error};
 use crate::metrics::Metrics;
 use privnet_api::keys::{APPLICATION_LABEL, PROCESS_TYPE_LABEL};
@@ -23,6 +23,7 @@ use privnet_api::readers::namespace_conflicts;
 use privnet_api::{PrivateNetwork, Project};
 use privnet_core::naming::PrivateName;
 use privnet_core::numbering::NumberKey;
+use privnet_core::zone::WEB_PROCESS_TYPE;
 
 /// What the webhook needs.
 #[derive(Clone)]
@@ -80,12 +81,13 @@ async fn decide(
         return Ok(None);
     };
     let labels = pod.labels();
-    let (Some(app), Some(process_type)) = (
-        labels.get(APPLICATION_LABEL),
-        labels.get(PROCESS_TYPE_LABEL),
-    ) else {
+    let Some(app) = labels.get(APPLICATION_LABEL) else {
         return Ok(None);
     };
+    // The process type is optional: `web` unless the pod says otherwise.
+    let process_type = labels
+        .get(PROCESS_TYPE_LABEL)
+        .map_or(WEB_PROCESS_TYPE, String::as_str);
     let Some(namespace) = req.namespace.clone() else {
         return Ok(None);
     };
@@ -127,24 +129,30 @@ async fn decide(
     } else {
         req.name.clone()
     };
-    let claimed = claim_number(
-        &leases,
-        &pods,
-        &key,
-        &format!("{namespace}/{pod_name}"),
-        admitter.grace,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    for _ in 0..claimed.conflicts {
-        admitter.metrics.claim_conflicts.inc();
-    }
-    let name = PrivateName::new(claimed.number, process_type, app, &network_id, domain)
+    // `sideEffects: NoneOnDryRun`: a dry run previews the number and claims nothing.
+    let (number, claim) = if req.dry_run {
+        let number = preview_number(&leases, &pods, &key, admitter.grace)
+            .await
+            .map_err(|e| e.to_string())?;
+        (number, None)
+    } else {
+        let claimed = claim_number(
+            &leases,
+            &pods,
+            &key,
+            &format!("{namespace}/{pod_name}"),
+            admitter.grace,
+        )
+        .await
         .map_err(|e| e.to_string())?;
-    let assignment = Assignment {
-        name,
-        claim: claimed.claim,
+        for _ in 0..claimed.conflicts {
+            admitter.metrics.claim_conflicts.inc();
+        }
+        (claimed.number, Some(claimed.claim))
     };
+    let name = PrivateName::new(number, process_type, app, &network_id, domain)
+        .map_err(|e| e.to_string())?;
+    let assignment = Assignment { name, claim };
     pod_patch(pod, &assignment, &admitter.config.env_prefix, domain)
         .map(Some)
         .map_err(|e| e.to_string())

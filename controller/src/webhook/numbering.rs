@@ -147,6 +147,19 @@ pub async fn claim_number(
     ))
 }
 
+/// The number `claim_number` would pick now, with no write at all (for
+/// dry-run admissions).
+pub async fn preview_number(
+    leases: &Api<Lease>,
+    pods: &Api<Pod>,
+    key: &NumberKey,
+    grace: Duration,
+) -> Result<u32, Error> {
+    let claims = list_claims(leases, key).await?;
+    let live = live_numbers(pods, key).await?;
+    Ok(choose(&claims, &live, Timestamp::now(), grace).1)
+}
+
 fn claim_lease(key: &NumberKey, number: u32, holder: &str) -> Lease {
     let labels = [
         (CLAIM_KIND_LABEL, NUMBER_CLAIM_KIND),
