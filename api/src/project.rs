@@ -38,7 +38,7 @@ pub struct ProjectSpec {
 }
 
 /// Network settings a project may override.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectNetwork {
     /// IPv4 subnet in CIDR form (default `10.240.0.0/22`).
@@ -47,6 +47,9 @@ pub struct ProjectNetwork {
         length(max = 18),
         regex(pattern = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([89]|[12][0-9]|30)$")
     )]
+    // The network's own rule, here too: a bad override is refused on the
+    // Project instead of failing later when its network is created.
+    #[x_kube(validation = Rule::new(crate::network::SUBNET_OCTETS_RULE).message("subnet octets must be 0-255"))]
     pub subnet: Option<String>,
     /// MTU of the private interfaces (default: computed from the underlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]

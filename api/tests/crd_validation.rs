@@ -79,12 +79,15 @@ fn project_namespace_is_at_most_a_label_long() {
 }
 
 #[test]
-fn project_subnet_override_is_bounded() {
+fn project_subnet_override_is_checked_and_bounded() {
     let with_subnet = |subnet: &str| {
         json!({"apiVersion": "privnet.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"},
                "spec": {"namespaces": [], "network": {"subnet": subnet}}})
     };
     assert_eq!(bounds::<Project>(&with_subnet("255.255.255.255/30")), "");
+    assert_eq!(errors::<Project>(with_subnet("10.250.0.0/24"), None), "");
+    let e = errors::<Project>(with_subnet("10.300.0.0/22"), None);
+    assert!(e.contains("subnet octets must be 0-255"), "{e}");
     let e = bounds::<Project>(&with_subnet("0010.240.000.000/22"));
     assert_eq!(
         e,
