@@ -46,7 +46,9 @@ impl Ty {
         match self {
             Ty::Str(n) | Ty::List(n, _) => *n,
             Ty::Scalar => 1,
-            Ty::Obj(_) | Ty::Unbounded => u64::MAX,
+            Ty::Unbounded => u64::MAX,
+            // Comparing whole objects is not modelled (no rule of privnet does).
+            Ty::Obj(_) => panic!("the size of an object is not modelled"),
         }
     }
 
@@ -66,7 +68,9 @@ impl Ty {
                 Ty::List(max, Box::new(Ty::of_schema(items)))
             }
             Some("object") => Ty::Obj(schema.clone()),
-            _ => Ty::Scalar,
+            Some("integer" | "number" | "boolean") => Ty::Scalar,
+            _ if schema["x-kubernetes-int-or-string"] == true => Ty::Str(MAX_REQUEST_BYTES - 2),
+            other => panic!("schema type {other:?} is not modelled"),
         }
     }
 }
@@ -122,11 +126,11 @@ fn cost(expr: &Expr, scope: &mut Scope) -> (u64, Ty) {
                 panic!("select .{} on a non-object", sel.field)
             };
             if sel.test {
-                return (c + 1, Ty::Scalar);
+                return (c.saturating_add(1), Ty::Scalar);
             }
             let field = &schema["properties"][&sel.field];
             assert!(!field.is_null(), "no field {} in the schema", sel.field);
-            (c + 1, Ty::of_schema(field))
+            (c.saturating_add(1), Ty::of_schema(field))
         }
         Expr::List(list) => {
             let mut c = CREATE_LIST;
