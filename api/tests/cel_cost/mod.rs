@@ -250,11 +250,8 @@ fn function_cost(name: &str, target: Option<Ty>, args: &[(u64, Ty)]) -> (u64, Ty
                 .saturating_mul(factor(size(0), STRING_TRAVERSAL));
             (plus(c), Ty::Scalar)
         }
-        "indexOf" | "lastIndexOf" => {
-            let c = factor(target_size(), STRING_TRAVERSAL)
-                .saturating_mul(factor(size(0), STRING_TRAVERSAL));
-            (plus(c), Ty::Scalar)
-        }
+        // On a string: one traversal (on a list it would be per element).
+        "indexOf" | "lastIndexOf" => (plus(factor(target_size(), STRING_TRAVERSAL)), Ty::Scalar),
         "substring" | "trim" | "lowerAscii" | "upperAscii" => {
             let n = target_size();
             (plus(factor(n, STRING_TRAVERSAL)), Ty::Str(n))
