@@ -374,7 +374,7 @@ async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
         "privnet-webhook",
         Some("DNS:localhost,IP:127.0.0.1"),
     );
-    let tls = privnet_controller::webhook::tls_config_from_pem(&cert, &key).unwrap();
+    let (tls, reloading) = privnet_controller::webhook::tls_config_from_pem(&cert, &key).unwrap();
 
     let (_api, admitter) = setup(true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -422,6 +422,38 @@ async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
     assert!(
         !refused.status.success(),
         "an unverified certificate must be refused"
+    );
+
+    // The Secret is rotated: the same files get a new pair, served without a
+    // restart; clients trusting only the old one are now refused.
+    assert!(!reloading.reload_if_changed().unwrap(), "unchanged files");
+    let old = dir.path().join("old.crt");
+    std::fs::copy(&cert, &old).unwrap();
+    let (new_cert, new_key) = self_signed(
+        dir.path(),
+        "privnet-webhook-2",
+        Some("DNS:localhost,IP:127.0.0.1"),
+    );
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    assert!(
+        reloading.reload_if_changed().unwrap(),
+        "rotated files reload"
+    );
+    let out = tokio::task::block_in_place(|| curl(&new_cert));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!tokio::task::block_in_place(|| curl(&old)).status.success());
+    // A broken pair is refused and the current one stays in service.
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(reloading.reload_if_changed().is_err());
+    assert!(
+        tokio::task::block_in_place(|| curl(&new_cert))
+            .status
+            .success()
     );
     stop.send(()).unwrap();
     server.await.unwrap();

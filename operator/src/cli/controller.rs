@@ -104,6 +104,11 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         tokio::spawn(health::serve(metrics_listener, Arc::new(Health(metrics.clone())), std::future::pending()));
         let webhook_listener = tokio::net::TcpListener::bind(args.webhook_addr).await.with_context(|| format!("failed to bind {}", args.webhook_addr))?;
         let admitter = Arc::new(Admitter { client: client.clone(), config, metrics: metrics.clone(), grace: privnet_controller::webhook::numbering::DEFAULT_GRACE });
+        let tls = tls.map(|(config, cert)| {
+            // A rotated Secret reaches the mounted files; serve it without a restart.
+            tokio::spawn(cert.watch(Duration::from_secs(10)));
+            config
+        });
         tokio::spawn(serve_tls(webhook_listener, tls, admitter, std::future::pending()));
 
         let elector = LeaderElector::new(Api::<Lease>::namespaced(client, &args.namespace), &args.lease_name, &identity, Duration::from_secs(args.lease_seconds));
