@@ -338,7 +338,7 @@ impl<S: Source> Agent<S> {
     }
 
     fn claim_owner(&self, key: &AttachmentKey) -> String {
-        format!("{}/{}/{}", self.cfg.node, key.container_id, key.ifname)
+        privnet_api::keys::address_claim_owner(&self.cfg.node, &key.container_id, &key.ifname)
     }
 
     async fn release(&self, key: &AttachmentKey) -> Response {

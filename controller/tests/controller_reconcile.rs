@@ -533,3 +533,69 @@ async fn a_missing_namespace_and_an_edited_subnet_still_give_a_status() {
     let net = api.get(&format!("{NETWORKS}/shop")).unwrap();
     assert_eq!(net["spec"]["subnet"], "10.240.0.0/22");
 }
+
+#[tokio::test]
+async fn claims_of_deleted_pods_and_lost_nodes_are_collected() {
+    let api = FakeApi::new();
+    let ctx = context(&api);
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/privnet-system/leases";
+    let old = "2020-01-01T00:00:00.000000Z";
+    let number_claim = |n: u32| {
+        json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": format!("privnet-num-app-{n}"), "namespace": "privnet-system",
+                "labels": { "privnet.io/claim": "container-number", "privnet.io/network": "pn-1",
+                            "privnet.io/application": "app", "privnet.io/process-type": "web" },
+                "annotations": { "privnet.io/container-number": n.to_string() } },
+            "spec": { "holderIdentity": "shop/web-x", "acquireTime": old } })
+    };
+    let address_claim = |ip: &str, holder: &str| {
+        json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": format!("privnet-ip-pn-1-{ip}"), "namespace": "privnet-system",
+                "labels": { "privnet.io/claim": "address", "privnet.io/network": "pn-1" } },
+            "spec": { "holderIdentity": holder, "acquireTime": old } })
+    };
+    api.seed(leases, number_claim(1));
+    api.seed(leases, number_claim(2));
+    api.seed(leases, address_claim("10-240-0-2", "n1/c1/eth1"));
+    api.seed(leases, address_claim("10-240-0-3", "gone-node/c9/eth1"));
+    api.seed(
+        leases,
+        json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "privnet-controller", "namespace": "privnet-system" },
+            "spec": { "holderIdentity": "pod-a" } }),
+    );
+    // Pod with number 1 and the endpoint of c1 on n1 are alive.
+    api.seed(
+        "/api/v1/namespaces/shop/pods",
+        json!({ "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "web-1", "namespace": "shop",
+                "labels": { "privnet.io/application": "app", "privnet.io/process-type": "web" },
+                "annotations": { "privnet.io/network-id": "pn-1", "privnet.io/container-number": "1" } },
+            "spec": { "containers": [{ "name": "c", "image": "i" }] } }),
+    );
+    seed_node(&api, "n1", 1);
+    seed_endpoint(&api, "pn-1", 1, "10.240.0.2", "n1");
+    let collected = privnet_controller::claims::sweep(&ctx, std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    let left: Vec<String> = api
+        .list(leases)
+        .iter()
+        .map(|l| l["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(collected, 2, "{left:?}");
+    assert!(
+        left.contains(&"privnet-num-app-1".to_string()),
+        "live pod keeps its number"
+    );
+    assert!(
+        left.contains(&"privnet-ip-pn-1-10-240-0-2".to_string()),
+        "live endpoint keeps its address"
+    );
+    assert!(
+        left.contains(&"privnet-controller".to_string()),
+        "not a claim"
+    );
+    assert!(!left.contains(&"privnet-num-app-2".to_string()));
+    assert!(!left.contains(&"privnet-ip-pn-1-10-240-0-3".to_string()));
+}

@@ -34,8 +34,7 @@ use privnet_api::readers::{held_namespaces, namespace_conflicts};
 use privnet_api::{PrivateEndpoint, PrivateNetwork, Project};
 use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
 
-/// Value of the claim-kind label of address claims.
-pub const ADDRESS_CLAIM_KIND: &str = "address";
+pub use privnet_api::keys::ADDRESS_CLAIM_KIND;
 /// How long `publish_endpoint` waits for its Pod to reach the cache.
 const POD_WAIT: Duration = Duration::from_secs(10);
 

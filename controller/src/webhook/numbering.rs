@@ -23,8 +23,7 @@ use privnet_api::keys::{
 };
 use privnet_core::numbering::NumberKey;
 
-/// Value of the claim-kind label of number claims.
-pub const NUMBER_CLAIM_KIND: &str = "container-number";
+pub use privnet_api::keys::NUMBER_CLAIM_KIND;
 /// Claims younger than this are never reclaimed (their pod may not be
 /// persisted yet).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
