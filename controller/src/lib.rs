@@ -16,6 +16,7 @@
 //! - [`claims`]: collection of number/address claims whose holder is gone.
 #![warn(missing_docs)]
 
+pub mod attachment;
 pub mod claims;
 pub mod context;
 pub mod leader;

@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, Error, is_status};
-use super::policy;
+use super::{attachment, policy};
 use privnet_api::keys::{FIELD_MANAGER, PROJECT_LABEL};
 use privnet_api::readers::{NamespaceConflict, held_namespaces, namespace_conflicts};
 use privnet_api::{DEFAULT_SUBNET, PrivateNetwork, Project, ProjectStatus, set_condition};
@@ -243,6 +243,7 @@ async fn apply(project: &Project, ctx: &Context) -> Result<Action, Error> {
     gaps.missing_namespaces = missing;
     label_namespaces(ctx, &name, &present).await?;
     policy::apply_project_policies(ctx, project, &present).await?;
+    attachment::apply_project_attachments(ctx, project, &present).await?;
 
     let status = desired_status(
         project,

@@ -111,6 +111,15 @@ async fn project_creation_applies_an_owned_network_and_reports_it() {
         "shop"
     );
     assert_eq!(api.requests("PATCH", "/apis/networking.k8s.io/v1/namespaces/shop-prod/networkpolicies/privnet-private-processes").len(), 1);
+    // Multus mode: the namespace gets privnet's NetworkAttachmentDefinition.
+    let nad = api.requests(
+        "PATCH",
+        "/apis/k8s.cni.cncf.io/v1/namespaces/shop-prod/network-attachment-definitions/privnet",
+    );
+    assert_eq!(nad.len(), 1, "{:#?}", api.log());
+    let config: Value =
+        serde_json::from_str(nad[0].body["spec"]["config"].as_str().unwrap()).unwrap();
+    assert_eq!(config["type"], "privnet-cni");
     let events = api.requests("POST", "/apis/events.k8s.io/v1/namespaces/default/events");
     assert!(
         events.iter().any(|e| e.body["reason"] == "NetworkCreated"),

@@ -481,3 +481,23 @@ async fn a_dry_run_previews_a_number_and_claims_nothing() {
     assert_eq!(number(&patched(&r, &answer).unwrap()), 2);
     assert_eq!(api.requests("POST", LEASES).len(), 1);
 }
+
+#[tokio::test]
+async fn project_pods_get_the_multus_network_and_the_gateway_resolver() {
+    let (api, admitter) = setup(true);
+    api.edit("/apis/privnet.io/v1alpha1/privatenetworks/shop", |n| {
+        n["status"]["gateway"] = json!("10.240.0.1")
+    });
+    let pod = admit_one(&admitter, "dns").await;
+    let networks = &pod.metadata.annotations.as_ref().unwrap()["k8s.v1.cni.cncf.io/networks"];
+    assert_eq!(networks, r#"[{"interface":"eth1","name":"privnet"}]"#);
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.dns_policy.as_deref(), Some("None"));
+    let dns = spec.dns_config.unwrap();
+    assert_eq!(dns.nameservers.unwrap(), ["10.240.0.1"]);
+    assert_eq!(dns.searches.unwrap()[0], "shop.svc.cluster.local");
+    // Control: a pod outside any project is left exactly as it was.
+    let r = review("other", "elsewhere", web());
+    let answer = serde_json::to_value(admit(&admitter, r.clone()).await).unwrap();
+    assert!(patched(&r, &answer).is_none());
+}

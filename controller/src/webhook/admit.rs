@@ -14,8 +14,11 @@ use kube::api::{Api, ListParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use super::mutate::{Assignment, pod_patch};
+use super::mutate::{Assignment, escape, pod_patch};
+use super::networks::{NETWORKS_ANNOTATION, with_privnet};
 use super::numbering::{claim_number, preview_number};
+use super::pod_dns::dns_ops;
+use crate::attachment::AttachMode;
 use crate::context::{ControllerConfig, Error};
 use crate::metrics::Metrics;
 use privnet_api::keys::{APPLICATION_LABEL, PROCESS_TYPE_LABEL};
@@ -109,7 +112,9 @@ async fn decide(
         .get_opt(&project.name_any())
         .await
         .map_err(|e| Error::kube("get the project's network")(e).to_string())?;
-    let Some(network_id) = network.and_then(|n| n.status?.id) else {
+    let status = network.and_then(|n| n.status);
+    let gateway = status.as_ref().and_then(|s| s.gateway.clone());
+    let Some(network_id) = status.and_then(|s| s.id) else {
         return Err(format!(
             "the private network of project {} is not ready yet; retry shortly",
             project.name_any()
@@ -153,7 +158,27 @@ async fn decide(
     let name = PrivateName::new(number, process_type, app, &network_id, domain)
         .map_err(|e| e.to_string())?;
     let assignment = Assignment { name, claim };
-    pod_patch(pod, &assignment, &admitter.config.env_prefix, domain)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let mut ops = pod_patch(pod, &assignment, &admitter.config.env_prefix, domain)
+        .map_err(|e| e.to_string())?;
+    if let Some(gateway) = gateway {
+        let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
+        ops.extend(dns_ops(
+            &spec,
+            &gateway,
+            &namespace,
+            &admitter.config.cluster_domain,
+        ));
+    }
+    if let AttachMode::Multus { network, interface } = &admitter.config.attach {
+        let existing = pod
+            .annotations()
+            .get(NETWORKS_ANNOTATION)
+            .map(String::as_str);
+        if let Some(value) = with_privnet(existing, network, interface) {
+            // pod_patch has made sure the annotations map exists.
+            let path = format!("/metadata/annotations/{}", escape(NETWORKS_ANNOTATION));
+            ops.push(serde_json::json!({ "op": "add", "path": path, "value": value }));
+        }
+    }
+    Ok(Some(ops))
 }

@@ -6,7 +6,9 @@
 pub mod admit;
 pub mod cert;
 pub mod mutate;
+pub mod networks;
 pub mod numbering;
+pub mod pod_dns;
 pub mod server;
 
 pub use admit::{Admitter, admit};

@@ -22,7 +22,7 @@ pub struct Assignment {
 }
 
 /// Escapes a JSON-pointer token (RFC 6901).
-fn escape(token: &str) -> String {
+pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 

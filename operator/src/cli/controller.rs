@@ -14,6 +14,7 @@ use clap::Args;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
+use privnet_controller::attachment::AttachMode;
 use privnet_controller::leader::LeaderElector;
 use privnet_controller::run::run_controllers;
 use privnet_controller::webhook::{Admitter, serve_tls, tls_config_from_pem};
@@ -55,6 +56,20 @@ pub struct ControllerArgs {
     /// Serve the webhook over plain HTTP (development only).
     #[arg(long)]
     webhook_insecure: bool,
+    /// How pods reach the plugin: `multus` (a NetworkAttachmentDefinition per
+    /// project namespace + the pod's networks annotation) or `chained`
+    /// (privnet chained into the node's primary conflist).
+    #[arg(long, default_value = "multus", value_parser = ["multus", "chained"])]
+    attach_mode: String,
+    /// Multus network (NetworkAttachmentDefinition) name.
+    #[arg(long, default_value = "privnet")]
+    multus_network: String,
+    /// Name of the private interface inside pods (Multus mode).
+    #[arg(long, default_value = "eth1")]
+    pod_interface: String,
+    /// The cluster's DNS domain (kept in pods' search path).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Health/metrics listen address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -80,6 +95,14 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         domain: args.domain.clone(),
         mesh_cidr: args.mesh_cidr,
         env_prefix: args.env_prefix.clone(),
+        attach: match args.attach_mode.as_str() {
+            "chained" => AttachMode::Chained,
+            _ => AttachMode::Multus {
+                network: args.multus_network.clone(),
+                interface: args.pod_interface.clone(),
+            },
+        },
+        cluster_domain: args.cluster_domain.clone(),
         ..Default::default()
     };
     let identity = args
