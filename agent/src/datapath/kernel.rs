@@ -78,10 +78,10 @@ impl NodeDatapath for KernelDatapath {
             .map_err(wg_err(Step::EnsureMesh))?;
         let rules =
             guard::agent_ruleset(&mesh.wireguard.ifname, mesh.vxlan_port, mesh.guard_disabled)
-                .map_err(DatapathError::NodeGuard)?;
+                .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
         guard::apply(&self.agent_ns, &rules)
             .await
-            .map_err(DatapathError::NodeGuard)?;
+            .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
         *self.wireguard.lock().expect("wireguard lock") = Some(wg);
         Ok(())
     }
@@ -129,7 +129,7 @@ impl NodeDatapath for KernelDatapath {
         let netns_err = |source| DatapathError::Netns {
             step: Step::StartDns,
             netns: spec.netns.clone(),
-            source,
+            source: Box::new(source),
         };
         let dns_err = |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Dns {
             netns: spec.netns.clone(),
@@ -169,7 +169,7 @@ impl NodeDatapath for KernelDatapath {
         netns::delete(name).map_err(|source| DatapathError::Netns {
             step: Step::RemoveLeftover,
             netns: name.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -217,7 +217,7 @@ impl NodeDatapath for KernelDatapath {
             .map(drop)
             .map_err(|source| DatapathError::Fdb {
                 netns: spec.netns.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 }

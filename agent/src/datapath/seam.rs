@@ -94,7 +94,7 @@ pub enum DatapathError {
     },
     /// The node guard could not be applied.
     #[error("failed to apply the node guard")]
-    NodeGuard(#[source] GuardError),
+    NodeGuard(#[source] Box<GuardError>),
     /// A network's namespace, devices or guard could not be converged.
     #[error("failed to {step} in network namespace {netns}")]
     Network {
@@ -115,7 +115,7 @@ pub enum DatapathError {
         netns: String,
         /// Cause.
         #[source]
-        source: NetnsError,
+        source: Box<NetnsError>,
     },
     /// The FDB could not be synced.
     #[error("failed to sync the FDB in network namespace {netns}")]
@@ -124,7 +124,7 @@ pub enum DatapathError {
         netns: String,
         /// Cause.
         #[source]
-        source: super::fdb::FdbError,
+        source: Box<super::fdb::FdbError>,
     },
     /// The DNS responder could not be started.
     #[error("failed to start the DNS responder in network namespace {netns}")]

@@ -182,7 +182,9 @@ impl TestAgent {
         ip(&["netns", "add", &agent_ns]).expect("ip netns add (tests need root)");
         // No dummy module everywhere: a veth pair stands in for WireGuard.
         for args in [
-            vec!["link", "add", UNDERLAY, "type", "veth", "peer", "name", "pntpeer"],
+            vec![
+                "link", "add", UNDERLAY, "type", "veth", "peer", "name", "pntpeer",
+            ],
             vec!["addr", "add", "100.64.0.1/16", "dev", UNDERLAY],
             vec!["link", "set", UNDERLAY, "up"],
         ] {

@@ -59,11 +59,12 @@ async fn a_restart_adopts_live_attachments_and_cleans_the_rest() {
         !calls.iter().any(|c| matches!(c, Call::RemoveNetwork(_))),
         "never flushes"
     );
-    let src = h.source.state();
-    assert!(src.withdrawn.iter().any(|e| e.container_id == "gone"));
-    assert!(!src.withdrawn.iter().any(|e| e.container_id == "live"));
+    {
+        let src = h.source.state();
+        assert!(src.withdrawn.iter().any(|e| e.container_id == "gone"));
+        assert!(!src.withdrawn.iter().any(|e| e.container_id == "live"));
+    }
     // Its address is free again: the next container gets it.
-    drop(src);
     let next = h.attach("new").await;
     assert_eq!(
         next.address,
