@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use privnet_core::rpc::{AttachRequest, Attachment, AttachmentKey, NetworkSelector};
+use privnet_core::rpc::{AttachRequest, Attachment, AttachmentKey, ErrorKind, NetworkSelector};
 use privnet_core::view::{ClusterView, NetworkInfo};
 use tracing::Instrument;
 
@@ -64,9 +64,14 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let span = tracing::info_span!("attach", container = %req.key.container_id, ifname = %req.key.ifname);
         async {
             let result = self.try_attach(&req).await;
-            if let Err(e) = &result {
-                self.metrics.errors.inc();
-                tracing::warn!(error = %crate::error_chain(e), "attach failed");
+            match &result {
+                // A failure of the node (not of the request) counts as an error.
+                Err(e) if e.kind() == ErrorKind::Internal => {
+                    self.metrics.errors.inc();
+                    tracing::warn!(error = %crate::error_chain(e), "attach failed");
+                }
+                Err(e) => tracing::debug!(error = %crate::error_chain(e), "attach refused"),
+                Ok(_) => {}
             }
             result
         }
