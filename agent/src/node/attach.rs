@@ -83,6 +83,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         if self.phase() == Phase::WaitingForMesh {
             return Err(AttachError::NotReady);
         }
+        let req = &self.complete_workload(req).await?;
         let view = self.current_view();
         let network = resolve(&view, &req.network)?.clone();
         let (numbers, mut fenced) = self.in_use_elsewhere(&view, &network, req);
@@ -156,6 +157,40 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 Err(e)
             }
         }
+    }
+
+    /// The request with its workload filled from the pod the runtime names
+    /// (`K8S_POD_NAMESPACE`/`K8S_POD_NAME`): application and type from its
+    /// labels, the number the admission webhook gave it. What the request
+    /// states itself wins. Where numbers come from admission (Kubernetes),
+    /// a pod without one was not admitted by privnet and is refused: the
+    /// agent never invents a number there.
+    async fn complete_workload(&self, req: &AttachRequest) -> Result<AttachRequest, AttachError> {
+        let mut req = req.clone();
+        let sel = &req.network;
+        let pod = sel.pod_namespace.clone().zip(sel.pod_name.clone());
+        if let Some((ns, name)) = &pod {
+            let w = &mut req.workload;
+            if w.application_id.is_none() || w.container_number.is_none() {
+                let from_pod = self
+                    .source
+                    .pod_workload(ns, name)
+                    .await
+                    .map_err(|source| AttachError::Pod {
+                        pod: format!("{ns}/{name}"),
+                        source,
+                    })?
+                    .unwrap_or_default();
+                w.application_id = w.application_id.take().or(from_pod.application_id);
+                w.process_type = w.process_type.take().or(from_pod.process_type);
+                w.container_number = w.container_number.or(from_pod.container_number);
+            }
+        }
+        if self.source.numbers_from_admission() && req.workload.container_number.is_none() {
+            let pod = pod.map_or_else(|| "(unnamed)".to_string(), |(ns, n)| format!("{ns}/{n}"));
+            return Err(AttachError::NotAdmitted(pod));
+        }
+        Ok(req)
     }
 
     /// Container numbers of the request's (app, type) and addresses of the

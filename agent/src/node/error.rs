@@ -31,6 +31,20 @@ pub enum AttachError {
         "failed to resolve a network: none given (set \"network\" in the CNI config or pass K8S_POD_NAMESPACE)"
     )]
     NoNetwork,
+    /// The pod named by the runtime could not be read.
+    #[error("failed to read pod {pod}")]
+    Pod {
+        /// `namespace/name`.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: SourceError,
+    },
+    /// The pod has no container number: privnet's webhook did not admit it.
+    #[error(
+        "failed to attach pod {0}: it has no container number (privnet's admission webhook did not admit it: is the webhook reachable and the namespace held by a project?)"
+    )]
+    NotAdmitted(String),
     /// The book refused the request (bad input, number clash, exhaustion).
     #[error("failed to allocate an attachment")]
     Book(#[source] BookError),
@@ -72,7 +86,8 @@ impl AttachError {
                 ..
             })) => ErrorKind::Exhausted,
             AttachError::Book(BookError::Ipam(_)) => ErrorKind::Internal,
-            AttachError::Book(_) => ErrorKind::Invalid,
+            AttachError::Book(_) | AttachError::NotAdmitted(_) => ErrorKind::Invalid,
+            AttachError::Pod { .. } => ErrorKind::Internal,
             AttachError::Held(_)
             | AttachError::Claim { .. }
             | AttachError::Store(_)

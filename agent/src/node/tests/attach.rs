@@ -216,3 +216,63 @@ async fn container_numbers_are_lowest_free_and_clashes_refused() {
     let b = h.agent.attach(request("c3", Some(1))).await.unwrap();
     assert!(b.hostname.starts_with("1.web.app."), "{}", b.hostname);
 }
+
+/// A request as a runtime sends it on Kubernetes: the pod's name, no workload.
+fn pod_request(cid: &str, pod: &str) -> privnet_core::rpc::AttachRequest {
+    let mut req = request(cid, None);
+    req.network = NetworkSelector {
+        network_id: None,
+        pod_namespace: Some("ns".into()),
+        pod_name: Some(pod.into()),
+    };
+    req.workload = Workload::default();
+    req
+}
+
+#[tokio::test]
+async fn on_kubernetes_the_workload_and_number_come_from_the_pod() {
+    let h = Harness::ready().await;
+    {
+        let mut st = h.source.state();
+        st.admission_numbers = true;
+        st.pods.insert(
+            "ns/web-7".into(),
+            Workload {
+                application_id: Some("shop".into()),
+                process_type: Some("worker".into()),
+                container_number: Some(7),
+            },
+        );
+        st.pods.insert(
+            "ns/unadmitted".into(),
+            Workload {
+                application_id: Some("shop".into()),
+                process_type: Some("web".into()),
+                container_number: None,
+            },
+        );
+    }
+    let a = h.agent.attach(pod_request("c7", "web-7")).await.unwrap();
+    assert_eq!(a.hostname, "7.worker.shop.pn-a.private-network.internal");
+    // A pod the webhook did not number is refused, nothing is left, and the
+    // agent did not invent a number for it.
+    let e = h
+        .agent
+        .attach(pod_request("cx", "unadmitted"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, AttachError::NotAdmitted(ref p) if p == "ns/unadmitted"),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    nothing_left_of(&h, "cx").await;
+    // Control: outside Kubernetes the same request gets the lowest free number.
+    h.source.state().admission_numbers = false;
+    let b = h
+        .agent
+        .attach(pod_request("cy", "unadmitted"))
+        .await
+        .unwrap();
+    assert_eq!(b.hostname, "1.web.shop.pn-a.private-network.internal");
+}

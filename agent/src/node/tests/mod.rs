@@ -37,6 +37,10 @@ pub struct SourceState {
     pub published: BTreeMap<(String, String), EndpointInfo>,
     /// Withdrawn endpoints, in order.
     pub withdrawn: Vec<EndpointInfo>,
+    /// Pods by `namespace/name` and what they carry (Kubernetes source).
+    pub pods: BTreeMap<String, Workload>,
+    /// Numbers come only from admission (as on Kubernetes).
+    pub admission_numbers: bool,
 }
 
 /// An in-memory source; clones share state.
@@ -111,6 +115,12 @@ impl Source for FakeSource {
             .remove(&(ep.container_id.clone(), ep.interface.clone()));
         st.withdrawn.push(ep.clone());
         Ok(())
+    }
+    async fn pod_workload(&self, ns: &str, name: &str) -> Result<Option<Workload>, SourceError> {
+        Ok(self.state().pods.get(&format!("{ns}/{name}")).cloned())
+    }
+    fn numbers_from_admission(&self) -> bool {
+        self.state().admission_numbers
     }
 }
 
