@@ -21,10 +21,11 @@ impl CrdSchema {
         CrdSchema { schema }
     }
 
-    /// Prunes unknown fields from `obj`, then validates it (and `old`, for
+    /// Prunes unknown fields from `obj`, applies the schema's defaults, then validates it (and `old`, for
     /// transition rules, on updates); returns every field error.
     pub fn check(&self, obj: &mut Value, old: Option<&Value>) -> Vec<(String, String)> {
         structural::prune(&self.schema, obj, true);
+        *obj = kube_cel::apply_defaults(&self.schema, obj);
         let mut errors = Vec::new();
         structural::validate(&self.schema, obj, "", true, &mut errors);
         if errors.is_empty() {
