@@ -130,6 +130,13 @@ impl Emulator {
         {
             return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
+        if req.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the emulation decodes JSON and YAML bodies only, not protobuf (use kubectl apply or create -f)",
+            ));
+        }
         let q = query(&req.query);
         let ns = t.namespace.clone().unwrap_or_default();
         let table = wants_table(&req.accept);
