@@ -145,7 +145,14 @@ impl ApiError {
 impl ApiError {
     /// Takes the reason of a webhook's Status when it names a known one.
     pub fn with_reason_of(mut self, status: &Value) -> Self {
-        let known: &[&'static str] = &["Forbidden", "BadRequest", "Invalid", "Conflict", "NotFound", "Unauthorized"];
+        let known: &[&'static str] = &[
+            "Forbidden",
+            "BadRequest",
+            "Invalid",
+            "Conflict",
+            "NotFound",
+            "Unauthorized",
+        ];
         if let Some(r) = status["reason"].as_str()
             && let Some(k) = known.iter().find(|k| **k == r)
         {

@@ -33,7 +33,9 @@ async fn webhook(dir: &std::path::Path, seen: Seen) -> (u16, String, tokio::task
             let (tcp, _) = listener.accept().await.unwrap();
             let (acceptor, seen) = (acceptor.clone(), seen.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let seen = seen.clone();
                     async move {
@@ -53,10 +55,14 @@ async fn webhook(dir: &std::path::Path, seen: Seen) -> (u16, String, tokio::task
                                     "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string()) })
                         };
                         let out = json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response });
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(out.to_string()))))
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(out.to_string()),
+                        )))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
             });
         }
     });
@@ -96,19 +102,35 @@ async fn pods_pass_the_matching_webhooks() {
     let hook_dir = server.dir.path().join("webhook");
     let (port, ca, hook) = webhook(&hook_dir, seen.clone()).await;
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "in", "labels": { "privnet": "on" } } })).unwrap())
-        .await
-        .unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({ "metadata": { "name": "in", "labels": { "privnet": "on" } } }),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
     namespace(&client, "out").await;
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    configs.create(&PostParams::default(), &config(port, &ca, "Fail")).await.unwrap();
+    configs
+        .create(&PostParams::default(), &config(port, &ca, "Fail"))
+        .await
+        .unwrap();
     let inside: Api<Pod> = Api::namespaced(client.clone(), "in");
     let outside: Api<Pod> = Api::namespaced(client.clone(), "out");
     let pp = PostParams::default();
 
     // Selected namespace: mutated by the returned JSON patch.
     let p = inside.create(&pp, &pod("web")).await.unwrap();
-    assert_eq!(p.metadata.annotations.unwrap().get("mutated").map(String::as_str), Some("yes"));
+    assert_eq!(
+        p.metadata
+            .annotations
+            .unwrap()
+            .get("mutated")
+            .map(String::as_str),
+        Some("yes")
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(seen.lock().unwrap()[0]["request"]["operation"], "CREATE");
     // Another namespace: the webhook is not called.
@@ -117,39 +139,93 @@ async fn pods_pass_the_matching_webhooks() {
     assert_eq!(seen.lock().unwrap().len(), 1);
     // A refusal carries the webhook's message.
     let (code, message) = refusal(inside.create(&pp, &pod("deny-me")).await.unwrap_err());
-    assert_eq!((code, message.as_str()), (400, "admission webhook \"pods.privnet.io\" denied the request: no"));
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            400,
+            "admission webhook \"pods.privnet.io\" denied the request: no"
+        )
+    );
     // Dry run: the webhook sees dryRun and nothing is stored.
-    let dry = PostParams { dry_run: true, ..Default::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     let d = inside.create(&dry, &pod("dry")).await.unwrap();
-    assert_eq!(d.metadata.annotations.unwrap().get("mutated").map(String::as_str), Some("yes"));
-    assert_eq!(seen.lock().unwrap().last().unwrap()["request"]["dryRun"], true);
-    assert!(inside.get_opt("dry").await.unwrap().is_none(), "a dry run stores nothing");
+    assert_eq!(
+        d.metadata
+            .annotations
+            .unwrap()
+            .get("mutated")
+            .map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap()["request"]["dryRun"],
+        true
+    );
+    assert!(
+        inside.get_opt("dry").await.unwrap().is_none(),
+        "a dry run stores nothing"
+    );
     // A webhook slower than its timeout fails the request (failurePolicy Fail).
     let (code, message) = refusal(inside.create(&pp, &pod("slow-one")).await.unwrap_err());
     assert_eq!(code, 500);
     assert!(message.contains("context deadline exceeded"), "{message}");
     // A CA that did not sign the webhook's certificate: refused, not trusted.
     let other = tls::generate(&server.dir.path().join("other"), &[]).unwrap();
-    let other_ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(other.ca).unwrap());
-    configs.replace("privnet", &pp, &{
-        let mut c = config(port, &other_ca, "Fail");
-        c.metadata.resource_version = configs.get("privnet").await.unwrap().metadata.resource_version;
-        c
-    })
-    .await
-    .unwrap();
+    let other_ca =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(other.ca).unwrap());
+    configs
+        .replace("privnet", &pp, &{
+            let mut c = config(port, &other_ca, "Fail");
+            c.metadata.resource_version = configs
+                .get("privnet")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            c
+        })
+        .await
+        .unwrap();
     let (code, message) = refusal(inside.create(&pp, &pod("untrusted")).await.unwrap_err());
     assert_eq!(code, 500);
     assert!(message.contains("failed calling webhook"), "{message}");
     // Webhook down: Fail refuses pods of selected namespaces only; Ignore admits them.
     hook.abort();
     let _ = hook.await;
-    configs.patch("privnet", &PatchParams::default(), &Patch::Merge(json!({ "webhooks": [config(port, &ca, "Fail").webhooks.unwrap()[0]] }))).await.unwrap();
-    assert_eq!(refusal(inside.create(&pp, &pod("down")).await.unwrap_err()).0, 500);
-    assert!(inside.get_opt("down").await.unwrap().is_none(), "nothing half-created");
+    configs
+        .patch(
+            "privnet",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "webhooks": [config(port, &ca, "Fail").webhooks.unwrap()[0]] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(inside.create(&pp, &pod("down")).await.unwrap_err()).0,
+        500
+    );
+    assert!(
+        inside.get_opt("down").await.unwrap().is_none(),
+        "nothing half-created"
+    );
     outside.create(&pp, &pod("still-admitted")).await.unwrap();
-    configs.patch("privnet", &PatchParams::default(), &Patch::Merge(json!({ "webhooks": [config(port, &ca, "Ignore").webhooks.unwrap()[0]] }))).await.unwrap();
+    configs
+        .patch(
+            "privnet",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "webhooks": [config(port, &ca, "Ignore").webhooks.unwrap()[0]] }),
+            ),
+        )
+        .await
+        .unwrap();
     let p = inside.create(&pp, &pod("down")).await.unwrap();
-    assert!(p.metadata.annotations.is_none(), "admitted unmutated under Ignore");
+    assert!(
+        p.metadata.annotations.is_none(),
+        "admitted unmutated under Ignore"
+    );
     server.stop().await;
 }

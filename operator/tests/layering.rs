@@ -131,7 +131,13 @@ fn workspace_crates_depend_only_downwards() {
 #[test]
 fn the_api_emulation_stays_out_of_production_crates() {
     let g = normal_graph();
-    for krate in ["privnet-core", "privnet-api", "privnet-agent", "privnet-controller", "privnet-cni"] {
+    for krate in [
+        "privnet-core",
+        "privnet-api",
+        "privnet-agent",
+        "privnet-controller",
+        "privnet-cni",
+    ] {
         let deps = closure(&g, krate);
         assert!(
             !deps.contains("privnet-kubemu"),

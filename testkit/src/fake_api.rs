@@ -69,8 +69,14 @@ impl FakeApi {
         });
         for text in CRDS {
             let crd: Value = serde_yaml::from_str(text).expect("the repository's CRDs parse");
-            let crd = seed_into(&emulator, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
-            for served in privnet_kubemu::resources::from_crd(&crd).expect("the repository's CRDs are valid") {
+            let crd = seed_into(
+                &emulator,
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                crd,
+            );
+            for served in
+                privnet_kubemu::resources::from_crd(&crd).expect("the repository's CRDs are valid")
+            {
                 emulator.edit_registry(|r| r.add(served));
             }
         }
@@ -108,9 +114,15 @@ impl FakeApi {
                     content_type: header("content-type"),
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };
-                let watch = rec.query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1");
+                let watch = rec
+                    .query
+                    .split('&')
+                    .any(|kv| kv == "watch=true" || kv == "watch=1");
                 let (code, out) = if watch {
-                    (405, json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the in-process fake does not watch", "reason": "MethodNotAllowed", "code": 405 }))
+                    (
+                        405,
+                        json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the in-process fake does not watch", "reason": "MethodNotAllowed", "code": 405 }),
+                    )
                 } else {
                     let reply = api
                         .emulator
@@ -165,7 +177,13 @@ impl FakeApi {
         let k = key(path)?;
         self.emulator
             .store
-            .write(&k, |cur| Ok(if cur.is_some() { Write::Remove } else { Write::Nothing(Value::Null) }))
+            .write(&k, |cur| {
+                Ok(if cur.is_some() {
+                    Write::Remove
+                } else {
+                    Write::Nothing(Value::Null)
+                })
+            })
             .ok()
             .filter(|v| !v.is_null())
     }

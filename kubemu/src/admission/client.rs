@@ -45,8 +45,14 @@ pub struct Target {
 
 fn target(config: &Config, client: &Value) -> Result<Target, CallError> {
     if let Some(url) = client["url"].as_str() {
-        let uri: http::Uri = url.parse().map_err(|e| CallError::Config(format!("url {url:?}: {e}")))?;
-        let host = uri.host().ok_or_else(|| CallError::Config("url without a host".into()))?.trim_matches(['[', ']']).to_string();
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| CallError::Config(format!("url {url:?}: {e}")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| CallError::Config("url without a host".into()))?
+            .trim_matches(['[', ']'])
+            .to_string();
         let port = uri.port_u16().unwrap_or(443);
         let addr = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, port),
@@ -56,45 +62,72 @@ fn target(config: &Config, client: &Value) -> Result<Target, CallError> {
                 .copied()
                 .ok_or_else(|| CallError::Config(format!("unknown host {host:?}")))?,
         };
-        let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
-        return Ok(Target { addr, server_name: host, path });
+        let path = uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        return Ok(Target {
+            addr,
+            server_name: host,
+            path,
+        });
     }
     let svc = &client["service"];
     let (Some(name), Some(ns)) = (svc["name"].as_str(), svc["namespace"].as_str()) else {
         return Err(CallError::Config("neither url nor service".into()));
     };
     let host = format!("{name}.{ns}.svc");
-    let addr = config
-        .service_hosts
-        .get(&host)
-        .copied()
-        .ok_or_else(|| CallError::Config(format!("service {host} has no address in the emulation")))?;
-    Ok(Target { addr, server_name: host, path: svc["path"].as_str().unwrap_or("/").to_string() })
+    let addr = config.service_hosts.get(&host).copied().ok_or_else(|| {
+        CallError::Config(format!("service {host} has no address in the emulation"))
+    })?;
+    Ok(Target {
+        addr,
+        server_name: host,
+        path: svc["path"].as_str().unwrap_or("/").to_string(),
+    })
 }
 
 fn tls(client: &Value) -> Result<tokio_rustls::TlsConnector, CallError> {
-    let bundle = client["caBundle"].as_str().ok_or_else(|| CallError::Config("no caBundle".into()))?;
+    let bundle = client["caBundle"]
+        .as_str()
+        .ok_or_else(|| CallError::Config("no caBundle".into()))?;
     let pem = base64::engine::general_purpose::STANDARD
         .decode(bundle)
         .map_err(|e| CallError::Config(format!("caBundle is not base64: {e}")))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| CallError::Config(format!("caBundle: {e}")))?;
-        roots.add(cert).map_err(|e| CallError::Config(format!("caBundle: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| CallError::Config(format!("caBundle: {e}")))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CallError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| CallError::Config(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-async fn post(t: Target, connector: tokio_rustls::TlsConnector, body: Vec<u8>) -> Result<Value, CallError> {
-    let transport = |e: &dyn std::fmt::Display| CallError::Transport(format!("Post \"https://{}{}\": {e}", t.server_name, t.path));
-    let tcp = tokio::net::TcpStream::connect(t.addr).await.map_err(|e| transport(&e))?;
-    let name = ServerName::try_from(t.server_name.clone()).map_err(|e| CallError::Config(e.to_string()))?;
-    let stream = connector.connect(name, tcp).await.map_err(|e| transport(&e))?;
+async fn post(
+    t: Target,
+    connector: tokio_rustls::TlsConnector,
+    body: Vec<u8>,
+) -> Result<Value, CallError> {
+    let transport = |e: &dyn std::fmt::Display| {
+        CallError::Transport(format!("Post \"https://{}{}\": {e}", t.server_name, t.path))
+    };
+    let tcp = tokio::net::TcpStream::connect(t.addr)
+        .await
+        .map_err(|e| transport(&e))?;
+    let name = ServerName::try_from(t.server_name.clone())
+        .map_err(|e| CallError::Config(e.to_string()))?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| transport(&e))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| transport(&e))?;
@@ -107,7 +140,12 @@ async fn post(t: Target, connector: tokio_rustls::TlsConnector, body: Vec<u8>) -
         .map_err(|e| transport(&e))?;
     let resp = sender.send_request(req).await.map_err(|e| transport(&e))?;
     let status = resp.status();
-    let bytes = resp.into_body().collect().await.map_err(|e| transport(&e))?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| transport(&e))?
+        .to_bytes();
     if !status.is_success() {
         return Err(CallError::Transport(format!("webhook answered {status}")));
     }
@@ -115,7 +153,12 @@ async fn post(t: Target, connector: tokio_rustls::TlsConnector, body: Vec<u8>) -
 }
 
 /// POSTs `review` to the webhook of `client` (a `clientConfig`).
-pub async fn call(config: &Config, client: &Value, review: &Value, timeout: Duration) -> Result<Value, CallError> {
+pub async fn call(
+    config: &Config,
+    client: &Value,
+    review: &Value,
+    timeout: Duration,
+) -> Result<Value, CallError> {
     let t = target(config, client)?;
     let connector = tls(client)?;
     let body = serde_json::to_vec(review).map_err(|e| CallError::Decode(e.to_string()))?;

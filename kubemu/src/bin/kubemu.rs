@@ -19,7 +19,8 @@ mod run {
             .collect();
         files.sort();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| format!("failed to read {}: {e}", f.display()))?;
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| format!("failed to read {}: {e}", f.display()))?;
             for doc in text.split("\n---") {
                 let obj: serde_json::Value = match serde_yaml::from_str(doc) {
                     Ok(v) => v,
@@ -42,20 +43,32 @@ mod run {
                 if let privnet_kubemu::Reply::Json(code, v) = reply
                     && code >= 300
                 {
-                    return Err(format!("failed to create {} from {}: {}", obj["metadata"]["name"], f.display(), v["message"]));
+                    return Err(format!(
+                        "failed to create {} from {}: {}",
+                        obj["metadata"]["name"],
+                        f.display(),
+                        v["message"]
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    pub async fn run(listen: std::net::SocketAddr, dir: PathBuf, crds: Option<PathBuf>) -> Result<(), String> {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("failed to bind {listen}: {e}"))?;
+    pub async fn run(
+        listen: std::net::SocketAddr,
+        dir: PathBuf,
+        crds: Option<PathBuf>,
+    ) -> Result<(), String> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("failed to bind {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let certs = tls::generate(&dir, &[addr.ip().to_string()]).map_err(|e| e.to_string())?;
         let config = tls::server_config(&certs).map_err(|e| e.to_string())?;
         let kubeconfig = dir.join("kubeconfig");
-        tls::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &certs.ca).map_err(|e| e.to_string())?;
+        tls::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &certs.ca)
+            .map_err(|e| e.to_string())?;
         let em = Emulator::new(Config::default());
         for ns in ["default", "kube-system"] {
             em.handle(Request {
@@ -64,14 +77,19 @@ mod run {
                 query: String::new(),
                 content_type: "application/json".into(),
                 accept: "application/json".into(),
-                body: serde_json::to_vec(&serde_json::json!({"metadata": {"name": ns}})).unwrap_or_default().into(),
+                body: serde_json::to_vec(&serde_json::json!({"metadata": {"name": ns}}))
+                    .unwrap_or_default()
+                    .into(),
             })
             .await;
         }
         if let Some(crds) = crds {
             preload(&em, &crds).await?;
         }
-        println!("kubemu serving on https://{addr}; KUBECONFIG={}", kubeconfig.display());
+        println!(
+            "kubemu serving on https://{addr}; KUBECONFIG={}",
+            kubeconfig.display()
+        );
         privnet_kubemu::serve(listener, Some(config), em, async {
             let _ = tokio::signal::ctrl_c().await;
         })

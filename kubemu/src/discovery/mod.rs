@@ -57,7 +57,16 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
 }
 
 fn entry(r: &Resource) -> Vec<Value> {
-    let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+    let mut verbs = vec![
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ];
     verbs.sort();
     let mut out = vec![json!({
         "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,

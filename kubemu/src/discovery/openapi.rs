@@ -21,7 +21,10 @@ pub fn root(reg: &Registry) -> Value {
     for (g, versions) in reg.groups() {
         for v in versions {
             let p = gv_path(g, v);
-            paths.insert(p.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{p}?hash=kubemu") }));
+            paths.insert(
+                p.clone(),
+                json!({ "serverRelativeURL": format!("/openapi/v3/{p}?hash=kubemu") }),
+            );
         }
     }
     json!({ "paths": paths })
@@ -41,7 +44,11 @@ pub fn document(reg: &Registry, gv: &str) -> Option<Value> {
     }
     let mut paths = Map::new();
     for r in resources {
-        let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+        let ns = if r.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
         let path = format!("/{}{ns}/{}/{{name}}", gv_path(group, version), r.plural);
         paths.insert(path, json!({
             "patch": {

@@ -17,16 +17,29 @@ use crate::{ApiError, Emulator, meta};
 fn options(body: &[u8], q: &Query) -> (Value, bool, bool) {
     let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let dry = q.get("dryRun").is_some_and(|v| v == "All")
-        || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
+        || opts["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
     let orphan = opts["propagationPolicy"] == "Orphan"
         || opts["orphanDependents"] == true
         || q.get("propagationPolicy").is_some_and(|p| p == "Orphan");
     (opts, dry, orphan)
 }
 
-pub fn delete(em: &Arc<Emulator>, res: &Resource, ns: &str, name: &str, body: &[u8], q: &Query) -> Result<Reply, ApiError> {
+pub fn delete(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    q: &Query,
+) -> Result<Reply, ApiError> {
     let (opts, dry, orphan) = options(body, q);
-    let subject = Subject { plural: &res.plural, group: &res.group, name };
+    let subject = Subject {
+        plural: &res.plural,
+        group: &res.group,
+        name,
+    };
     let k = key(res, ns, name);
     let gone = remove(em, &k, &opts["preconditions"], dry, &subject)?;
     if !dry && !orphan && gone.is_some() {
@@ -36,30 +49,58 @@ pub fn delete(em: &Arc<Emulator>, res: &Resource, ns: &str, name: &str, body: &[
     Ok(Reply::Json(200, present(res, obj)))
 }
 
-pub fn delete_collection(em: &Arc<Emulator>, res: &Resource, ns: Option<&str>, body: &[u8], q: &Query) -> Result<Reply, ApiError> {
+pub fn delete_collection(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: Option<&str>,
+    body: &[u8],
+    q: &Query,
+) -> Result<Reply, ApiError> {
     let (_, dry, orphan) = options(body, q);
     let (labels, fields) = read::selectors(q)?;
     let (items, rv) = em.store.list(&res.group, &res.plural, ns);
     let mut out = Vec::new();
-    for o in items.into_iter().filter(|o| labels.matches(o) && fields.matches(o)) {
+    for o in items
+        .into_iter()
+        .filter(|o| labels.matches(o) && fields.matches(o))
+    {
         let name = meta::name(&o).to_string();
-        let subject = Subject { plural: &res.plural, group: &res.group, name: &name };
-        if let Ok(Some(g)) = remove(em, &key(res, meta::namespace(&o), &name), &Value::Null, dry, &subject) {
+        let subject = Subject {
+            plural: &res.plural,
+            group: &res.group,
+            name: &name,
+        };
+        if let Ok(Some(g)) = remove(
+            em,
+            &key(res, meta::namespace(&o), &name),
+            &Value::Null,
+            dry,
+            &subject,
+        ) {
             out.push(present(res, g));
         }
     }
     if !dry && !orphan {
         cascade(em);
     }
-    Ok(Reply::Json(200, json!({
-        "kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
-        "metadata": { "resourceVersion": rv.to_string() }, "items": out,
-    })))
+    Ok(Reply::Json(
+        200,
+        json!({
+            "kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
+            "metadata": { "resourceVersion": rv.to_string() }, "items": out,
+        }),
+    ))
 }
 
 /// Removes one object (or marks it deleting when it has finalizers);
 /// returns it when it is gone.
-fn remove(em: &Emulator, k: &Key, pre: &Value, dry: bool, subject: &Subject) -> Result<Option<Value>, ApiError> {
+fn remove(
+    em: &Emulator,
+    k: &Key,
+    pre: &Value,
+    dry: bool,
+    subject: &Subject,
+) -> Result<Option<Value>, ApiError> {
     let mut removed = false;
     let obj = em.store.write(k, |cur| {
         let cur = cur.ok_or_else(|| ApiError::not_found(subject))?;
@@ -87,10 +128,14 @@ fn remove(em: &Emulator, k: &Key, pre: &Value, dry: bool, subject: &Subject) -> 
         removed = true;
         Ok(Write::Remove)
     })?;
-    if removed && k.group == "apiextensions.k8s.io" && k.plural == "customresourcedefinitions" {
-        if let Some(r) = crate::resources::from_crd(&obj).ok().and_then(|v| v.into_iter().next()) {
-            em.edit_registry(|reg| reg.remove(&r.group, &r.plural));
-        }
+    if removed
+        && k.group == "apiextensions.k8s.io"
+        && k.plural == "customresourcedefinitions"
+        && let Some(r) = crate::resources::from_crd(&obj)
+            .ok()
+            .and_then(|v| v.into_iter().next())
+    {
+        em.edit_registry(|reg| reg.remove(&r.group, &r.plural));
     }
     Ok(removed.then_some(obj))
 }
@@ -110,18 +155,25 @@ fn cascade(em: &Emulator) {
         let doomed: Vec<&(Key, Value)> = all
             .iter()
             .filter(|(k, v)| {
-                let orphaned_ns = !k.namespace.is_empty() && !namespaces.contains(k.namespace.as_str());
+                let orphaned_ns =
+                    !k.namespace.is_empty() && !namespaces.contains(k.namespace.as_str());
                 let unserved = registry.any_version(&k.group, &k.plural).is_none();
                 let owners = v["metadata"]["ownerReferences"].as_array();
                 let owners_gone = owners.is_some_and(|o| {
-                    !o.is_empty() && o.iter().all(|r| !uids.contains(r["uid"].as_str().unwrap_or("")))
+                    !o.is_empty()
+                        && o.iter()
+                            .all(|r| !uids.contains(r["uid"].as_str().unwrap_or("")))
                 });
                 (orphaned_ns && em.config.strict_namespaces) || unserved || owners_gone
             })
             .collect();
         let mut progressed = false;
         for (k, _) in doomed {
-            let subject = Subject { plural: &k.plural, group: &k.group, name: &k.name };
+            let subject = Subject {
+                plural: &k.plural,
+                group: &k.group,
+                name: &k.name,
+            };
             if let Ok(Some(_)) = remove(em, k, &Value::Null, false, &subject) {
                 progressed = true;
             }

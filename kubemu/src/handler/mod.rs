@@ -99,11 +99,21 @@ impl Emulator {
             Route::Apis => Reply::Json(200, discovery::apis(&self.registry())),
             Route::Group(g) => match discovery::group(&self.registry(), &g) {
                 Some(v) => Reply::Json(200, v),
-                None => ApiError::new(404, "NotFound", "the server could not find the requested resource").into(),
+                None => ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+                .into(),
             },
             Route::GroupVersion(g, v) => match discovery::resources(&self.registry(), &g, &v) {
                 Some(v) => Reply::Json(200, v),
-                None => ApiError::new(404, "NotFound", "the server could not find the requested resource").into(),
+                None => ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+                .into(),
             },
             Route::Resource(t) => match self.resource_request(&req, &t).await {
                 Ok(r) => r,
@@ -112,25 +122,56 @@ impl Emulator {
             Route::OpenApiRoot => Reply::Json(200, discovery::openapi::root(&self.registry())),
             Route::OpenApi(gv) => match discovery::openapi::document(&self.registry(), &gv) {
                 Some(v) => Reply::Json(200, v),
-                None => ApiError::new(404, "NotFound", "the server could not find the requested resource").into(),
+                None => ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+                .into(),
             },
-            Route::Unknown => ApiError::new(404, "NotFound", "the server could not find the requested resource").into(),
+            Route::Unknown => ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+            .into(),
         }
     }
 
-    async fn resource_request(self: &Arc<Self>, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+    async fn resource_request(
+        self: &Arc<Self>,
+        req: &Request,
+        t: &Target,
+    ) -> Result<Reply, ApiError> {
         let res = self
             .resource(&t.group, &t.version, &t.plural)
-            .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+            })?;
         if t.namespace.is_some() && !res.namespaced {
-            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
         }
         if let Some(sub) = &t.sub
             && !(sub == "status" && res.status_subresource)
         {
-            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
         }
-        if req.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        if req
+            .content_type
+            .starts_with("application/vnd.kubernetes.protobuf")
+        {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
@@ -141,19 +182,39 @@ impl Emulator {
         let ns = t.namespace.clone().unwrap_or_default();
         let table = wants_table(&req.accept);
         match (&req.method, &t.name) {
-            (&Method::GET, None) if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => {
+            (&Method::GET, None)
+                if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) =>
+            {
                 read::watch(self, &res, t.namespace.as_deref(), &q, table)
             }
             (&Method::GET, None) => read::list(self, &res, t.namespace.as_deref(), &q, table),
             (&Method::GET, Some(name)) => read::get(self, &res, &ns, name, table),
             (&Method::POST, None) => write::create(self, &res, &ns, &req.body, &q).await,
-            (&Method::PUT, Some(name)) => write::update(self, &res, &ns, name, t.sub.as_deref(), &req.body, &q),
+            (&Method::PUT, Some(name)) => {
+                write::update(self, &res, &ns, name, t.sub.as_deref(), &req.body, &q)
+            }
             (&Method::PATCH, Some(name)) => {
-                write::patch(self, &res, &ns, name, t.sub.as_deref(), &req.content_type, &req.body, &q).await
+                write::patch(
+                    self,
+                    &res,
+                    &ns,
+                    name,
+                    t.sub.as_deref(),
+                    &req.content_type,
+                    &req.body,
+                    &q,
+                )
+                .await
             }
             (&Method::DELETE, Some(name)) => delete::delete(self, &res, &ns, name, &req.body, &q),
-            (&Method::DELETE, None) => delete::delete_collection(self, &res, t.namespace.as_deref(), &req.body, &q),
-            _ => Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+            (&Method::DELETE, None) => {
+                delete::delete_collection(self, &res, t.namespace.as_deref(), &req.body, &q)
+            }
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )),
         }
     }
 }

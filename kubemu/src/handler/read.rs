@@ -11,9 +11,19 @@ use crate::resources::Resource;
 use crate::select::{FieldSelector, LabelSelector};
 use crate::{ApiError, Emulator, watch};
 
-pub fn get(em: &Arc<Emulator>, res: &Resource, ns: &str, name: &str, as_table: bool) -> Result<Reply, ApiError> {
+pub fn get(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    as_table: bool,
+) -> Result<Reply, ApiError> {
     let obj = em.store.get(&key(res, ns, name)).ok_or_else(|| {
-        ApiError::not_found(&Subject { plural: &res.plural, group: &res.group, name })
+        ApiError::not_found(&Subject {
+            plural: &res.plural,
+            group: &res.group,
+            name,
+        })
     })?;
     let obj = present(res, obj);
     if as_table {
@@ -31,7 +41,13 @@ pub fn selectors(q: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> 
     Ok((labels, fields))
 }
 
-pub fn list(em: &Arc<Emulator>, res: &Resource, ns: Option<&str>, q: &Query, as_table: bool) -> Result<Reply, ApiError> {
+pub fn list(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: Option<&str>,
+    q: &Query,
+    as_table: bool,
+) -> Result<Reply, ApiError> {
     let (labels, fields) = selectors(q)?;
     let (items, rv) = em.store.list(&res.group, &res.plural, ns);
     let items: Vec<Value> = items
@@ -53,15 +69,22 @@ pub fn list(em: &Arc<Emulator>, res: &Resource, ns: Option<&str>, q: &Query, as_
     ))
 }
 
-pub fn watch(em: &Arc<Emulator>, res: &Resource, ns: Option<&str>, q: &Query, as_table: bool) -> Result<Reply, ApiError> {
+pub fn watch(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: Option<&str>,
+    q: &Query,
+    as_table: bool,
+) -> Result<Reply, ApiError> {
     let (labels, fields) = selectors(q)?;
     let initial = q.get("sendInitialEvents").map(String::as_str) == Some("true");
     let from = match q.get("resourceVersion").map(String::as_str) {
         _ if initial => None,
         None | Some("" | "0") => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resource version {v:?}"))
-        })?),
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {v:?}")))?,
+        ),
     };
     let spec = watch::WatchSpec {
         resource: res.clone(),

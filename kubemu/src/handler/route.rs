@@ -60,7 +60,9 @@ pub fn parse(path: &str) -> Route {
         _ => return Route::Unknown,
     };
     let (namespace, rest) = match rest {
-        ["namespaces", ns, r @ ..] if r.len() >= 2 || (r.len() == 1 && !matches!(r[0], "status" | "finalize")) => {
+        ["namespaces", ns, r @ ..]
+            if r.len() >= 2 || (r.len() == 1 && !matches!(r[0], "status" | "finalize")) =>
+        {
             (Some(ns.to_string()), r)
         }
         r => (None, r),

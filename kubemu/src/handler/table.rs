@@ -21,7 +21,12 @@ fn at_path<'a>(obj: &'a Value, path: &str) -> &'a Value {
 /// (column definitions only when `header`).
 pub fn table(res: &Resource, items: &[Value], rv: &str, header: bool) -> Value {
     let mut columns = vec![column("Name", "name")];
-    columns.extend(res.columns.iter().filter(|(n, _)| n != "Age").map(|(n, _)| column(n, "")));
+    columns.extend(
+        res.columns
+            .iter()
+            .filter(|(n, _)| n != "Age")
+            .map(|(n, _)| column(n, "")),
+    );
     columns.push(column("Age", ""));
     let rows: Vec<Value> = items
         .iter()
@@ -37,7 +42,9 @@ pub fn table(res: &Resource, items: &[Value], rv: &str, header: bool) -> Value {
                     });
                 }
             }
-            cells.push(json!(meta::age(o["metadata"]["creationTimestamp"].as_str().unwrap_or(""))));
+            cells.push(json!(meta::age(
+                o["metadata"]["creationTimestamp"].as_str().unwrap_or("")
+            )));
             json!({ "cells": cells, "object": o })
         })
         .collect();

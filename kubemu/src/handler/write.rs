@@ -15,10 +15,15 @@ use crate::store::{Key, Write};
 use crate::{ApiError, Emulator, admission, meta};
 
 fn decode(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
+    })?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("the body of the request must be an object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
     }
     Ok(v)
 }
@@ -28,7 +33,11 @@ fn dry_run(q: &Query) -> bool {
 }
 
 fn subject<'a>(res: &'a Resource, name: &'a str) -> Subject<'a> {
-    Subject { plural: &res.plural, group: &res.group, name }
+    Subject {
+        plural: &res.plural,
+        group: &res.group,
+        name,
+    }
 }
 
 /// Validates a custom object against its version's schema.
@@ -36,12 +45,22 @@ fn validate(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), 
     if let Some(schema) = &res.schema {
         let errors = schema.check(obj, old);
         if !errors.is_empty() {
-            return Err(ApiError::invalid(&res.kind, &res.group, meta::name(obj), &errors));
+            return Err(ApiError::invalid(
+                &res.kind,
+                &res.group,
+                meta::name(obj),
+                &errors,
+            ));
         }
     }
     if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
         resources::from_crd(obj).map_err(|e| {
-            ApiError::invalid(&res.kind, &res.group, meta::name(obj), &[("spec".into(), e.to_string())])
+            ApiError::invalid(
+                &res.kind,
+                &res.group,
+                meta::name(obj),
+                &[("spec".into(), e.to_string())],
+            )
         })?;
     }
     Ok(())
@@ -51,16 +70,16 @@ fn validate(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), 
 fn prepare_new(em: &Emulator, res: &Resource, obj: &mut Value) {
     let m = &mut obj["metadata"];
     if let Some(m) = m.as_object_mut() {
-        for k in ["resourceVersion", "deletionTimestamp", "managedFields"] {
-            if k != "managedFields" {
-                m.remove(k);
-            }
-        }
+        m.remove("resourceVersion");
+        m.remove("deletionTimestamp");
     }
     m["uid"] = json!(em.store.uid());
     m["creationTimestamp"] = json!(meta::now_rfc3339());
     m["generation"] = json!(1);
-    if res.schema.is_some() && res.status_subresource && let Some(o) = obj.as_object_mut() {
+    if res.schema.is_some()
+        && res.status_subresource
+        && let Some(o) = obj.as_object_mut()
+    {
         o.remove("status");
     }
     match (res.group.as_str(), res.plural.as_str()) {
@@ -110,14 +129,26 @@ fn is_crd(res: &Resource) -> bool {
     res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions"
 }
 
-pub async fn create(em: &Arc<Emulator>, res: &Resource, ns: &str, body: &[u8], q: &Query) -> Result<Reply, ApiError> {
+pub async fn create(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: &str,
+    body: &[u8],
+    q: &Query,
+) -> Result<Reply, ApiError> {
     let obj = decode(body)?;
     let created = create_object(em, res, ns, obj, q).await?;
     Ok(Reply::Json(201, present(res, created)))
 }
 
 /// Creates `obj` (admission, validation, 409 on a taken name).
-async fn create_object(em: &Arc<Emulator>, res: &Resource, ns: &str, mut obj: Value, q: &Query) -> Result<Value, ApiError> {
+async fn create_object(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: &str,
+    mut obj: Value,
+    q: &Query,
+) -> Result<Value, ApiError> {
     if res.namespaced {
         let body_ns = meta::namespace(&obj).to_string();
         if !body_ns.is_empty() && !ns.is_empty() && body_ns != ns {
@@ -125,14 +156,32 @@ async fn create_object(em: &Arc<Emulator>, res: &Resource, ns: &str, mut obj: Va
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        let ns = if ns.is_empty() { body_ns } else { ns.to_string() };
+        let ns = if ns.is_empty() {
+            body_ns
+        } else {
+            ns.to_string()
+        };
         if ns.is_empty() {
-            return Err(ApiError::bad_request("the namespace of the object must be set"));
+            return Err(ApiError::bad_request(
+                "the namespace of the object must be set",
+            ));
         }
         if em.config.strict_namespaces
-            && em.store.get(&Key { group: String::new(), plural: "namespaces".into(), namespace: String::new(), name: ns.clone() }).is_none()
+            && em
+                .store
+                .get(&Key {
+                    group: String::new(),
+                    plural: "namespaces".into(),
+                    namespace: String::new(),
+                    name: ns.clone(),
+                })
+                .is_none()
         {
-            return Err(ApiError::not_found(&Subject { plural: "namespaces", group: "", name: &ns }));
+            return Err(ApiError::not_found(&Subject {
+                plural: "namespaces",
+                group: "",
+                name: &ns,
+            }));
         }
         obj["metadata"]["namespace"] = json!(ns);
     } else if let Some(m) = obj["metadata"].as_object_mut() {
@@ -140,9 +189,24 @@ async fn create_object(em: &Arc<Emulator>, res: &Resource, ns: &str, mut obj: Va
     }
     if meta::name(&obj).is_empty() {
         let Some(prefix) = obj["metadata"]["generateName"].as_str() else {
-            return Err(ApiError::invalid(&res.kind, &res.group, "", &[("metadata.name".into(), "Required value: name or generateName is required".into())]));
+            return Err(ApiError::invalid(
+                &res.kind,
+                &res.group,
+                "",
+                &[(
+                    "metadata.name".into(),
+                    "Required value: name or generateName is required".into(),
+                )],
+            ));
         };
-        let suffix: String = em.store.uid().chars().rev().filter(char::is_ascii_alphanumeric).take(5).collect();
+        let suffix: String = em
+            .store
+            .uid()
+            .chars()
+            .rev()
+            .filter(char::is_ascii_alphanumeric)
+            .take(5)
+            .collect();
         obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
     }
     let dry = dry_run(q);
@@ -158,7 +222,11 @@ async fn create_object(em: &Arc<Emulator>, res: &Resource, ns: &str, mut obj: Va
         if cur.is_some() {
             return Err(ApiError::already_exists(&subject(res, &name)));
         }
-        Ok(if dry { Write::Nothing(obj) } else { Write::Put(obj) })
+        Ok(if dry {
+            Write::Nothing(obj)
+        } else {
+            Write::Put(obj)
+        })
     })?;
     if is_crd(res) && !dry {
         serve_crd(em, &stored);
@@ -167,7 +235,12 @@ async fn create_object(em: &Arc<Emulator>, res: &Resource, ns: &str, mut obj: Va
 }
 
 /// The object to store when `new` replaces `cur` through `sub`.
-fn merge_update(res: &Resource, cur: &Value, mut new: Value, sub: Option<&str>) -> Result<Value, ApiError> {
+fn merge_update(
+    res: &Resource,
+    cur: &Value,
+    mut new: Value,
+    sub: Option<&str>,
+) -> Result<Value, ApiError> {
     let name = meta::name(cur).to_string();
     if !meta::name(&new).is_empty() && meta::name(&new) != name {
         return Err(ApiError::bad_request(format!(
@@ -185,11 +258,20 @@ fn merge_update(res: &Resource, cur: &Value, mut new: Value, sub: Option<&str>) 
     } else {
         if res.status_subresource {
             new["status"] = cur["status"].clone();
-            if new["status"].is_null() && let Some(o) = new.as_object_mut() {
+            if new["status"].is_null()
+                && let Some(o) = new.as_object_mut()
+            {
                 o.remove("status");
             }
         }
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "namespace", "name", "generation"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "namespace",
+            "name",
+            "generation",
+        ] {
             if cur["metadata"][k].is_null() {
                 if let Some(m) = new["metadata"].as_object_mut() {
                     m.remove(k);
@@ -212,7 +294,9 @@ fn merge_update(res: &Resource, cur: &Value, mut new: Value, sub: Option<&str>) 
 /// What storing `new` means: a deleting object whose last finalizer went is removed.
 fn decide(new: Value, dry: bool) -> Write {
     let finalized = !new["metadata"]["deletionTimestamp"].is_null()
-        && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+        && new["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty);
     match (dry, finalized) {
         (true, _) => Write::Nothing(new),
         (false, true) => Write::Remove,
@@ -240,7 +324,15 @@ fn finish(em: &Arc<Emulator>, res: &Resource, stored: Value, dry: bool) -> Resul
     Ok(Reply::Json(200, present(res, stored)))
 }
 
-pub fn update(em: &Arc<Emulator>, res: &Resource, ns: &str, name: &str, sub: Option<&str>, body: &[u8], q: &Query) -> Result<Reply, ApiError> {
+pub fn update(
+    em: &Arc<Emulator>,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    sub: Option<&str>,
+    body: &[u8],
+    q: &Query,
+) -> Result<Reply, ApiError> {
     let new = decode(body)?;
     let dry = dry_run(q);
     let stored = em.store.write(&key(res, ns, name), |cur| {
@@ -262,18 +354,25 @@ pub async fn patch(
     body: &[u8],
     q: &Query,
 ) -> Result<Reply, ApiError> {
-    let kind = PatchKind::from_content_type(content_type).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e.to_string()))?;
+    let kind = PatchKind::from_content_type(content_type)
+        .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e.to_string()))?;
     let dry = dry_run(q);
     let k = key(res, ns, name);
     if kind == PatchKind::Apply {
         let manager = q
             .get("fieldManager")
             .filter(|m| !m.is_empty())
-            .ok_or_else(|| ApiError::bad_request("PATCH, application/apply-patch+yaml requests must have a fieldManager"))?
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "PATCH, application/apply-patch+yaml requests must have a fieldManager",
+                )
+            })?
             .clone();
         let config = patch::decode_apply(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         if !meta::name(&config).is_empty() && meta::name(&config) != name {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
         }
         let now = meta::now_rfc3339();
         if em.store.get(&k).is_none() && sub.is_none() {
@@ -293,7 +392,9 @@ pub async fn patch(
     let stored = em.store.write(&k, |cur| {
         let cur = cur.ok_or_else(|| ApiError::not_found(&subject(res, name)))?;
         let new = patch::patch(cur, kind, body).map_err(|e| match e {
-            patch::PatchError::Json(_) => ApiError::invalid(&res.kind, &res.group, name, &[("".into(), e.to_string())]),
+            patch::PatchError::Json(_) => {
+                ApiError::invalid(&res.kind, &res.group, name, &[("".into(), e.to_string())])
+            }
             other => ApiError::bad_request(other.to_string()),
         })?;
         check_rv(res, cur, &new)?;

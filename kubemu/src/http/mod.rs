@@ -30,7 +30,9 @@ fn response(reply: Reply) -> Response<Body> {
             .unwrap_or_default(),
         Reply::Stream(rx) => {
             let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                rx.recv()
+                    .await
+                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
             });
             Response::builder()
                 .status(200)
@@ -42,7 +44,10 @@ fn response(reply: Reply) -> Response<Body> {
     }
 }
 
-async fn answer(em: Arc<Emulator>, req: HttpRequest<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    em: Arc<Emulator>,
+    req: HttpRequest<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),

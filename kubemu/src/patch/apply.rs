@@ -26,7 +26,13 @@ pub fn field_set(config: &Value) -> Value {
 fn is_identity(k: &str) -> bool {
     matches!(
         k,
-        "apiVersion" | "kind" | "resourceVersion" | "managedFields" | "uid" | "creationTimestamp" | "generation"
+        "apiVersion"
+            | "kind"
+            | "resourceVersion"
+            | "managedFields"
+            | "uid"
+            | "creationTimestamp"
+            | "generation"
     )
 }
 
@@ -39,7 +45,11 @@ fn prune(obj: &mut Value, before: &Value, now: &Value, others: &[&Value]) {
         let Some(k) = fk.strip_prefix("f:") else {
             continue;
         };
-        let held: Vec<&Value> = others.iter().map(|x| &x[fk]).filter(|x| !x.is_null()).collect();
+        let held: Vec<&Value> = others
+            .iter()
+            .map(|x| &x[fk])
+            .filter(|x| !x.is_null())
+            .collect();
         match now.get(fk) {
             None if held.is_empty() => {
                 o.remove(k);
@@ -60,7 +70,13 @@ fn prune(obj: &mut Value, before: &Value, now: &Value, others: &[&Value]) {
 
 /// Applies `config` for `manager` to `current` (an empty object when
 /// creating) and records the manager's fields; `time` stamps the entry.
-pub fn apply(current: &Value, config: &Value, manager: &str, subresource: &str, time: &str) -> Value {
+pub fn apply(
+    current: &Value,
+    config: &Value,
+    manager: &str,
+    subresource: &str,
+    time: &str,
+) -> Value {
     let mut out = current.clone();
     let mut entries: Vec<Value> = current["metadata"]["managedFields"]
         .as_array()
@@ -85,7 +101,13 @@ pub fn apply(current: &Value, config: &Value, manager: &str, subresource: &str, 
     prune(&mut out, &before, &now, &others);
     let mut cfg = config.clone();
     if let Some(m) = cfg["metadata"].as_object_mut() {
-        for k in ["resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"] {
+        for k in [
+            "resourceVersion",
+            "managedFields",
+            "uid",
+            "creationTimestamp",
+            "generation",
+        ] {
             m.remove(k);
         }
     }

@@ -105,7 +105,9 @@ pub fn patch(current: &Value, kind: PatchKind, body: &[u8]) -> Result<Value, Pat
             json_patch::patch(&mut out, &p).map_err(PatchError::Json)?;
         }
         PatchKind::Apply => {
-            return Err(PatchError::MediaType("apply goes through patch::apply".into()));
+            return Err(PatchError::MediaType(
+                "apply goes through patch::apply".into(),
+            ));
         }
     }
     Ok(out)

@@ -21,7 +21,9 @@ pub enum CrdError {
 /// Every served version of `crd`.
 pub fn from_crd(crd: &Value) -> Result<Vec<Resource>, CrdError> {
     let spec = &crd["spec"];
-    let group = spec["group"].as_str().ok_or(CrdError::Missing("spec.group"))?;
+    let group = spec["group"]
+        .as_str()
+        .ok_or(CrdError::Missing("spec.group"))?;
     let names = &spec["names"];
     let plural = names["plural"]
         .as_str()
@@ -50,7 +52,12 @@ pub fn from_crd(crd: &Value) -> Result<Vec<Resource>, CrdError> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|c| Some((c["name"].as_str()?.to_string(), c["jsonPath"].as_str()?.to_string())))
+            .filter_map(|c| {
+                Some((
+                    c["name"].as_str()?.to_string(),
+                    c["jsonPath"].as_str()?.to_string(),
+                ))
+            })
             .collect();
         out.push(Resource {
             group: group.into(),

@@ -28,7 +28,8 @@ pub fn prune(schema: &Value, obj: &mut Value, root: bool) {
                 if !preserves(schema) && schema["additionalProperties"].is_null() {
                     m.retain(|k, _| {
                         props.contains_key(k)
-                            || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                            || (embedded
+                                && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
                     });
                 }
                 for (k, v) in m.iter_mut() {
@@ -81,11 +82,20 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// Appends the errors of `v` against `schema` at `path`.
-pub fn validate(schema: &Value, v: &Value, path: &str, root: bool, errors: &mut Vec<(String, String)>) {
+pub fn validate(
+    schema: &Value,
+    v: &Value,
+    path: &str,
+    root: bool,
+    errors: &mut Vec<(String, String)>,
+) {
     let mut err = |m: String| errors.push((path.to_string(), m));
     if v.is_null() {
         if schema["nullable"] != true && !root {
-            err(format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema["type"].as_str().unwrap_or("object")));
+            err(format!(
+                "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                schema["type"].as_str().unwrap_or("object")
+            ));
         }
         return;
     }
@@ -93,14 +103,20 @@ pub fn validate(schema: &Value, v: &Value, path: &str, root: bool, errors: &mut 
         && !type_ok(ty, v, schema)
     {
         let got = json_type(v);
-        err(format!("Invalid value: \"{got}\": {path} in body must be of type {ty}: \"{got}\""));
+        err(format!(
+            "Invalid value: \"{got}\": {path} in body must be of type {ty}: \"{got}\""
+        ));
         return;
     }
     if let Some(options) = schema["enum"].as_array()
         && !options.contains(v)
     {
         let list: Vec<String> = options.iter().map(shown).collect();
-        err(format!("Unsupported value: {}: supported values: {}", shown(v), list.join(", ")));
+        err(format!(
+            "Unsupported value: {}: supported values: {}",
+            shown(v),
+            list.join(", ")
+        ));
     }
     if let Some(s) = v.as_str() {
         let len = s.chars().count() as u64;
@@ -112,28 +128,50 @@ pub fn validate(schema: &Value, v: &Value, path: &str, root: bool, errors: &mut 
         if let Some(min) = schema["minLength"].as_u64()
             && len < min
         {
-            err(format!("Invalid value: {}: {path} in body should be at least {min} chars long", shown(v)));
+            err(format!(
+                "Invalid value: {}: {path} in body should be at least {min} chars long",
+                shown(v)
+            ));
         }
         if let Some(p) = schema["pattern"].as_str()
             && let Ok(re) = regex::Regex::new(p)
             && !re.is_match(s)
         {
-            err(format!("Invalid value: {}: {path} in body should match '{p}'", shown(v)));
+            err(format!(
+                "Invalid value: {}: {path} in body should match '{p}'",
+                shown(v)
+            ));
         }
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = schema["minimum"].as_f64() {
             let excl = schema["exclusiveMinimum"] == true;
             if n < min || (excl && n == min) {
-                let rel = if excl { "greater than" } else { "greater than or equal to" };
-                err(format!("Invalid value: {}: {path} in body should be {rel} {}", shown(v), schema["minimum"]));
+                let rel = if excl {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                err(format!(
+                    "Invalid value: {}: {path} in body should be {rel} {}",
+                    shown(v),
+                    schema["minimum"]
+                ));
             }
         }
         if let Some(max) = schema["maximum"].as_f64() {
             let excl = schema["exclusiveMaximum"] == true;
             if n > max || (excl && n == max) {
-                let rel = if excl { "less than" } else { "less than or equal to" };
-                err(format!("Invalid value: {}: {path} in body should be {rel} {}", shown(v), schema["maximum"]));
+                let rel = if excl {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                err(format!(
+                    "Invalid value: {}: {path} in body should be {rel} {}",
+                    shown(v),
+                    schema["maximum"]
+                ));
             }
         }
     }
@@ -142,15 +180,27 @@ pub fn validate(schema: &Value, v: &Value, path: &str, root: bool, errors: &mut 
             if let Some(max) = schema["maxItems"].as_u64()
                 && items.len() as u64 > max
             {
-                err(format!("Too many: {}: must have at most {max} items", items.len()));
+                err(format!(
+                    "Too many: {}: must have at most {max} items",
+                    items.len()
+                ));
             }
             if let Some(min) = schema["minItems"].as_u64()
                 && (items.len() as u64) < min
             {
-                err(format!("Invalid value: {}: {path} in body should have at least {min} items", items.len()));
+                err(format!(
+                    "Invalid value: {}: {path} in body should have at least {min} items",
+                    items.len()
+                ));
             }
             for (i, item) in items.iter().enumerate() {
-                validate(&schema["items"], item, &format!("{path}[{i}]"), false, errors);
+                validate(
+                    &schema["items"],
+                    item,
+                    &format!("{path}[{i}]"),
+                    false,
+                    errors,
+                );
             }
         }
         Value::Object(m) => {
@@ -172,7 +222,13 @@ pub fn validate(schema: &Value, v: &Value, path: &str, root: bool, errors: &mut 
                 }
             } else if schema["additionalProperties"].is_object() {
                 for (k, child) in m {
-                    validate(&schema["additionalProperties"], child, &join(path, k), false, errors);
+                    validate(
+                        &schema["additionalProperties"],
+                        child,
+                        &join(path, k),
+                        false,
+                        errors,
+                    );
                 }
             }
         }

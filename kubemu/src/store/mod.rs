@@ -132,7 +132,12 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        format!("{:08x}-{:04x}-4000-8000-{:012x}", nanos, s.uids >> 48, s.uids)
+        format!(
+            "{:08x}-{:04x}-4000-8000-{:012x}",
+            nanos,
+            s.uids >> 48,
+            s.uids
+        )
     }
 
     /// The object at `key`.

@@ -11,7 +11,10 @@ use super::TlsError;
 /// (the emulation authenticates nobody; the token only keeps kubectl from
 /// prompting).
 pub fn write_kubeconfig(path: &Path, server: &str, ca: &Path) -> Result<(), TlsError> {
-    let pem = std::fs::read(ca).map_err(|source| TlsError::Io { path: ca.to_path_buf(), source })?;
+    let pem = std::fs::read(ca).map_err(|source| TlsError::Io {
+        path: ca.to_path_buf(),
+        source,
+    })?;
     let ca_data = base64::engine::general_purpose::STANDARD.encode(pem);
     let text = format!(
         "apiVersion: v1
@@ -34,5 +37,8 @@ contexts:
 current-context: kubemu
 "
     );
-    std::fs::write(path, text).map_err(|source| TlsError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, text).map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -60,10 +60,13 @@ pub struct Certificates {
 }
 
 fn openssl(step: &'static str, args: &[&str]) -> Result<(), TlsError> {
-    let out = Command::new("openssl").args(args).output().map_err(|e| TlsError::Openssl {
-        step,
-        stderr: e.to_string(),
-    })?;
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .map_err(|e| TlsError::Openssl {
+            step,
+            stderr: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(TlsError::Openssl {
             step,
@@ -86,8 +89,21 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsError> 
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let f = |n: &str| dir.join(n);
-    let (ca, ca_key, cert, key, csr, ext) = (f("ca.crt"), f("ca.key"), f("apiserver.crt"), f("apiserver.key"), f("apiserver.csr"), f("apiserver.ext"));
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let (ca, ca_key, cert, key, csr, ext) = (
+        f("ca.crt"),
+        f("ca.key"),
+        f("apiserver.crt"),
+        f("apiserver.key"),
+        f("apiserver.csr"),
+        f("apiserver.ext"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let mut args = vec!["req", "-x509", "-days", "3650", "-subj", "/CN=kubemu-ca"];
     args.extend(ec);
     args.extend(["-keyout", path_str(&ca_key), "-out", path_str(&ca)]);
@@ -96,19 +112,44 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsError> 
     args.extend(ec);
     args.extend(["-keyout", path_str(&key), "-out", path_str(&csr)]);
     openssl("req (server)", &args)?;
-    let mut sans = vec!["IP:127.0.0.1".to_string(), "IP:::1".into(), "DNS:localhost".into(), "DNS:kubernetes.default.svc".into()];
+    let mut sans = vec![
+        "IP:127.0.0.1".to_string(),
+        "IP:::1".into(),
+        "DNS:localhost".into(),
+        "DNS:kubernetes.default.svc".into(),
+    ];
     for h in hosts {
-        sans.push(if h.parse::<std::net::IpAddr>().is_ok() { format!("IP:{h}") } else { format!("DNS:{h}") });
+        sans.push(if h.parse::<std::net::IpAddr>().is_ok() {
+            format!("IP:{h}")
+        } else {
+            format!("DNS:{h}")
+        });
     }
     let text = format!(
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
         sans.join(",")
     );
     std::fs::write(&ext, text).map_err(io(&ext))?;
-    openssl("x509 (sign)", &[
-        "x509", "-req", "-days", "3650", "-in", path_str(&csr), "-CA", path_str(&ca), "-CAkey", path_str(&ca_key),
-        "-CAcreateserial", "-extfile", path_str(&ext), "-out", path_str(&cert),
-    ])?;
+    openssl(
+        "x509 (sign)",
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "3650",
+            "-in",
+            path_str(&csr),
+            "-CA",
+            path_str(&ca),
+            "-CAkey",
+            path_str(&ca_key),
+            "-CAcreateserial",
+            "-extfile",
+            path_str(&ext),
+            "-out",
+            path_str(&cert),
+        ],
+    )?;
     Ok(Certificates { ca, cert, key })
 }
 
@@ -116,14 +157,22 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsError> 
 pub fn server_config(certs: &Certificates) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = CertificateDer::pem_file_iter(&certs.cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Pem { path: certs.cert.clone(), source })?;
-    let key = PrivateKeyDer::from_pem_file(&certs.key).map_err(|source| TlsError::Pem { path: certs.key.clone(), source })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Rustls)?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(TlsError::Rustls)?;
+        .map_err(|source| TlsError::Pem {
+            path: certs.cert.clone(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&certs.key).map_err(|source| TlsError::Pem {
+        path: certs.key.clone(),
+        source,
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(TlsError::Rustls)?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(TlsError::Rustls)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

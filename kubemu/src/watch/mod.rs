@@ -75,12 +75,16 @@ impl WatchSpec {
             object["apiVersion"] = json!(self.resource.api_version());
             object["kind"] = json!(self.resource.kind);
             if self.as_table {
-                let rv = object["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 object = table(&self.resource, &[object], &rv, *first);
                 *first = false;
             }
         }
-        let mut v = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
+        let mut v =
+            serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
@@ -112,13 +116,19 @@ pub fn start(em: Arc<Emulator>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
         let mut last = sub.rv;
         for e in &sub.backlog {
             if let Some(kind) = spec.seen(e)
-                && tx.send(spec.line(kind.as_str(), e.object.clone(), &mut first)).await.is_err()
+                && tx
+                    .send(spec.line(kind.as_str(), e.object.clone(), &mut first))
+                    .await
+                    .is_err()
             {
                 return;
             }
         }
         if spec.initial_events_end
-            && tx.send(spec.line("BOOKMARK", spec.bookmark(last, true), &mut first)).await.is_err()
+            && tx
+                .send(spec.line("BOOKMARK", spec.bookmark(last, true), &mut first))
+                .await
+                .is_err()
         {
             return;
         }

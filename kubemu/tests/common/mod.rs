@@ -34,15 +34,29 @@ impl Server {
         tls::write_kubeconfig(&kubeconfig, &url, &certs.ca).unwrap();
         let emulator = Emulator::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(privnet_kubemu::serve(listener, Some(server_tls), emulator.clone(), async {
-            let _ = stopped.await;
-        }));
-        Server { emulator, url, kubeconfig, dir, stop: Some(stop), task: Some(task) }
+        let task = tokio::spawn(privnet_kubemu::serve(
+            listener,
+            Some(server_tls),
+            emulator.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            emulator,
+            url,
+            kubeconfig,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub async fn client(&self) -> Client {
         let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = KubeConfig::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+        let config = KubeConfig::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
         Client::try_from(config).unwrap()
     }
 
