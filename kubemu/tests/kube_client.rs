@@ -468,3 +468,33 @@ async fn deleting_an_owner_or_a_namespace_cascades() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn kube_runtime_watchers_list_then_watch_and_stream_lists() {
+    use kube::runtime::watcher;
+    let server = Server::start(Config::default()).await;
+    let client = server.client().await;
+    namespace(&client, "rt").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "rt");
+    cms.create(&PostParams::default(), &cm("before", json!({}))).await.unwrap();
+    for config in [watcher::Config::default(), watcher::Config::default().streaming_lists()] {
+        let mut events = watcher(cms.clone(), config).boxed();
+        let mut initial = Vec::new();
+        loop {
+            match events.next().await.unwrap().unwrap() {
+                watcher::Event::Init => {}
+                watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap()),
+                watcher::Event::InitDone => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(initial.contains(&"before".to_string()), "{initial:?}");
+        let name = format!("after-{}", initial.len());
+        cms.create(&PostParams::default(), &cm(&name, json!({}))).await.unwrap();
+        match events.next().await.unwrap().unwrap() {
+            watcher::Event::Apply(o) => assert_eq!(o.metadata.name, Some(name)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    server.stop().await;
+}
