@@ -7,7 +7,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::resources::{Registry, Resource};
-use crate::store::Store;
+use serde_json::json;
+
+use crate::meta;
+use crate::store::{Key, Store, Write};
 
 /// Settings of one emulated API server.
 #[derive(Debug, Clone)]
@@ -42,10 +45,27 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// A server with the built-in kinds and no object.
+    /// A server with the built-in kinds and, as every cluster has, the
+    /// namespaces `default`, `kube-system` and `kube-public`.
     pub fn new(config: Config) -> Arc<Self> {
+        let store = Store::new();
+        for name in ["default", "kube-system", "kube-public"] {
+            let key = Key {
+                group: String::new(),
+                plural: "namespaces".into(),
+                namespace: String::new(),
+                name: name.into(),
+            };
+            let ns = json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": name, "uid": store.uid(), "creationTimestamp": meta::now_rfc3339(), "labels": { "kubernetes.io/metadata.name": name } },
+                "spec": { "finalizers": ["kubernetes"] }, "status": { "phase": "Active" },
+            });
+            // A fresh store takes any write.
+            let _ = store.write(&key, |_| Ok(Write::Put(ns)));
+        }
         Arc::new(Emulator {
-            store: Store::new(),
+            store,
             registry: RwLock::new(Registry::with_builtins()),
             config,
         })

@@ -476,8 +476,13 @@ async fn kube_runtime_watchers_list_then_watch_and_stream_lists() {
     let client = server.client().await;
     namespace(&client, "rt").await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "rt");
-    cms.create(&PostParams::default(), &cm("before", json!({}))).await.unwrap();
-    for config in [watcher::Config::default(), watcher::Config::default().streaming_lists()] {
+    cms.create(&PostParams::default(), &cm("before", json!({})))
+        .await
+        .unwrap();
+    for config in [
+        watcher::Config::default(),
+        watcher::Config::default().streaming_lists(),
+    ] {
         let mut events = watcher(cms.clone(), config).boxed();
         let mut initial = Vec::new();
         loop {
@@ -490,7 +495,9 @@ async fn kube_runtime_watchers_list_then_watch_and_stream_lists() {
         }
         assert!(initial.contains(&"before".to_string()), "{initial:?}");
         let name = format!("after-{}", initial.len());
-        cms.create(&PostParams::default(), &cm(&name, json!({}))).await.unwrap();
+        cms.create(&PostParams::default(), &cm(&name, json!({})))
+            .await
+            .unwrap();
         match events.next().await.unwrap().unwrap() {
             watcher::Event::Apply(o) => assert_eq!(o.metadata.name, Some(name)),
             other => panic!("unexpected {other:?}"),

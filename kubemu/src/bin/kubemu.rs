@@ -70,19 +70,6 @@ mod run {
         tls::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &certs.ca)
             .map_err(|e| e.to_string())?;
         let em = Emulator::new(Config::default());
-        for ns in ["default", "kube-system"] {
-            em.handle(Request {
-                method: http::Method::POST,
-                path: "/api/v1/namespaces".into(),
-                query: String::new(),
-                content_type: "application/json".into(),
-                accept: "application/json".into(),
-                body: serde_json::to_vec(&serde_json::json!({"metadata": {"name": ns}}))
-                    .unwrap_or_default()
-                    .into(),
-            })
-            .await;
-        }
         if let Some(crds) = crds {
             preload(&em, &crds).await?;
         }

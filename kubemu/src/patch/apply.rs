@@ -127,3 +127,33 @@ pub fn apply(
     out["metadata"]["managedFields"] = Value::Array(entries);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_manager_removes_what_it_stops_applying_but_not_what_others_hold() {
+        let first = json!({ "metadata": { "name": "x", "labels": { "a": "1", "b": "2" } }, "data": { "k": "v" } });
+        let obj = apply(&json!({}), &first, "one", "", "t");
+        let other = json!({ "metadata": { "name": "x", "labels": { "b": "2" } } });
+        let obj = apply(&obj, &other, "two", "", "t");
+        let again = json!({ "metadata": { "name": "x", "labels": { "a": "1" } } });
+        let obj = apply(&obj, &again, "one", "", "t");
+        assert_eq!(
+            obj["metadata"]["labels"],
+            json!({ "a": "1", "b": "2" }),
+            "b is still held by two"
+        );
+        assert!(
+            obj["data"].is_null(),
+            "data was only one's and it stopped applying it"
+        );
+        assert_eq!(
+            obj["metadata"]["managedFields"].as_array().unwrap().len(),
+            2
+        );
+    }
+}

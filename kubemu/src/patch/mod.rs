@@ -117,3 +117,46 @@ pub fn patch(current: &Value, kind: PatchKind, body: &[u8]) -> Result<Value, Pat
 pub fn decode_apply(body: &[u8]) -> Result<Value, PatchError> {
     serde_yaml::from_slice(body).map_err(|e| PatchError::Decode(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn merge_strategic_and_json_patches() {
+        let base = json!({ "a": { "b": 1, "c": 2 }, "l": [1, 2] });
+        let merged = patch(
+            &base,
+            PatchKind::Merge,
+            br#"{"a":{"b":null,"d":3},"l":[3]}"#,
+        )
+        .unwrap();
+        assert_eq!(merged, json!({ "a": { "c": 2, "d": 3 }, "l": [3] }));
+        let strategic = patch(
+            &base,
+            PatchKind::Strategic,
+            br#"{"$retainKeys":["a"],"a":{"b":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(strategic["a"]["b"], 5);
+        assert!(strategic.get("$retainKeys").is_none());
+        let jp = patch(
+            &base,
+            PatchKind::Json,
+            br#"[{"op":"replace","path":"/a/c","value":9}]"#,
+        )
+        .unwrap();
+        assert_eq!(jp["a"]["c"], 9);
+        assert!(
+            patch(
+                &base,
+                PatchKind::Json,
+                br#"[{"op":"test","path":"/a/c","value":0}]"#
+            )
+            .is_err()
+        );
+        assert!(PatchKind::from_content_type("text/plain").is_err());
+    }
+}

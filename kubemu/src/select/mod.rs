@@ -163,3 +163,72 @@ impl FieldSelector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn label_selectors_cover_equality_sets_and_existence() {
+        let obj = json!({ "metadata": { "labels": { "app": "web", "tier": "front" } } });
+        let yes = [
+            "app=web",
+            "app==web",
+            "app!=db",
+            "tier in (front,back)",
+            "tier notin (db)",
+            "app",
+            "!gone",
+            "app=web,tier",
+        ];
+        for s in yes {
+            assert!(
+                LabelSelector::parse(s).unwrap().matches(&obj),
+                "{s} should match"
+            );
+        }
+        let no = [
+            "app=db",
+            "app!=web",
+            "tier in (db)",
+            "tier notin (front)",
+            "gone",
+            "!app",
+            "app=web,gone",
+        ];
+        for s in no {
+            assert!(
+                !LabelSelector::parse(s).unwrap().matches(&obj),
+                "{s} should not match"
+            );
+        }
+        assert!(LabelSelector::parse("a b").is_err());
+    }
+
+    #[test]
+    fn field_selectors_read_dotted_paths() {
+        let pod = json!({ "metadata": { "name": "p", "namespace": "n" }, "spec": { "nodeName": "node-1" } });
+        assert!(
+            FieldSelector::parse("spec.nodeName=node-1,metadata.namespace=n")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            FieldSelector::parse("metadata.name!=q")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            !FieldSelector::parse("spec.nodeName=node-2")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            FieldSelector::parse("spec.nodeName=")
+                .unwrap()
+                .matches(&json!({}))
+        );
+    }
+}
