@@ -59,6 +59,7 @@ mod run {
         listen: std::net::SocketAddr,
         dir: PathBuf,
         crds: Option<PathBuf>,
+        services: Vec<(String, std::net::SocketAddr)>,
     ) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -69,7 +70,10 @@ mod run {
         let kubeconfig = dir.join("kubeconfig");
         tls::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &certs.ca)
             .map_err(|e| e.to_string())?;
-        let em = Emulator::new(Config::default());
+        let em = Emulator::new(Config {
+            service_hosts: services.into_iter().collect(),
+            ..Config::default()
+        });
         if let Some(crds) = crds {
             preload(&em, &crds).await?;
         }
@@ -97,12 +101,25 @@ struct Args {
     /// Directory of CRD manifests to serve from the start.
     #[arg(long)]
     crds: Option<PathBuf>,
+    /// Where a webhook service is: `<name>.<namespace>.svc=<ip:port>` (repeatable).
+    #[arg(long = "service-host", value_parser = service_host)]
+    service_hosts: Vec<(String, std::net::SocketAddr)>,
+}
+
+fn service_host(s: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (host, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected <name>.<namespace>.svc=<ip:port>, got {s:?}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("failed to parse {addr:?}: {e}"))?;
+    Ok((host.to_string(), addr))
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = <Args as clap::Parser>::parse();
-    match run::run(args.listen, args.dir, args.crds).await {
+    match run::run(args.listen, args.dir, args.crds, args.service_hosts).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubemu: {e}");

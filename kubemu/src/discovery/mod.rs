@@ -71,7 +71,7 @@ fn entry(r: &Resource) -> Vec<Value> {
     let mut out = vec![json!({
         "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
         "kind": r.kind, "verbs": verbs, "shortNames": r.short_names,
-        "storageVersionHash": "",
+        "storageVersionHash": "", "categories": r.categories,
     })];
     if r.status_subresource {
         out.push(json!({

@@ -22,7 +22,17 @@ fn res(
         status_subresource: status,
         schema: None,
         columns: Vec::new(),
+        categories: Vec::new(),
     }
+}
+
+fn in_all(mut r: Resource, columns: &[(&str, &str)]) -> Resource {
+    r.categories = vec!["all".into()];
+    r.columns = columns
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.to_string()))
+        .collect();
+    r
 }
 
 /// Namespace, Pod, Node, ConfigMap, Secret, Event (core and events.k8s.io),
@@ -32,12 +42,18 @@ fn res(
 pub fn builtins() -> Vec<Resource> {
     vec![
         res("", "v1", "Namespace", "namespaces", false, true, &["ns"]),
-        res("", "v1", "Pod", "pods", true, true, &["po"]),
+        in_all(
+            res("", "v1", "Pod", "pods", true, true, &["po"]),
+            &[("Status", ".status.phase"), ("Node", ".spec.nodeName")],
+        ),
         res("", "v1", "Node", "nodes", false, true, &["no"]),
         res("", "v1", "ConfigMap", "configmaps", true, false, &["cm"]),
         res("", "v1", "Secret", "secrets", true, false, &[]),
         res("", "v1", "Event", "events", true, false, &["ev"]),
-        res("", "v1", "Service", "services", true, true, &["svc"]),
+        in_all(
+            res("", "v1", "Service", "services", true, true, &["svc"]),
+            &[("Type", ".spec.type"), ("Cluster-IP", ".spec.clusterIP")],
+        ),
         res(
             "",
             "v1",

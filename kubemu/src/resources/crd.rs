@@ -78,6 +78,12 @@ pub fn from_crd(crd: &Value) -> Result<Vec<Resource>, CrdError> {
             status_subresource: !v["subresources"]["status"].is_null(),
             schema: (!schema.is_null()).then(|| Arc::new(CrdSchema::new(schema.clone()))),
             columns,
+            categories: names["categories"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect(),
         });
     }
     // The storage version first: it is the preferred one in discovery.

@@ -31,8 +31,10 @@ pub struct Resource {
     pub status_subresource: bool,
     /// A CRD's validation (structural schema and compiled CEL rules).
     pub schema: Option<Arc<crate::schema::CrdSchema>>,
-    /// A CRD's `additionalPrinterColumns` (name, JSON path).
+    /// Printer columns (name, JSON path): a CRD's `additionalPrinterColumns`.
     pub columns: Vec<(String, String)>,
+    /// Categories (`all` makes `kubectl get all` include the kind).
+    pub categories: Vec<String>,
 }
 
 impl Resource {
