@@ -133,10 +133,25 @@ async fn pods_pass_the_matching_webhooks() {
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(seen.lock().unwrap()[0]["request"]["operation"], "CREATE");
+    // Created by server-side apply: admitted the same way.
+    let applied = inside
+        .patch("applied", &PatchParams::apply("test"), &Patch::Apply(json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "applied" }, "spec": { "containers": [{ "name": "c", "image": "i" }] } })))
+        .await
+        .unwrap();
+    assert_eq!(
+        applied
+            .metadata
+            .annotations
+            .unwrap()
+            .get("mutated")
+            .map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
     // Another namespace: the webhook is not called.
     let p = outside.create(&pp, &pod("web")).await.unwrap();
     assert!(p.metadata.annotations.is_none());
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(seen.lock().unwrap().len(), 2);
     // A refusal carries the webhook's message.
     let (code, message) = refusal(inside.create(&pp, &pod("deny-me")).await.unwrap_err());
     assert_eq!(

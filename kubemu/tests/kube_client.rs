@@ -445,6 +445,26 @@ async fn deleting_an_owner_or_a_namespace_cascades() {
         cms.get_opt("free").await.unwrap().is_some(),
         "an object without owner stays"
     );
+    // A finalizer holds the object (marked deleting) until it is removed.
+    let held: ConfigMap = serde_json::from_value(
+        json!({ "metadata": { "name": "held", "finalizers": ["privnet.io/test"] } }),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    cms.delete("held", &DeleteParams::default()).await.unwrap();
+    let marked = cms.get("held").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cms.get_opt("held").await.unwrap().is_none(),
+        "gone with its last finalizer"
+    );
     let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     nss.delete("zone", &DeleteParams::default()).await.unwrap();
     assert!(
