@@ -215,7 +215,7 @@ impl<S: Source> Agent<S> {
             )
             .await
             .map_err(|e| format!("failed to set up WireGuard: {e}"))?;
-            let rules = guard::agent_ruleset(&self.cfg.wg_ifname, 4789, self.cfg.guard_disabled)
+            let rules = guard::agent_ruleset(&self.cfg.node_guard(), self.cfg.guard_disabled)
                 .map_err(|e| e.to_string())?;
             guard::apply(&self.agent_ns, &rules)
                 .await

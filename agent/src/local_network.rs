@@ -46,6 +46,20 @@ pub enum LocalNetworkError {
         /// Why.
         message: String,
     },
+    /// The network's VNI is outside the range this agent guards.
+    #[error(
+        "failed to set up network {id}: its VNI {vni} is outside this agent's --vni-range {range}, \
+         so the node guard would not cover its VXLAN traffic; give the agents the controller's \
+         --vni-range (chart value vxlan.vniRange)"
+    )]
+    VniOutOfRange {
+        /// Network id.
+        id: String,
+        /// Its VNI.
+        vni: u32,
+        /// The agent's range.
+        range: privnet_core::vni::VniRange,
+    },
     /// The MTU is too small.
     #[error(transparent)]
     Mtu(#[from] privnet_core::mtu::MtuError),
@@ -72,6 +86,13 @@ pub fn datapath_spec(
     info: &NetworkInfo,
     vtep: Ipv4Addr,
 ) -> Result<NetworkDatapath, LocalNetworkError> {
+    if !cfg.vni_range.contains(info.vni) {
+        return Err(LocalNetworkError::VniOutOfRange {
+            id: info.id.clone(),
+            vni: info.vni,
+            range: cfg.vni_range.clone(),
+        });
+    }
     let mtu = match info.mtu {
         Some(m) => m,
         None => private_mtu(cfg.underlay_mtu, family(cfg))?,
@@ -86,7 +107,7 @@ pub fn datapath_spec(
         gateway_mac: gateway_mac(info.vni),
         mtu,
         vtep,
-        vxlan_port: 4789,
+        vxlan_port: cfg.vxlan_port,
         underlay_dev: cfg.wg_ifname.clone(),
         gro_flush_timeout_ns: cfg.gro_flush_timeout_ns,
     })

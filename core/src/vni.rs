@@ -219,9 +219,15 @@ mod tests {
     fn ranges_parse_print_and_refuse_nonsense() {
         let r: VniRange = "1048576-16777215".parse().unwrap();
         assert_eq!(r, VniRange::DEFAULT);
-        assert_eq!(VniRange::DEFAULT.to_string().parse::<VniRange>().unwrap(), r);
+        assert_eq!(
+            VniRange::DEFAULT.to_string().parse::<VniRange>().unwrap(),
+            r
+        );
         assert_eq!("5000".parse::<VniRange>().unwrap(), VniRange(5000..=5000));
-        assert!(matches!("x-3".parse::<VniRange>(), Err(VniError::Unparsable(_))));
+        assert!(matches!(
+            "x-3".parse::<VniRange>(),
+            Err(VniError::Unparsable(_))
+        ));
         for bad in ["1-100", "9-8", "2-16777216"] {
             assert!(
                 matches!(bad.parse::<VniRange>(), Err(VniError::InvalidRange { .. })),

@@ -7,12 +7,14 @@
 //! - [`network`]: one private network's namespace, bridge, VXLAN port and gateway.
 //! - [`fdb`]: the VXLAN device's static forwarding database.
 //! - [`guard`]: nftables guard rules.
+//! - [`neighbours`]: clashes with the primary CNI's VXLAN and ports, found before start.
 //! - [`wireguard`]: the node's WireGuard interface and peers.
 //! - [`snapshot`]: normalised kernel state, for "restart leaves the kernel identical" tests.
 
 pub mod fdb;
 pub mod guard;
 mod links;
+pub mod neighbours;
 pub mod netns;
 pub mod network;
 pub mod snapshot;
