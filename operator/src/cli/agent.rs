@@ -178,14 +178,7 @@ async fn serve<S: Source>(cfg: AgentConfig, source: S, metrics_addr: SocketAddr)
     let node = cfg.node.clone();
     // A clash with the primary CNI is one clear line and an exit, before anything is created.
     let here = NetnsFd::current().context("failed to open the node's namespace")?;
-    neighbours::check(
-        &here,
-        cfg.vxlan_port,
-        &cfg.vni_range.0,
-        &cfg.wg_ifname,
-        cfg.wg_port,
-    )
-    .await?;
+    neighbours::check(&here, &cfg.node_guard(), cfg.wg_port).await?;
     let agent = Agent::start(cfg, source, Box::new(store))
         .await
         .context("failed to start the agent")?;
