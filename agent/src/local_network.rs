@@ -193,3 +193,60 @@ async fn start_responder(
     let forwarder = cfg.dns_upstream.map(Forwarder::new);
     Responder::start(sockets.0, sockets.1, zone, forwarder, counters).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::wireguard::BackendChoice;
+    use privnet_core::defaults;
+    use privnet_core::vni::VniRange;
+
+    fn cfg() -> AgentConfig {
+        AgentConfig {
+            node: "n1".into(),
+            state_dir: "/nonexistent".into(),
+            socket: "/nonexistent/agent.sock".into(),
+            netns_prefix: "privnet-".into(),
+            wg_ifname: "privnet-wg".into(),
+            wg_port: defaults::WIREGUARD_PORT,
+            wg_backend: BackendChoice::Auto,
+            keepalive: None,
+            endpoint: "192.0.2.1:4797".parse().unwrap(),
+            underlay_mtu: 1500,
+            mesh_cidr: defaults::MESH_CIDR,
+            vxlan_port: 4800,
+            vni_range: VniRange::DEFAULT,
+            dns_upstream: None,
+            domain: "private-network.internal".into(),
+            gro_flush_timeout_ns: 0,
+            guard_disabled: false,
+        }
+    }
+
+    fn net(vni: u32) -> NetworkInfo {
+        NetworkInfo {
+            id: "pn-a".into(),
+            project: "a".into(),
+            vni,
+            subnet: "10.240.0.0/22".parse().unwrap(),
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn the_datapath_uses_the_configured_port_and_only_guarded_vnis() {
+        let vtep = "198.19.0.1".parse().unwrap();
+        let spec = datapath_spec(&cfg(), &net(1 << 20), vtep).unwrap();
+        assert_eq!(spec.vxlan_port, 4800);
+        // Calico's VNI is outside the guarded range: refused, naming the flag.
+        let err = datapath_spec(&cfg(), &net(4096), vtep).unwrap_err();
+        assert!(matches!(
+            err,
+            LocalNetworkError::VniOutOfRange { vni: 4096, .. }
+        ));
+        assert!(
+            err.to_string().contains("--vni-range 1048576-16777215"),
+            "{err}"
+        );
+    }
+}
