@@ -63,6 +63,8 @@ impl Sandbox {
             args.push(path.display().to_string());
         }
         let out = sb.privnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // `up` keeps its own copy of the scenario.
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.yaml", sb.name)));
         assert!(
             out.status.success(),
             "sandbox up failed:\n{}\n{}",
