@@ -353,7 +353,7 @@ async fn invalid_custom_objects_are_refused_with_the_rule_message() {
     assert_eq!((repeated.code, repeated.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         repeated.message,
-        "Project.privnet.io \"dup\" is invalid: spec.namespaces: Invalid value: \"array\": namespaces must not repeat"
+        "Project.privnet.io \"dup\" is invalid: spec.namespaces[1]: Duplicate value: \"a\""
     );
     let bad_label = api_error(
         api.create(&pp, &project("bad", json!(["Not_A_Label"])))

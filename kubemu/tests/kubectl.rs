@@ -97,12 +97,12 @@ async fn kubectl_gets_applies_labels_watches_and_deletes() {
     let bad = write(
         &server,
         "bad.yaml",
-        "apiVersion: privnet.io/v1alpha1\nkind: Project\nmetadata:\n  name: dup\nspec:\n  namespaces: [a, a]\n",
+        "apiVersion: privnet.io/v1alpha1\nkind: Project\nmetadata:\n  name: dup\nspec:\n  namespaces: [Not_A_Label]\n",
     );
     let refused = kubectl(&server, &["apply", "--server-side", "-f", &bad]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("The Project \"dup\" is invalid: spec.namespaces: Invalid value: \"array\": namespaces must not repeat"), "{stderr}");
+    assert!(stderr.contains("The Project \"dup\" is invalid: spec.namespaces[0]: Invalid value: \"string\": every namespace must be a DNS label"), "{stderr}");
     let good = write(
         &server,
         "good.yaml",

@@ -193,6 +193,20 @@ pub fn validate(
                     items.len()
                 ));
             }
+            // `x-kubernetes-list-type: set`: the API server refuses repeats
+            // at the repeated item, as `Duplicate value`.
+            let set = schema["x-kubernetes-list-type"] == "set";
+            let duplicates: Vec<(usize, &Value)> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, item)| set && items[..*i].contains(item))
+                .collect();
+            for (i, item) in duplicates {
+                errors.push((
+                    format!("{path}[{i}]"),
+                    format!("Duplicate value: {}", shown(item)),
+                ));
+            }
             for (i, item) in items.iter().enumerate() {
                 validate(
                     &schema["items"],
