@@ -21,7 +21,7 @@ use privnet_api::keys::{
     APPLICATION_LABEL, CLAIM_KIND_LABEL, CONTAINER_NUMBER_ANNOTATION, NETWORK_ID_ANNOTATION,
     NETWORK_LABEL, PROCESS_TYPE_LABEL,
 };
-use privnet_core::numbering::NumberKey;
+use privnet_core::numbering::{NumberKey, lowest_free};
 
 /// Value of the claim-kind label of number claims.
 pub const NUMBER_CLAIM_KIND: &str = "container-number";
@@ -80,7 +80,7 @@ pub fn choose(
         .map(|c| c.number)
         .chain(live.iter().copied())
         .collect();
-    let candidate = (1..).find(|n| !held.contains(n)).expect("u32 space");
+    let candidate = lowest_free(&held).expect("u32 space");
     (stale, candidate)
 }
 
