@@ -181,8 +181,9 @@ impl AttachmentBook {
                 });
             }
             Some(n) => n,
-            None => lowest_free(&local.union(numbers_in_use).copied().collect())
-                .expect("u32 space"),
+            None => {
+                lowest_free(&local.union(numbers_in_use).copied().collect()).expect("u32 space")
+            }
         };
         let pool = self.pool(&network.id, network.subnet)?;
         // Addresses held on other nodes are fenced off for this allocation only.

@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(status.id.as_deref(), Some("pn-1"));
         assert_eq!(status.vni, Some(42));
         assert_eq!(status.gateway.as_deref(), Some("10.9.0.1"));
-        assert_eq!(status.zone.as_deref(), Some("pn-1.private-network.internal"));
+        assert_eq!(
+            status.zone.as_deref(),
+            Some("pn-1.private-network.internal")
+        );
         assert_eq!(status.mtu, Some(1400));
         assert_eq!(status.endpoints, 3, "counts are left alone");
         let bad = PrivateNetworkSpec {

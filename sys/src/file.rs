@@ -109,6 +109,10 @@ mod tests {
         fs::create_dir_all(blocked.join("inner")).unwrap();
         let err = write_atomic(&blocked, "x").unwrap_err();
         assert_eq!(err.path, blocked);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
     }
 }

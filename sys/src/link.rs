@@ -52,14 +52,28 @@ pub async fn get(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Lin
     }
 }
 
-/// `ip link set <index> up`.
-pub async fn set_up(handle: &Handle, index: u32) -> Result<(), LinkError> {
+/// `ip link set …`: one property change built by the caller; `what` names
+/// it in the error (`set mtu of 7`).
+pub async fn set(
+    handle: &Handle,
+    msg: LinkMessage,
+    what: impl std::fmt::Display,
+) -> Result<(), LinkError> {
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(msg)
         .execute()
         .await
-        .map_err(err("set up link", index))
+        .map_err(|source| LinkError {
+            action: what.to_string(),
+            source,
+        })
+}
+
+/// `ip link set <index> up`.
+pub async fn set_up(handle: &Handle, index: u32) -> Result<(), LinkError> {
+    let msg = LinkUnspec::new_with_index(index).up().build();
+    set(handle, msg, format!("set up {index}")).await
 }
 
 /// `ip link del <index>`; `false` when it was already gone.

@@ -64,9 +64,7 @@ pub async fn handle_in(ns: impl AsFd + Send + 'static) -> Result<rtnetlink::Hand
 }
 
 /// [`handle_in`] for synchronous callers inside a runtime (the CNI plugin).
-pub fn handle_in_blocking(
-    ns: impl AsFd + Send + 'static,
-) -> Result<rtnetlink::Handle, NetnsError> {
+pub fn handle_in_blocking(ns: impl AsFd + Send + 'static) -> Result<rtnetlink::Handle, NetnsError> {
     let runtime = tokio::runtime::Handle::current();
     let opened = run_in(ns, move || open_socket(runtime))?;
     spawn(opened)
