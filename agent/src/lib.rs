@@ -4,7 +4,6 @@
 
 pub mod book;
 pub mod config;
-mod converge;
 pub mod datapath;
 pub mod dns;
 pub mod local_network;

@@ -1,15 +1,15 @@
 //! One private network present on this node: its datapath, its zone and
 //! its DNS responder.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
 use ipnet::Ipv4Net;
 
 use super::config::AgentConfig;
-use super::datapath::netns::{self, NetnsFd};
-use super::datapath::network::{self, NetworkDatapath, vxlan_name};
-use super::dns::forward::Forwarder;
+use super::datapath::guard::GuardedPort;
+use super::datapath::network::{NetworkDatapath, vxlan_name};
+use super::datapath::{DatapathError, NodeDatapath};
 use super::dns::handler::DnsCounters;
 use super::dns::server::Responder;
 use privnet_core::ipam::gateway_of;
@@ -21,22 +21,26 @@ use privnet_core::zone::{Zone, ZoneConfig};
 /// Errors bringing a network up on this node.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalNetworkError {
+    /// This node has no mesh address yet (the VXLAN device needs it).
+    #[error("failed to bring network {0} up: no mesh address yet")]
+    NoVtep(String),
     /// The datapath could not be converged.
     #[error("failed to set up the datapath of network {id}")]
     Datapath {
         /// Network id.
         id: String,
-        /// Cause (boxed: the datapath error is large).
+        /// Cause.
         #[source]
-        source: Box<network::NetworkError>,
+        source: DatapathError,
     },
-    /// The DNS sockets could not be bound in the network namespace.
-    #[error("failed to start the DNS responder of network {id}: {message}")]
+    /// The DNS responder could not be started in the network namespace.
+    #[error("failed to start the DNS responder of network {id}")]
     Dns {
         /// Network id.
         id: String,
-        /// Why.
-        message: String,
+        /// Cause.
+        #[source]
+        source: DatapathError,
     },
     /// The zone could not be created.
     #[error("failed to create the zone of network {id}: {message}")]
@@ -50,9 +54,6 @@ pub enum LocalNetworkError {
     #[error(transparent)]
     Mtu(#[from] privnet_core::mtu::MtuError),
 }
-
-/// UDP sockets per responder (one receive loop per core of a small node).
-const DNS_SOCKETS: usize = 2;
 
 /// A network present on this node.
 pub struct LocalNetwork {
@@ -103,20 +104,21 @@ pub fn family(cfg: &AgentConfig) -> UnderlayFamily {
 
 impl LocalNetwork {
     /// Converges the datapath (adopting what exists) and starts the responder.
-    pub async fn up(
+    pub async fn up<D: NodeDatapath>(
         cfg: &AgentConfig,
-        agent_ns: &NetnsFd,
+        datapath: &D,
         info: &NetworkInfo,
         vtep: Ipv4Addr,
-        ports: &[super::datapath::GuardedPort],
+        ports: &[GuardedPort],
         counters: Arc<DnsCounters>,
     ) -> Result<Self, LocalNetworkError> {
         let spec = datapath_spec(cfg, info, vtep)?;
-        network::ensure(agent_ns, &spec, ports)
+        datapath
+            .ensure_network(&spec, ports)
             .await
             .map_err(|source| LocalNetworkError::Datapath {
                 id: info.id.clone(),
-                source: Box::new(source),
+                source,
             })?;
         let zone_config = ZoneConfig {
             domain: cfg.domain.clone(),
@@ -128,47 +130,26 @@ impl LocalNetwork {
                 message: e.to_string(),
             })?;
         let zone = Arc::new(RwLock::new(zone));
-        let responder = start_responder(cfg, &spec, zone.clone(), counters)
+        let responder = datapath
+            .start_dns(&spec, zone.clone(), cfg.dns_upstream, counters)
             .await
-            .map_err(|message| LocalNetworkError::Dns {
+            .map_err(|source| LocalNetworkError::Dns {
                 id: info.id.clone(),
-                message,
+                source,
             })?;
         Ok(Self {
             info: info.clone(),
             spec,
             zone,
-            responder: Some(responder),
+            responder,
         })
     }
 
     /// Stops the responder and removes the datapath.
-    pub async fn down(mut self, agent_ns: &NetnsFd) -> Result<(), network::NetworkError> {
+    pub async fn down<D: NodeDatapath>(mut self, datapath: &D) -> Result<(), DatapathError> {
         if let Some(r) = self.responder.take() {
             r.stop().await;
         }
-        network::remove(agent_ns, &self.spec).await
+        datapath.remove_network(&self.spec).await
     }
-}
-
-/// Binds UDP and TCP port 53 on the gateway address inside the network's
-/// namespace (on a dedicated thread), then serves them from this runtime.
-async fn start_responder(
-    cfg: &AgentConfig,
-    spec: &NetworkDatapath,
-    zone: Arc<RwLock<Zone>>,
-    counters: Arc<DnsCounters>,
-) -> Result<Responder, String> {
-    let ns = NetnsFd::named(&spec.netns).map_err(|e| e.to_string())?;
-    let addr = SocketAddr::new(spec.gateway.addr().into(), 53);
-    let sockets = netns::run_in_async(&ns, move || {
-        let udp = super::dns::server::bind_udp_reuseport(addr, DNS_SOCKETS)?;
-        let tcp = std::net::TcpListener::bind(addr)?;
-        Ok::<_, std::io::Error>((udp, tcp))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("failed to bind {addr}: {e}"))?;
-    let forwarder = cfg.dns_upstream.map(Forwarder::new);
-    Responder::start(sockets.0, sockets.1, zone, forwarder, counters).map_err(|e| e.to_string())
 }

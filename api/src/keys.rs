@@ -16,6 +16,22 @@ pub const PROJECT_LABEL: &str = "privnet.io/project";
 pub const NETWORK_LABEL: &str = "privnet.io/network";
 /// Label on claim Leases: what is claimed (`container-number`, `address`).
 pub const CLAIM_KIND_LABEL: &str = "privnet.io/claim";
+/// Claim kind of the webhook's container-number Leases.
+pub const NUMBER_CLAIM_KIND: &str = "container-number";
+/// Claim kind of the agents' address Leases.
+pub const ADDRESS_CLAIM_KIND: &str = "address";
+
+/// Holder of an address claim: the attachment `node/container-id/ifname`.
+pub fn address_claim_owner(node: &str, container_id: &str, ifname: &str) -> String {
+    format!("{node}/{container_id}/{ifname}")
+}
+
+/// The `(node, container id, ifname)` of an address claim's holder.
+pub fn parse_address_claim_owner(holder: &str) -> Option<(&str, &str, &str)> {
+    let (node, rest) = holder.split_once('/')?;
+    let (container, ifname) = rest.rsplit_once('/')?;
+    Some((node, container, ifname))
+}
 
 /// Pod annotation set by the webhook: the container number.
 pub const CONTAINER_NUMBER_ANNOTATION: &str = "privnet.io/container-number";

@@ -17,7 +17,7 @@ pub mod readers;
 pub use conditions::{Condition, set_condition};
 pub use endpoint::{PrivateEndpoint, PrivateEndpointSpec};
 pub use network::{DEFAULT_SUBNET, PrivateNetwork, PrivateNetworkSpec, PrivateNetworkStatus};
-pub use project::{Project, ProjectSpec, ProjectStatus};
+pub use project::{MAX_NAMESPACES, Project, ProjectSpec, ProjectStatus};
 
 use kube::CustomResourceExt;
 

@@ -26,9 +26,7 @@ pub struct ProjectSpec {
     /// Namespaces whose workloads belong to this project. A namespace
     /// belongs to at most one project (conflicts are reported as conditions).
     #[serde(default)]
-    #[schemars(length(max = 256))]
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(n) <= 63)").message("every namespace must be a DNS label (lowercase letters, digits and '-', at most 63 characters)"))]
-    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("namespaces must not repeat"))]
+    #[schemars(schema_with = "namespaces_schema")]
     pub namespaces: Vec<String>,
     /// Whether the `web` process type is public (reachable from the cluster
     /// network). Every other process type is always private.
@@ -40,17 +38,46 @@ pub struct ProjectSpec {
 }
 
 /// Network settings a project may override.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectNetwork {
     /// IPv4 subnet in CIDR form (default `10.240.0.0/22`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([89]|[12][0-9]|30)$"))]
+    #[schemars(
+        length(max = 18),
+        regex(pattern = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([89]|[12][0-9]|30)$")
+    )]
+    // The network's own rule, here too: a bad override is refused on the
+    // Project instead of failing later when its network is created.
+    #[x_kube(validation = Rule::new(crate::network::SUBNET_OCTETS_RULE).message("subnet octets must be 0-255"))]
     pub subnet: Option<String>,
     /// MTU of the private interfaces (default: computed from the underlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1280, max = 9000))]
     pub mtu: Option<u32>,
+}
+
+/// Most namespaces one project may hold.
+pub const MAX_NAMESPACES: usize = 256;
+
+/// The `namespaces` list, bounded so the API server's CEL cost estimate stays
+/// small: at most [`MAX_NAMESPACES`] DNS labels of at most 63 characters.
+/// Uniqueness is the schema's (`x-kubernetes-list-type: set`, answered with
+/// `Duplicate value`), not a quadratic rule; the one rule left runs per item.
+fn namespaces_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_NAMESPACES,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "maxLength": 63,
+            "x-kubernetes-validations": [{
+                "rule": "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+                "message": "every namespace must be a DNS label (lowercase letters, digits and '-', at most 63 characters)",
+            }],
+        },
+    })
 }
 
 fn default_true() -> bool {

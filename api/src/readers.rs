@@ -1,11 +1,16 @@
 //! Pure readers of API objects that both the controller and the agent's
 //! Kubernetes source need: one copy, next to the keys they read.
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Resource, ResourceExt};
+use privnet_core::rpc::Workload;
 use privnet_core::view::{EndpointInfo, NetworkInfo, NodeInfo};
+use privnet_core::zone::WEB_PROCESS_TYPE;
 
-use crate::keys::{VTEP_ANNOTATION, WG_ENDPOINT_ANNOTATION, WG_PUBLIC_KEY_ANNOTATION};
+use crate::keys::{
+    APPLICATION_LABEL, CONTAINER_NUMBER_ANNOTATION, PROCESS_TYPE_LABEL, VTEP_ANNOTATION,
+    WG_ENDPOINT_ANNOTATION, WG_PUBLIC_KEY_ANNOTATION,
+};
 use crate::{PrivateEndpointSpec, PrivateNetwork, Project};
 
 /// The mesh entry of a Node: `None` until its agent published key and endpoint.
@@ -115,4 +120,66 @@ pub fn held_namespaces(project: &Project, conflicts: &[NamespaceConflict]) -> Ve
         .filter(|ns| !conflicts.iter().any(|c| &c.namespace == *ns))
         .cloned()
         .collect()
+}
+
+/// What a pod says about its workload: application and process type from
+/// its labels (type `web` when unlabelled), the container number the
+/// admission webhook annotated. `None` for pods without an application.
+pub fn workload_of(pod: &Pod) -> Option<Workload> {
+    let labels = pod.labels();
+    Some(Workload {
+        application_id: Some(labels.get(APPLICATION_LABEL)?.clone()),
+        process_type: Some(
+            labels
+                .get(PROCESS_TYPE_LABEL)
+                .cloned()
+                .unwrap_or_else(|| WEB_PROCESS_TYPE.to_string()),
+        ),
+        container_number: pod
+            .annotations()
+            .get(CONTAINER_NUMBER_ANNOTATION)
+            .and_then(|n| n.parse().ok()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p", "labels": labels, "annotations": annotations }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_tells_its_workload() {
+        let w = workload_of(&pod(
+            serde_json::json!({ APPLICATION_LABEL: "api", PROCESS_TYPE_LABEL: "worker" }),
+            serde_json::json!({ CONTAINER_NUMBER_ANNOTATION: "3" }),
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                w.application_id.as_deref(),
+                w.process_type.as_deref(),
+                w.container_number
+            ),
+            (Some("api"), Some("worker"), Some(3))
+        );
+        let w = workload_of(&pod(
+            serde_json::json!({ APPLICATION_LABEL: "api" }),
+            serde_json::json!({}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (w.process_type.as_deref(), w.container_number),
+            (Some("web"), None)
+        );
+        assert_eq!(
+            workload_of(&pod(serde_json::json!({}), serde_json::json!({}))),
+            None
+        );
+    }
 }

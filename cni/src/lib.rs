@@ -10,5 +10,4 @@ pub mod log;
 pub mod netns;
 pub mod plugin;
 pub mod spec;
-pub mod standin;
 pub mod verbs;

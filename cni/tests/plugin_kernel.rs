@@ -1,16 +1,27 @@
-//! The real `privnet-cni` binary against a stand-in agent, in fresh network
-//! namespaces (needs root, as CI runs).
+//! The real `privnet-cni` binary against the real agent (kernel datapath,
+//! in process), in fresh network namespaces (needs root, as CI runs).
 
 mod common;
 
-use common::{Agent, TestNetns, VERSIONS, addrs_of, links, run_plugin, snapshot, with_prev};
-use privnet_cni::standin::{STANDIN_BRIDGE, ip};
+use common::{Agent, TestNetns, VERSIONS, addrs_of, ip, links, run_plugin, snapshot, with_prev};
 use serde_json::Value;
+
+/// The network's bridge.
+const BRIDGE: &str = "br0";
+
+/// Container ports on the network's bridge (the VXLAN port is always there).
+fn container_ports(netns: &str) -> Vec<(String, Option<String>, u64, String, bool)> {
+    links(netns)
+        .into_iter()
+        .filter(|l| l.1.is_some() && l.0.starts_with("pv"))
+        .collect()
+}
 
 #[test]
 fn add_check_del_del_for_every_version() {
     for version in VERSIONS {
         let agent = Agent::start();
+        agent.agent.ensure_network();
         let ns = TestNetns::new("pnc");
         let conf = agent.conf(version);
         let before = snapshot(&ns.name);
@@ -52,13 +63,13 @@ fn add_check_del_del_for_every_version() {
             (eth1.2, eth1.3.as_str(), eth1.4),
             (1370, reservation.mac.as_str(), true)
         );
-        let host = links(agent.agent.netns_name())
+        let host = links(&agent.agent.netns_name())
             .into_iter()
             .find(|l| l.0 == reservation.host_ifname)
             .unwrap();
         assert_eq!(
             (host.1.as_deref(), host.2, host.4),
-            (Some(STANDIN_BRIDGE), 1370, true)
+            (Some(BRIDGE), 1370, true)
         );
         let routes = ip(&["-n", &ns.name, "route", "show"]).unwrap();
         assert!(!routes.contains("default"), "{routes}");
@@ -95,10 +106,7 @@ fn add_check_del_del_for_every_version() {
         run_plugin("DEL", &conf, "ctr1", Some(&ns.path()), "eth1").ok();
         assert_eq!(snapshot(&ns.name), before);
         assert!(agent.agent.reservations().is_empty());
-        let ports: Vec<_> = links(agent.agent.netns_name())
-            .into_iter()
-            .filter(|l| l.1.is_some())
-            .collect();
+        let ports = container_ports(&agent.agent.netns_name());
         assert!(ports.is_empty(), "{ports:?}");
         // CHECK after DEL: not attached.
         assert_eq!(
@@ -118,6 +126,7 @@ fn add_check_del_del_for_every_version() {
 #[test]
 fn del_without_add_and_with_missing_netns_succeeds() {
     let agent = Agent::start();
+    agent.agent.ensure_network();
     let ns = TestNetns::new("pnc");
     for version in VERSIONS {
         let conf = agent.conf(version);
@@ -140,24 +149,20 @@ fn del_without_add_and_with_missing_netns_succeeds() {
     drop(gone);
     run_plugin("DEL", &conf, "ctr-gone", Some(&path), "eth1").ok();
     assert!(agent.agent.reservations().is_empty());
-    assert!(
-        links(agent.agent.netns_name())
-            .iter()
-            .all(|l| l.1.is_none())
-    );
+    assert!(container_ports(&agent.agent.netns_name()).is_empty());
 }
 
 #[test]
 fn add_with_existing_ifname_is_101_and_changes_nothing() {
     let agent = Agent::start();
-    agent.agent.ensure_network().unwrap();
+    agent.agent.ensure_network();
     let ns = TestNetns::new("pnc");
     ip(&[
         "-n", &ns.name, "link", "add", "name", "eth1", "type", "veth", "peer", "name", "other",
     ])
     .unwrap();
     for version in VERSIONS {
-        let before = (snapshot(&ns.name), snapshot(agent.agent.netns_name()));
+        let before = (snapshot(&ns.name), snapshot(&agent.agent.netns_name()));
         let run = run_plugin(
             "ADD",
             &agent.conf(version),
@@ -169,7 +174,7 @@ fn add_with_existing_ifname_is_101_and_changes_nothing() {
         assert_eq!(run.stdout["cniVersion"], version);
         assert!(run.stdout["msg"].as_str().unwrap().contains("eth1"));
         assert_eq!(
-            (snapshot(&ns.name), snapshot(agent.agent.netns_name())),
+            (snapshot(&ns.name), snapshot(&agent.agent.netns_name())),
             before
         );
         assert!(agent.agent.reservations().is_empty());
@@ -179,34 +184,32 @@ fn add_with_existing_ifname_is_101_and_changes_nothing() {
 #[test]
 fn failed_add_rolls_back_everything() {
     let agent = Agent::start();
-    agent.agent.ensure_network().unwrap();
+    agent.agent.ensure_network();
     let ns = TestNetns::new("pnc");
-    let net = agent.agent.netns_name().to_string();
+    let net = agent.agent.netns_name();
     let conf = agent.conf("1.1.0");
 
-    // The agent names a bridge that does not exist.
-    agent.agent.set_bridge_override(Some("nobridge"));
+    // The bridge the agent names is gone (renamed behind its back).
+    ip(&["-n", &net, "link", "set", BRIDGE, "name", "br0-moved"]).unwrap();
     let before = (snapshot(&ns.name), snapshot(&net));
     let run = run_plugin("ADD", &conf, "ctr1", Some(&ns.path()), "eth1");
     assert_eq!(run.error_code(), 999, "{:?}", run.stdout);
-    assert!(run.stdout["msg"].as_str().unwrap().contains("nobridge"));
+    assert!(
+        run.stdout["msg"].as_str().unwrap().contains(BRIDGE),
+        "{:?}",
+        run.stdout
+    );
     assert_eq!((snapshot(&ns.name), snapshot(&net)), before);
     assert!(agent.agent.reservations().is_empty());
-    agent.agent.set_bridge_override(None);
+    ip(&["-n", &net, "link", "set", "br0-moved", "name", BRIDGE]).unwrap();
 
     // The host end name is taken: 101, and the foreign link is left alone.
+    let host_end = privnet_agent::book::host_ifname(&privnet_core::rpc::AttachmentKey {
+        container_id: "ctr1".into(),
+        ifname: "eth1".into(),
+    });
     ip(&[
-        "-n",
-        &net,
-        "link",
-        "add",
-        "name",
-        "pv0af00002",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "foreign",
+        "-n", &net, "link", "add", "name", &host_end, "type", "veth", "peer", "name", "foreign",
     ])
     .unwrap();
     let before = (snapshot(&ns.name), snapshot(&net));
@@ -214,22 +217,20 @@ fn failed_add_rolls_back_everything() {
     assert_eq!(run.error_code(), 101, "{:?}", run.stdout);
     assert_eq!((snapshot(&ns.name), snapshot(&net)), before);
     assert!(agent.agent.reservations().is_empty());
+
+    // Positive control: with the name free again the same ADD succeeds.
+    ip(&["-n", &net, "link", "del", &host_end]).unwrap();
+    run_plugin("ADD", &conf, "ctr1", Some(&ns.path()), "eth1").ok();
+    assert_eq!(agent.agent.reservations().len(), 1);
 }
 
 #[test]
 fn agent_errors_map_to_codes() {
-    let agent = Agent::start();
+    let agent = Agent::start_waiting();
     let ns = TestNetns::new("pnc");
     let mut conf = agent.conf("1.0.0");
-    conf["network"] = Value::from("pn-unknown");
-    assert_eq!(
-        run_plugin("ADD", &conf, "c", Some(&ns.path()), "eth1").error_code(),
-        7
-    );
-
-    let mut conf = agent.conf("1.0.0");
-    conf["agentTimeoutMs"] = Value::from(200);
-    agent.agent.set_not_ready(true);
+    conf["agentTimeoutMs"] = Value::from(2000);
+    // Not ready before the node has its mesh address.
     assert_eq!(
         run_plugin("ADD", &conf, "c", Some(&ns.path()), "eth1").error_code(),
         11
@@ -240,8 +241,15 @@ fn agent_errors_map_to_codes() {
         run_plugin("STATUS", &status_conf, "", None, "").error_code(),
         50
     );
-    agent.agent.set_not_ready(false);
+    agent.agent.give_mesh_address();
     assert_eq!(run_plugin("STATUS", &status_conf, "", None, "").code, 0);
+
+    let mut unknown = conf.clone();
+    unknown["network"] = Value::from("pn-unknown");
+    assert_eq!(
+        run_plugin("ADD", &unknown, "c", Some(&ns.path()), "eth1").error_code(),
+        7
+    );
 
     conf["agentSocket"] = Value::from("/run/privnet-test-nothing-here.sock");
     status_conf["agentSocket"] = conf["agentSocket"].clone();
@@ -258,6 +266,7 @@ fn agent_errors_map_to_codes() {
         50
     );
     assert!(links(&ns.name).iter().all(|l| l.0 == "lo"));
+    assert!(agent.agent.reservations().is_empty());
 }
 
 #[test]

@@ -23,6 +23,10 @@ pub struct ControllerConfig {
     pub env_prefix: String,
     /// Range VNIs are taken from.
     pub vni_range: std::ops::RangeInclusive<u32>,
+    /// How pods reach the plugin (Multus attachment or chained conflist).
+    pub attach: crate::attachment::AttachMode,
+    /// The cluster's DNS domain (pods' search path).
+    pub cluster_domain: String,
 }
 
 impl Default for ControllerConfig {
@@ -33,6 +37,8 @@ impl Default for ControllerConfig {
             mesh_cidr: "100.64.0.0/16".parse().expect("static CIDR"),
             env_prefix: DEFAULT_ENV_PREFIX.into(),
             vni_range: privnet_core::vni::DEFAULT_VNI_RANGE,
+            attach: crate::attachment::AttachMode::default(),
+            cluster_domain: "cluster.local".into(),
         }
     }
 }

@@ -2,8 +2,14 @@
 //! (acquire, renew, follow) over the Lease's content and the time, then one
 //! compare-and-swap write (create, or replace at the read resourceVersion).
 //! Only the leader reconciles; every replica serves the webhook.
+//!
+//! Timing follows client-go's elector: a leader that has not renewed within
+//! the *renew deadline* (shorter than the Lease duration) steps down before
+//! anyone else may take the Lease over, every API round trip is bounded by
+//! the retry period, and a replica that stops releases the Lease so the next
+//! one leads at once instead of after expiry.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -86,6 +92,64 @@ pub fn next_spec(
     }
 }
 
+/// Durations of the election, derived from the Lease duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderTiming {
+    /// How long a Lease lives without renewal.
+    pub lease: Duration,
+    /// A leader that has not renewed for this long steps down (< `lease`).
+    pub renew_deadline: Duration,
+    /// Period of the rounds and bound of each round's API calls.
+    pub retry: Duration,
+}
+
+impl LeaderTiming {
+    /// client-go's proportions (15 s / 10 s / 2 s): deadline 2/3, retry 2/15.
+    pub fn for_lease(lease: Duration) -> Self {
+        LeaderTiming {
+            lease,
+            renew_deadline: lease * 2 / 3,
+            retry: (lease * 2 / 15).max(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// How one round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundOutcome {
+    /// The Lease is ours after the round.
+    Held,
+    /// Someone else holds it (or won the compare-and-swap).
+    NotHeld,
+    /// The API failed or did not answer within the retry period.
+    Failed,
+}
+
+/// Whether this replica leads, from the outcomes of its rounds (pure; the
+/// clock is an argument).
+#[derive(Debug, Clone, Default)]
+pub struct Tenure {
+    last_renewed: Option<Instant>,
+}
+
+impl Tenure {
+    /// Records a round that ended at `now`. A failure keeps the last
+    /// renewal: leadership survives API hiccups up to the renew deadline.
+    pub fn record(&mut self, outcome: RoundOutcome, now: Instant) {
+        match outcome {
+            RoundOutcome::Held => self.last_renewed = Some(now),
+            RoundOutcome::NotHeld => self.last_renewed = None,
+            RoundOutcome::Failed => {}
+        }
+    }
+
+    /// Leader at `now`: renewed within the renew deadline.
+    pub fn is_leader(&self, now: Instant, timing: &LeaderTiming) -> bool {
+        self.last_renewed
+            .is_some_and(|t| now.saturating_duration_since(t) < timing.renew_deadline)
+    }
+}
+
 /// One replica's elector.
 #[derive(Clone)]
 pub struct LeaderElector {
@@ -145,24 +209,75 @@ impl LeaderElector {
         }
     }
 
-    /// Runs rounds every third of the Lease duration, publishing leadership
-    /// on `tx`. Leadership is dropped when a renewal has not succeeded
-    /// within the Lease duration (API unreachable).
-    pub async fn run(self, tx: watch::Sender<bool>) {
-        let period = self.duration / 3;
-        let mut last_ok: Option<std::time::Instant> = None;
+    /// Gives the Lease up if this replica holds it (holder emptied, one
+    /// second left), so a successor leads at once. A lost compare-and-swap
+    /// means someone else already holds it: nothing to release.
+    pub async fn release(&self) -> Result<(), Error> {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(Error::kube("get the leader lease"))?
+        else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = Some(String::new());
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(Error::kube("release the leader lease")(e)),
+        }
+    }
+
+    /// Runs a round every retry period, each bounded by it, publishing
+    /// leadership on `tx` ([`Tenure`] decides). Returns when `stop`
+    /// resolves, after releasing the Lease if held.
+    pub async fn run(self, tx: watch::Sender<bool>, stop: impl std::future::Future<Output = ()>) {
+        let timing = LeaderTiming::for_lease(self.duration);
+        let mut tenure = Tenure::default();
+        tokio::pin!(stop);
         loop {
-            match self.round(Timestamp::now()).await {
-                Ok(true) => last_ok = Some(std::time::Instant::now()),
-                Ok(false) => last_ok = None,
-                Err(e) => tracing::warn!(error = %e, "leader election round failed"),
-            }
-            let leader = last_ok.is_some_and(|t| t.elapsed() < self.duration);
+            let outcome =
+                match tokio::time::timeout(timing.retry, self.round(Timestamp::now())).await {
+                    Ok(Ok(true)) => RoundOutcome::Held,
+                    Ok(Ok(false)) => RoundOutcome::NotHeld,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "leader election round failed");
+                        RoundOutcome::Failed
+                    }
+                    Err(_) => {
+                        tracing::warn!(timeout = ?timing.retry, "leader election round timed out");
+                        RoundOutcome::Failed
+                    }
+                };
+            tenure.record(outcome, Instant::now());
+            let leader = tenure.is_leader(Instant::now(), &timing);
             if *tx.borrow() != leader {
                 tracing::info!(identity = %self.identity, leader, "leadership changed");
             }
             tx.send_replace(leader);
-            tokio::time::sleep(period).await;
+            tokio::select! {
+                _ = tokio::time::sleep(timing.retry) => {}
+                _ = &mut stop => break,
+            }
+        }
+        tx.send_replace(false);
+        match tokio::time::timeout(timing.retry, self.release()).await {
+            Ok(Ok(())) => tracing::info!(identity = %self.identity, "leader lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "failed to release the leader lease"),
+            Err(_) => tracing::warn!("releasing the leader lease timed out"),
         }
     }
 }
@@ -209,5 +324,28 @@ mod tests {
             decide("a", Some(&released), at(121)),
             LeaderDecision::Acquire
         );
+    }
+
+    #[test]
+    fn a_leader_steps_down_before_anyone_may_take_over() {
+        let timing = LeaderTiming::for_lease(Duration::from_secs(15));
+        assert_eq!(timing.renew_deadline, Duration::from_secs(10));
+        assert_eq!(timing.retry, Duration::from_secs(2));
+        let t0 = Instant::now();
+        let mut tenure = Tenure::default();
+        assert!(!tenure.is_leader(t0, &timing), "no round yet");
+        tenure.record(RoundOutcome::Held, t0);
+        assert!(tenure.is_leader(t0, &timing));
+        // API failures keep leadership until the renew deadline, which ends
+        // before the lease expires (15 s) for the others.
+        tenure.record(RoundOutcome::Failed, t0 + Duration::from_secs(4));
+        assert!(tenure.is_leader(t0 + Duration::from_secs(9), &timing));
+        assert!(!tenure.is_leader(t0 + Duration::from_secs(10), &timing));
+        assert!(timing.renew_deadline < timing.lease);
+        // A renewal restarts the deadline; losing the CAS ends it at once.
+        tenure.record(RoundOutcome::Held, t0 + Duration::from_secs(11));
+        assert!(tenure.is_leader(t0 + Duration::from_secs(12), &timing));
+        tenure.record(RoundOutcome::NotHeld, t0 + Duration::from_secs(12));
+        assert!(!tenure.is_leader(t0 + Duration::from_secs(12), &timing));
     }
 }

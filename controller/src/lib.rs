@@ -13,8 +13,11 @@
 //! - [`nodes`]: Nodes → mesh VTEPs.
 //! - [`webhook`]: mutating admission (container numbers, env vars).
 //! - [`leader`]: Lease-based leader election.
+//! - [`claims`]: collection of number/address claims whose holder is gone.
 #![warn(missing_docs)]
 
+pub mod attachment;
+pub mod claims;
 pub mod context;
 pub mod leader;
 pub mod metrics;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub admission_errors: Counter,
     /// Number claims lost to a concurrent admission (CAS conflicts).
     pub claim_conflicts: Counter,
+    /// Number and address claims collected after their holder was gone.
+    pub claims_collected: Counter,
 }
 
 impl Metrics {
@@ -86,6 +88,11 @@ impl Metrics {
             "claim_conflicts",
             "Container-number claims lost to a concurrent admission",
             self.claim_conflicts.clone(),
+        );
+        r.register(
+            "claims_collected",
+            "Number and address claims collected after their holder was gone",
+            self.claims_collected.clone(),
         );
         let mut out = String::new();
         encode(&mut out, &r).expect("writing to a String cannot fail");

@@ -15,20 +15,42 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, Error, is_status};
-use super::policy;
+use super::{attachment, policy};
 use privnet_api::keys::{FIELD_MANAGER, PROJECT_LABEL};
 use privnet_api::readers::{NamespaceConflict, held_namespaces, namespace_conflicts};
 use privnet_api::{DEFAULT_SUBNET, PrivateNetwork, Project, ProjectStatus, set_condition};
 
+/// What keeps a project from being applied exactly as written (reported as
+/// conditions; the project still gets a status and works where it can).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectGaps {
+    /// Listed (and held) namespaces that do not exist (yet).
+    pub missing_namespaces: Vec<String>,
+    /// `(current, requested)` when the subnet was edited: a network's subnet
+    /// is immutable, so the network keeps `current`.
+    pub refused_subnet: Option<(String, String)>,
+}
+
+/// The subnet the project asks for.
+pub fn requested_subnet(project: &Project) -> String {
+    project
+        .spec
+        .network
+        .as_ref()
+        .and_then(|n| n.subnet.clone())
+        .unwrap_or_else(|| DEFAULT_SUBNET.to_string())
+}
+
 /// The network a project owns, as applied: same name as the project,
-/// controller ownerReference (so it is deleted with the project).
-pub fn desired_network(project: &Project) -> Result<serde_json::Value, Error> {
+/// controller ownerReference (so it is deleted with the project). `subnet`
+/// is the one to apply (the existing network's, which is immutable).
+pub fn desired_network(project: &Project, subnet: &str) -> Result<serde_json::Value, Error> {
     let name = project.name_any();
     let owner = project
         .controller_owner_ref(&())
         .ok_or_else(|| Error::MissingField(format!("project {name}"), "uid"))?;
     let net = project.spec.network.clone().unwrap_or_default();
-    let mut spec = json!({ "project": name, "subnet": net.subnet.unwrap_or_else(|| DEFAULT_SUBNET.to_string()) });
+    let mut spec = json!({ "project": name, "subnet": subnet });
     if let Some(mtu) = net.mtu {
         spec["mtu"] = json!(mtu);
     }
@@ -40,10 +62,11 @@ pub fn desired_network(project: &Project) -> Result<serde_json::Value, Error> {
     }))
 }
 
-/// The project's status from its conflicts and its network's id.
+/// The project's status from its conflicts, its gaps and its network's id.
 pub fn desired_status(
     project: &Project,
     conflicts: &[NamespaceConflict],
+    gaps: &ProjectGaps,
     network: Option<&PrivateNetwork>,
     now: Time,
 ) -> ProjectStatus {
@@ -83,6 +106,48 @@ pub fn desired_status(
             now.clone(),
         );
     }
+    let (found, reason, message) = if gaps.missing_namespaces.is_empty() {
+        (true, "AllFound", "every held namespace exists".to_string())
+    } else {
+        let list = gaps.missing_namespaces.join(", ");
+        (
+            false,
+            "NamespaceMissing",
+            format!("namespace {list} does not exist yet: its pods join once it is created"),
+        )
+    };
+    set_condition(
+        &mut status.conditions,
+        "NamespacesFound",
+        found,
+        reason,
+        &message,
+        generation,
+        now.clone(),
+    );
+    let (applied, reason, message) = match &gaps.refused_subnet {
+        None => (
+            true,
+            "Applied",
+            "the network uses the requested subnet".to_string(),
+        ),
+        Some((current, requested)) => (
+            false,
+            "SubnetImmutable",
+            format!(
+                "subnet {requested} not applied: the network keeps {current} (a network's subnet is immutable; create a new project to renumber)"
+            ),
+        ),
+    };
+    set_condition(
+        &mut status.conditions,
+        "SubnetApplied",
+        applied,
+        reason,
+        &message,
+        generation,
+        now.clone(),
+    );
     let (ready, reason, message) = match (&status.network_id, conflicts.is_empty()) {
         (None, _) => (
             false,
@@ -141,13 +206,26 @@ async fn apply(project: &Project, ctx: &Context) -> Result<Action, Error> {
         .map_err(Error::kube("list projects"))?
         .items;
     let conflicts = namespace_conflicts(project, &all);
-    let existed = networks
+    let existing = networks
         .get_opt(&name)
         .await
-        .map_err(Error::kube(format!("get network {name}")))?
-        .is_some();
+        .map_err(Error::kube(format!("get network {name}")))?;
+    let existed = existing.is_some();
+    let requested = requested_subnet(project);
+    let mut gaps = ProjectGaps::default();
+    let subnet = match existing {
+        Some(n) if n.spec.subnet != requested => {
+            gaps.refused_subnet = Some((n.spec.subnet.clone(), requested.clone()));
+            n.spec.subnet
+        }
+        _ => requested,
+    };
     let network = networks
-        .patch(&name, &pp, &Patch::Apply(desired_network(project)?))
+        .patch(
+            &name,
+            &pp,
+            &Patch::Apply(desired_network(project, &subnet)?),
+        )
         .await
         .map_err(Error::kube(format!("apply network {name}")))?;
     if !existed {
@@ -161,10 +239,19 @@ async fn apply(project: &Project, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
     let held = held_namespaces(project, &conflicts);
-    label_namespaces(ctx, &name, &held).await?;
-    policy::apply_project_policies(ctx, project, &held).await?;
+    let (present, missing) = split_existing(ctx, &held).await?;
+    gaps.missing_namespaces = missing;
+    label_namespaces(ctx, &name, &present).await?;
+    policy::apply_project_policies(ctx, project, &present).await?;
+    attachment::apply_project_attachments(ctx, project, &present).await?;
 
-    let status = desired_status(project, &conflicts, Some(&network), Time(Timestamp::now()));
+    let status = desired_status(
+        project,
+        &conflicts,
+        &gaps,
+        Some(&network),
+        Time(Timestamp::now()),
+    );
     let had_conflict = project.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
@@ -200,6 +287,27 @@ async fn apply(project: &Project, ctx: &Context) -> Result<Action, Error> {
     } else {
         Action::requeue(Duration::from_secs(600))
     })
+}
+
+/// Held namespaces split into those that exist and those that do not (the
+/// controller watches namespaces, so a created one triggers a new pass).
+async fn split_existing(
+    ctx: &Context,
+    held: &[String],
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let (mut present, mut missing) = (Vec::new(), Vec::new());
+    for ns in held {
+        match api
+            .get_opt(ns)
+            .await
+            .map_err(Error::kube(format!("get namespace {ns}")))?
+        {
+            Some(_) => present.push(ns.clone()),
+            None => missing.push(ns.clone()),
+        }
+    }
+    Ok((present, missing))
 }
 
 /// Labels held namespaces `privnet.io/project=<name>`: the webhook's
@@ -282,7 +390,13 @@ mod tests {
             }]
         );
         assert_eq!(held_namespaces(&b, &c), vec!["api".to_string()]);
-        let status = desired_status(&b, &c, None, Time(Timestamp::from_second(30).unwrap()));
+        let status = desired_status(
+            &b,
+            &c,
+            &ProjectGaps::default(),
+            None,
+            Time(Timestamp::from_second(30).unwrap()),
+        );
         let cond = status
             .conditions
             .iter()
@@ -308,9 +422,41 @@ mod tests {
 
     #[test]
     fn network_is_owned_by_the_project() {
-        let net = desired_network(&project("a", 1, &["x"])).unwrap();
+        let a = project("a", 1, &["x"]);
+        let net = desired_network(&a, &requested_subnet(&a)).unwrap();
         assert_eq!(net["metadata"]["ownerReferences"][0]["uid"], "uid-a");
         assert_eq!(net["metadata"]["ownerReferences"][0]["controller"], true);
         assert_eq!(net["spec"]["subnet"], DEFAULT_SUBNET);
+    }
+
+    #[test]
+    fn gaps_are_conditions_not_a_missing_status() {
+        let p = project("a", 1, &["shop", "later"]);
+        let gaps = ProjectGaps {
+            missing_namespaces: vec!["later".into()],
+            refused_subnet: Some(("10.240.0.0/22".into(), "10.9.0.0/24".into())),
+        };
+        let at = Time(Timestamp::from_second(30).unwrap());
+        let status = desired_status(&p, &[], &gaps, None, at.clone());
+        let cond = |s: &ProjectStatus, t: &str| {
+            let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let (found, reason, message) = cond(&status, "NamespacesFound");
+        assert_eq!(
+            (found.as_str(), reason.as_str()),
+            ("False", "NamespaceMissing")
+        );
+        assert!(message.contains("later"), "{message}");
+        let (applied, reason, message) = cond(&status, "SubnetApplied");
+        assert_eq!(
+            (applied.as_str(), reason.as_str()),
+            ("False", "SubnetImmutable")
+        );
+        assert!(message.contains("keeps 10.240.0.0/22"), "{message}");
+        // Control: without gaps both conditions are True.
+        let clean = desired_status(&p, &[], &ProjectGaps::default(), None, at);
+        assert_eq!(cond(&clean, "NamespacesFound").0, "True");
+        assert_eq!(cond(&clean, "SubnetApplied").0, "True");
     }
 }

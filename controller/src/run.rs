@@ -1,6 +1,8 @@
-//! Wiring of the three kube-runtime controllers (leader only).
+//! Wiring of the three kube-runtime controllers and the claim sweeper
+//! (leader only).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -90,9 +92,16 @@ pub async fn run_controllers(
 
     let mesh = Controller::new(Api::<Node>::all(client.clone()), wc)
         .with_config(Config::default().concurrency(1))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(nodes::reconcile, nodes::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    tokio::join!(projects, networks, mesh);
+    let claims = super::claims::run(
+        ctx.clone(),
+        Duration::from_secs(60),
+        super::webhook::numbering::DEFAULT_GRACE,
+        shutdown.clone(),
+    );
+
+    tokio::join!(projects, networks, mesh, claims);
 }

@@ -38,6 +38,13 @@ fn seed_project(api: &FakeApi, name: &str, second: u32, namespaces: &[&str]) -> 
     )
 }
 
+fn seed_namespace(api: &FakeApi, name: &str) {
+    api.seed(
+        "/api/v1/namespaces",
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } }),
+    );
+}
+
 async fn reconcile_project(api: &Arc<FakeApi>, ctx: &Arc<Context>, name: &str) {
     let p: Project = Api::all(ctx.client.clone()).get(name).await.unwrap();
     project::reconcile(Arc::new(p), ctx.clone()).await.unwrap();
@@ -65,6 +72,7 @@ async fn project_creation_applies_an_owned_network_and_reports_it() {
     let api = FakeApi::new();
     let ctx = context(&api);
     let p = seed_project(&api, "shop", 1, &["shop-prod"]);
+    seed_namespace(&api, "shop-prod");
     reconcile_project(&api, &ctx, "shop").await;
 
     // The network is server-side applied with the stable field manager and an ownerReference.
@@ -103,6 +111,15 @@ async fn project_creation_applies_an_owned_network_and_reports_it() {
         "shop"
     );
     assert_eq!(api.requests("PATCH", "/apis/networking.k8s.io/v1/namespaces/shop-prod/networkpolicies/privnet-private-processes").len(), 1);
+    // Multus mode: the namespace gets privnet's NetworkAttachmentDefinition.
+    let nad = api.requests(
+        "PATCH",
+        "/apis/k8s.cni.cncf.io/v1/namespaces/shop-prod/network-attachment-definitions/privnet",
+    );
+    assert_eq!(nad.len(), 1, "{:#?}", api.log());
+    let config: Value =
+        serde_json::from_str(nad[0].body["spec"]["config"].as_str().unwrap()).unwrap();
+    assert_eq!(config["type"], "privnet-cni");
     let events = api.requests("POST", "/apis/events.k8s.io/v1/namespaces/default/events");
     assert!(
         events.iter().any(|e| e.body["reason"] == "NetworkCreated"),
@@ -427,6 +444,9 @@ async fn a_namespace_claimed_twice_is_a_condition_on_the_later_project() {
     let ctx = context(&api);
     seed_project(&api, "first", 1, &["shared", "one"]);
     seed_project(&api, "second", 2, &["shared", "two"]);
+    for ns in ["shared", "one", "two"] {
+        seed_namespace(&api, ns);
+    }
     reconcile_project(&api, &ctx, "first").await;
     reconcile_project(&api, &ctx, "second").await;
     let first = api.get(&format!("{PROJECTS}/first")).unwrap();
@@ -467,4 +487,124 @@ async fn a_namespace_claimed_twice_is_a_condition_on_the_later_project() {
     reconcile_project(&api, &ctx, "second").await;
     let second = api.get(&format!("{PROJECTS}/second")).unwrap();
     assert_eq!(condition(&second, "NamespaceConflict")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_missing_namespace_and_an_edited_subnet_still_give_a_status() {
+    let api = FakeApi::new();
+    let ctx = context(&api);
+    seed_project(&api, "shop", 1, &["here", "later"]);
+    seed_namespace(&api, "here");
+    reconcile_project(&api, &ctx, "shop").await;
+    let stored = api.get(&format!("{PROJECTS}/shop")).unwrap();
+    let found = condition(&stored, "NamespacesFound");
+    assert_eq!(
+        (found["status"].as_str(), found["reason"].as_str()),
+        (Some("False"), Some("NamespaceMissing"))
+    );
+    assert!(found["message"].as_str().unwrap().contains("later"));
+    // Nothing is written into the missing namespace (a real API answers 404);
+    // the existing one is labelled and gets its policy.
+    let policies =
+        "/apis/networking.k8s.io/v1/namespaces/{}/networkpolicies/privnet-private-processes";
+    assert!(
+        api.requests("PATCH", &policies.replace("{}", "later"))
+            .is_empty()
+    );
+    assert!(api.requests("PATCH", "/api/v1/namespaces/later").is_empty());
+    assert_eq!(
+        api.requests("PATCH", &policies.replace("{}", "here")).len(),
+        1
+    );
+
+    // The namespace appears: the next pass takes it in.
+    seed_namespace(&api, "later");
+    reconcile_project(&api, &ctx, "shop").await;
+    let stored = api.get(&format!("{PROJECTS}/shop")).unwrap();
+    assert_eq!(condition(&stored, "NamespacesFound")["status"], "True");
+    assert_eq!(
+        api.requests("PATCH", &policies.replace("{}", "later"))
+            .len(),
+        1
+    );
+
+    // An edited subnet is refused as a condition; the network keeps its own.
+    api.edit(&format!("{PROJECTS}/shop"), |p| {
+        p["spec"]["network"] = json!({ "subnet": "10.9.0.0/24" })
+    });
+    reconcile_project(&api, &ctx, "shop").await;
+    let stored = api.get(&format!("{PROJECTS}/shop")).unwrap();
+    let applied = condition(&stored, "SubnetApplied");
+    assert_eq!(
+        (applied["status"].as_str(), applied["reason"].as_str()),
+        (Some("False"), Some("SubnetImmutable"))
+    );
+    let net = api.get(&format!("{NETWORKS}/shop")).unwrap();
+    assert_eq!(net["spec"]["subnet"], "10.240.0.0/22");
+}
+
+#[tokio::test]
+async fn claims_of_deleted_pods_and_lost_nodes_are_collected() {
+    let api = FakeApi::new();
+    let ctx = context(&api);
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/privnet-system/leases";
+    let old = "2020-01-01T00:00:00.000000Z";
+    let number_claim = |n: u32| {
+        json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": format!("privnet-num-app-{n}"), "namespace": "privnet-system",
+                "labels": { "privnet.io/claim": "container-number", "privnet.io/network": "pn-1",
+                            "privnet.io/application": "app", "privnet.io/process-type": "web" },
+                "annotations": { "privnet.io/container-number": n.to_string() } },
+            "spec": { "holderIdentity": "shop/web-x", "acquireTime": old } })
+    };
+    let address_claim = |ip: &str, holder: &str| {
+        json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": format!("privnet-ip-pn-1-{ip}"), "namespace": "privnet-system",
+                "labels": { "privnet.io/claim": "address", "privnet.io/network": "pn-1" } },
+            "spec": { "holderIdentity": holder, "acquireTime": old } })
+    };
+    api.seed(leases, number_claim(1));
+    api.seed(leases, number_claim(2));
+    api.seed(leases, address_claim("10-240-0-2", "n1/c1/eth1"));
+    api.seed(leases, address_claim("10-240-0-3", "gone-node/c9/eth1"));
+    api.seed(
+        leases,
+        json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "privnet-controller", "namespace": "privnet-system" },
+            "spec": { "holderIdentity": "pod-a" } }),
+    );
+    // Pod with number 1 and the endpoint of c1 on n1 are alive.
+    api.seed(
+        "/api/v1/namespaces/shop/pods",
+        json!({ "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "web-1", "namespace": "shop",
+                "labels": { "privnet.io/application": "app", "privnet.io/process-type": "web" },
+                "annotations": { "privnet.io/network-id": "pn-1", "privnet.io/container-number": "1" } },
+            "spec": { "containers": [{ "name": "c", "image": "i" }] } }),
+    );
+    seed_node(&api, "n1", 1);
+    seed_endpoint(&api, "pn-1", 1, "10.240.0.2", "n1");
+    let collected = privnet_controller::claims::sweep(&ctx, std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    let left: Vec<String> = api
+        .list(leases)
+        .iter()
+        .map(|l| l["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(collected, 2, "{left:?}");
+    assert!(
+        left.contains(&"privnet-num-app-1".to_string()),
+        "live pod keeps its number"
+    );
+    assert!(
+        left.contains(&"privnet-ip-pn-1-10-240-0-2".to_string()),
+        "live endpoint keeps its address"
+    );
+    assert!(
+        left.contains(&"privnet-controller".to_string()),
+        "not a claim"
+    );
+    assert!(!left.contains(&"privnet-num-app-2".to_string()));
+    assert!(!left.contains(&"privnet-ip-pn-1-10-240-0-3".to_string()));
 }

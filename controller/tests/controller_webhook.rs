@@ -307,6 +307,29 @@ async fn leader_election_is_a_compare_and_swap_on_the_lease() {
     let holder = lease["spec"]["holderIdentity"].as_str().unwrap();
     assert_eq!(ra.unwrap(), holder == "pod-a");
     assert_eq!(rb.unwrap(), holder == "pod-b");
+    // The holder releases on shutdown: the other leads at once, long before
+    // the lease would have expired. A non-holder's release changes nothing.
+    let (holder, other) = if holder == "pod-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert!(
+        !other.round(at(101)).await.unwrap(),
+        "control: lease is live"
+    );
+    other.release().await.unwrap();
+    assert!(
+        !other.round(at(101)).await.unwrap(),
+        "not the holder: no release"
+    );
+    holder.release().await.unwrap();
+    let lease = api.get(&format!("{LEASES}/privnet-controller")).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "");
+    assert!(
+        other.round(at(102)).await.unwrap(),
+        "released: taken at once"
+    );
 }
 
 /// A one-day self-signed certificate for `cn` from `openssl` (and its key),
@@ -351,7 +374,7 @@ async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
         "privnet-webhook",
         Some("DNS:localhost,IP:127.0.0.1"),
     );
-    let tls = privnet_controller::webhook::tls_config_from_pem(&cert, &key).unwrap();
+    let (tls, reloading) = privnet_controller::webhook::tls_config_from_pem(&cert, &key).unwrap();
 
     let (_api, admitter) = setup(true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -400,6 +423,81 @@ async fn the_tls_front_end_answers_reviews_with_a_verified_certificate() {
         !refused.status.success(),
         "an unverified certificate must be refused"
     );
+
+    // The Secret is rotated: the same files get a new pair, served without a
+    // restart; clients trusting only the old one are now refused.
+    assert!(!reloading.reload_if_changed().unwrap(), "unchanged files");
+    let old = dir.path().join("old.crt");
+    std::fs::copy(&cert, &old).unwrap();
+    let (new_cert, new_key) = self_signed(
+        dir.path(),
+        "privnet-webhook-2",
+        Some("DNS:localhost,IP:127.0.0.1"),
+    );
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    assert!(
+        reloading.reload_if_changed().unwrap(),
+        "rotated files reload"
+    );
+    let out = tokio::task::block_in_place(|| curl(&new_cert));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!tokio::task::block_in_place(|| curl(&old)).status.success());
+    // A broken pair is refused and the current one stays in service.
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(reloading.reload_if_changed().is_err());
+    assert!(
+        tokio::task::block_in_place(|| curl(&new_cert))
+            .status
+            .success()
+    );
     stop.send(()).unwrap();
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dry_run_previews_a_number_and_claims_nothing() {
+    let (api, admitter) = setup(true);
+    let mut r = review("dry", "shop", json!({ "privnet.io/application": "app" }));
+    r.request.as_mut().unwrap().dry_run = true;
+    let answer = serde_json::to_value(admit(&admitter, r.clone()).await).unwrap();
+    let pod = patched(&r, &answer).expect("a dry run is still patched");
+    assert_eq!(number(&pod), 1);
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()["privnet.io/process-type"],
+        "web"
+    );
+    assert!(api.requests("POST", LEASES).is_empty(), "{:#?}", api.log());
+    // Control: the same pod admitted for real claims number 1 with a Lease,
+    // and the next dry run previews 2.
+    let real = admit_one(&admitter, "real").await;
+    assert_eq!(number(&real), 1);
+    assert_eq!(api.requests("POST", LEASES).len(), 1);
+    let answer = serde_json::to_value(admit(&admitter, r.clone()).await).unwrap();
+    assert_eq!(number(&patched(&r, &answer).unwrap()), 2);
+    assert_eq!(api.requests("POST", LEASES).len(), 1);
+}
+
+#[tokio::test]
+async fn project_pods_get_the_multus_network_and_the_gateway_resolver() {
+    let (api, admitter) = setup(true);
+    api.edit("/apis/privnet.io/v1alpha1/privatenetworks/shop", |n| {
+        n["status"]["gateway"] = json!("10.240.0.1")
+    });
+    let pod = admit_one(&admitter, "dns").await;
+    let networks = &pod.metadata.annotations.as_ref().unwrap()["k8s.v1.cni.cncf.io/networks"];
+    assert_eq!(networks, r#"[{"interface":"eth1","name":"privnet"}]"#);
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.dns_policy.as_deref(), Some("None"));
+    let dns = spec.dns_config.unwrap();
+    assert_eq!(dns.nameservers.unwrap(), ["10.240.0.1"]);
+    assert_eq!(dns.searches.unwrap()[0], "shop.svc.cluster.local");
+    // Control: a pod outside any project is left exactly as it was.
+    let r = review("other", "elsewhere", web());
+    let answer = serde_json::to_value(admit(&admitter, r.clone()).await).unwrap();
+    assert!(patched(&r, &answer).is_none());
 }

@@ -1,8 +1,10 @@
 #!/bin/sh
-# ADD/DEL latency of privnet-cni vs the reference bridge+host-local plugins.
-# Needs root. Extra arguments go to cni-bench, e.g.
-#   e2e/bench/cni-bench.sh --agent-socket /run/privnet/agent.sock
+# ADD/DEL latency of privnet-cni vs the reference bridge+host-local plugins,
+# against the real agent of a sandbox node (e2e/src/bin/bench-cni.rs).
+# Needs root. Extra arguments go to bench-cni, e.g.
+#   e2e/bench/cni-bench.sh --runs 200 --parallel 16
 set -eu
 cd "$(dirname "$0")/../.."
-cargo build --release -p privnet-cni
-exec ./target/release/cni-bench "$@"
+cargo build --release -p privnet -p privnet-cni
+cargo build --release -p privnet-e2e --bin bench-cni
+exec ./target/release/bench-cni "$@"

@@ -8,19 +8,27 @@
 //! - [`fdb`]: the VXLAN device's static forwarding database.
 //! - [`guard`]: nftables guard rules.
 //! - [`wireguard`]: the node's WireGuard interface and peers.
+//! - [`seam`]: the [`NodeDatapath`] trait the agent calls; [`kernel`] implements it on the
+//!   modules above, [`memory`] is the in-memory fake for unit tests.
 //! - [`snapshot`]: normalised kernel state, for "restart leaves the kernel identical" tests.
 
 pub mod fdb;
 pub mod guard;
+pub mod kernel;
 mod links;
+pub mod memory;
 pub mod netns;
 pub mod network;
+pub mod seam;
 pub mod snapshot;
 pub mod wireguard;
 
 pub use fdb::FdbEntry;
 pub use guard::GuardedPort;
+pub use kernel::KernelDatapath;
+pub use memory::MemoryDatapath;
 pub use netns::NetnsFd;
 pub use network::NetworkDatapath;
+pub use seam::{DatapathError, MeshSpec, NodeDatapath, Step};
 pub use snapshot::Snapshot;
 pub use wireguard::{MeshPeer, Wireguard, WireguardConfig};

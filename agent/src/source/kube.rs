@@ -28,13 +28,13 @@ use privnet_api::keys::{
     NETWORK_ID_ANNOTATION, NETWORK_LABEL, PROCESS_TYPE_LABEL, WG_ENDPOINT_ANNOTATION,
     WG_PUBLIC_KEY_ANNOTATION,
 };
-use privnet_api::readers::{endpoint_info, endpoint_spec, network_info, node_info};
+use privnet_api::readers::{endpoint_info, endpoint_spec, network_info, node_info, workload_of};
 use privnet_api::readers::{held_namespaces, namespace_conflicts};
 use privnet_api::{PrivateEndpoint, PrivateNetwork, Project};
+use privnet_core::rpc::Workload;
 use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
 
-/// Value of the claim-kind label of address claims.
-pub const ADDRESS_CLAIM_KIND: &str = "address";
+pub use privnet_api::keys::ADDRESS_CLAIM_KIND;
 /// How long `publish_endpoint` waits for its Pod to reach the cache.
 const POD_WAIT: Duration = Duration::from_secs(10);
 
@@ -382,6 +382,27 @@ impl Source for KubeSource {
             }
         }
         Ok(())
+    }
+
+    async fn pod_workload(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Workload>, SourceError> {
+        let key = reflector::ObjectRef::<Pod>::new(name).within(namespace);
+        if let Some(pod) = self.pods.get(&key) {
+            return Ok(workload_of(&pod));
+        }
+        // Not in the cache yet (the watch may trail the kubelet): ask the API.
+        let pod = Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("pods/{namespace}/{name}")))?;
+        Ok(pod.as_ref().and_then(workload_of))
+    }
+
+    fn numbers_from_admission(&self) -> bool {
+        true
     }
 }
 

@@ -12,6 +12,7 @@ use std::future::Future;
 pub use kube::KubeSource;
 pub use local_dir::LocalDir;
 
+use privnet_core::rpc::Workload;
 use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
 
 /// Errors of a source backend.
@@ -77,4 +78,18 @@ pub trait Source: Send + Sync + 'static {
         &self,
         endpoint: &EndpointInfo,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// The workload of pod `namespace/name` as the cluster records it (its
+    /// labels and the webhook's number). Backends without pods answer `None`.
+    fn pod_workload(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> impl Future<Output = Result<Option<Workload>, SourceError>> + Send {
+        std::future::ready(Ok(None))
+    }
+    /// Whether container numbers come only from admission (Kubernetes):
+    /// the agent then never picks one itself.
+    fn numbers_from_admission(&self) -> bool {
+        false
+    }
 }

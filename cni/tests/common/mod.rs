@@ -1,13 +1,41 @@
-//! Helpers for the kernel-level plugin tests: throwaway namespaces, running
-//! the real binary as a runtime does, kernel snapshots.
+//! Helpers for the kernel-level plugin tests: the real agent in process,
+//! throwaway namespaces, running the real binary as a runtime does, kernel
+//! snapshots.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::Write;
+mod agent;
+
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use privnet_cni::standin::{StandinAgent, ip, unique_name};
+pub use agent::TestAgent;
 use serde_json::{Value, json};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique name `<prefix><pid>x<counter>` (for namespaces, sockets …).
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `ip <args>`, failing on a non-zero exit.
+pub fn ip(args: &[&str]) -> io::Result<String> {
+    let out = Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
 
 /// Every spec version the plugin supports.
 pub const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
@@ -35,22 +63,27 @@ impl Drop for TestNetns {
     }
 }
 
-/// A stand-in agent on a unique socket in a temp dir.
+/// The real agent, ready, on a unique socket in a temp dir.
 pub struct Agent {
-    pub agent: StandinAgent,
-    _dir: tempfile::TempDir,
+    pub agent: TestAgent,
 }
 
 impl Agent {
     pub fn start() -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let agent =
-            StandinAgent::start(&dir.path().join("agent.sock"), &unique_name("pnt")).unwrap();
-        Agent { agent, _dir: dir }
+        Agent {
+            agent: TestAgent::start(true),
+        }
+    }
+
+    /// An agent still waiting for its mesh address.
+    pub fn start_waiting() -> Agent {
+        Agent {
+            agent: TestAgent::start(false),
+        }
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.agent.socket().to_path_buf()
+        self.agent.socket()
     }
 
     pub fn conf(&self, version: &str) -> Value {
@@ -59,7 +92,7 @@ impl Agent {
             "name": "privnet",
             "type": "privnet-cni",
             "agentSocket": self.socket(),
-            "agentTimeoutMs": 1000,
+            "agentTimeoutMs": 10000,
         })
     }
 }
@@ -105,7 +138,7 @@ pub fn run_plugin(
         .env("CNI_PATH", "/opt/cni/bin")
         .env(
             "CNI_ARGS",
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod;PRIVNET_APPLICATION_ID=app",
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

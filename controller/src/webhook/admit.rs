@@ -14,8 +14,11 @@ use kube::api::{Api, ListParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use super::mutate::{Assignment, pod_patch};
-use super::numbering::claim_number;
+use super::mutate::{Assignment, escape, pod_patch};
+use super::networks::{NETWORKS_ANNOTATION, with_privnet};
+use super::numbering::{claim_number, preview_number};
+use super::pod_dns::dns_ops;
+use crate::attachment::AttachMode;
 use crate::context::{ControllerConfig, Error};
 use crate::metrics::Metrics;
 use privnet_api::keys::{APPLICATION_LABEL, PROCESS_TYPE_LABEL};
@@ -23,6 +26,7 @@ use privnet_api::readers::namespace_conflicts;
 use privnet_api::{PrivateNetwork, Project};
 use privnet_core::naming::PrivateName;
 use privnet_core::numbering::NumberKey;
+use privnet_core::zone::WEB_PROCESS_TYPE;
 
 /// What the webhook needs.
 #[derive(Clone)]
@@ -80,12 +84,13 @@ async fn decide(
         return Ok(None);
     };
     let labels = pod.labels();
-    let (Some(app), Some(process_type)) = (
-        labels.get(APPLICATION_LABEL),
-        labels.get(PROCESS_TYPE_LABEL),
-    ) else {
+    let Some(app) = labels.get(APPLICATION_LABEL) else {
         return Ok(None);
     };
+    // The process type is optional: `web` unless the pod says otherwise.
+    let process_type = labels
+        .get(PROCESS_TYPE_LABEL)
+        .map_or(WEB_PROCESS_TYPE, String::as_str);
     let Some(namespace) = req.namespace.clone() else {
         return Ok(None);
     };
@@ -107,7 +112,9 @@ async fn decide(
         .get_opt(&project.name_any())
         .await
         .map_err(|e| Error::kube("get the project's network")(e).to_string())?;
-    let Some(network_id) = network.and_then(|n| n.status?.id) else {
+    let status = network.and_then(|n| n.status);
+    let gateway = status.as_ref().and_then(|s| s.gateway.clone());
+    let Some(network_id) = status.and_then(|s| s.id) else {
         return Err(format!(
             "the private network of project {} is not ready yet; retry shortly",
             project.name_any()
@@ -127,25 +134,51 @@ async fn decide(
     } else {
         req.name.clone()
     };
-    let claimed = claim_number(
-        &leases,
-        &pods,
-        &key,
-        &format!("{namespace}/{pod_name}"),
-        admitter.grace,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    for _ in 0..claimed.conflicts {
-        admitter.metrics.claim_conflicts.inc();
-    }
-    let name = PrivateName::new(claimed.number, process_type, app, &network_id, domain)
+    // `sideEffects: NoneOnDryRun`: a dry run previews the number and claims nothing.
+    let (number, claim) = if req.dry_run {
+        let number = preview_number(&leases, &pods, &key, admitter.grace)
+            .await
+            .map_err(|e| e.to_string())?;
+        (number, None)
+    } else {
+        let claimed = claim_number(
+            &leases,
+            &pods,
+            &key,
+            &format!("{namespace}/{pod_name}"),
+            admitter.grace,
+        )
+        .await
         .map_err(|e| e.to_string())?;
-    let assignment = Assignment {
-        name,
-        claim: claimed.claim,
+        for _ in 0..claimed.conflicts {
+            admitter.metrics.claim_conflicts.inc();
+        }
+        (claimed.number, Some(claimed.claim))
     };
-    pod_patch(pod, &assignment, &admitter.config.env_prefix, domain)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let name = PrivateName::new(number, process_type, app, &network_id, domain)
+        .map_err(|e| e.to_string())?;
+    let assignment = Assignment { name, claim };
+    let mut ops = pod_patch(pod, &assignment, &admitter.config.env_prefix, domain)
+        .map_err(|e| e.to_string())?;
+    if let Some(gateway) = gateway {
+        let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
+        ops.extend(dns_ops(
+            &spec,
+            &gateway,
+            &namespace,
+            &admitter.config.cluster_domain,
+        ));
+    }
+    if let AttachMode::Multus { network, interface } = &admitter.config.attach {
+        let existing = pod
+            .annotations()
+            .get(NETWORKS_ANNOTATION)
+            .map(String::as_str);
+        if let Some(value) = with_privnet(existing, network, interface) {
+            // pod_patch has made sure the annotations map exists.
+            let path = format!("/metadata/annotations/{}", escape(NETWORKS_ANNOTATION));
+            ops.push(serde_json::json!({ "op": "add", "path": path, "value": value }));
+        }
+    }
+    Ok(Some(ops))
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use privnet_api::keys::{
     CONTAINER_NUMBER_ANNOTATION, HOSTNAME_ANNOTATION, NETWORK_ID_ANNOTATION,
-    NUMBER_CLAIM_ANNOTATION,
+    NUMBER_CLAIM_ANNOTATION, PROCESS_TYPE_LABEL,
 };
 use privnet_core::naming::{NamingError, PrivateName, env_vars};
 
@@ -16,17 +16,20 @@ use privnet_core::naming::{NamingError, PrivateName, env_vars};
 pub struct Assignment {
     /// The pod's private name (number, type, app, network).
     pub name: PrivateName,
-    /// Name of the Lease holding the number.
-    pub claim: String,
+    /// Name of the Lease holding the number (`None` in a dry run, which
+    /// claims nothing: the number is then only a preview).
+    pub claim: Option<String>,
 }
 
 /// Escapes a JSON-pointer token (RFC 6901).
-fn escape(token: &str) -> String {
+pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
 /// JSON-patch operations: the env vars appended to every container and init
-/// container (replacing same-named ones), the annotations added.
+/// container (replacing same-named ones), the annotations added, and the
+/// process-type label when the pod has none (it is optional and defaults to
+/// `web`; the label makes the default visible to the agent and to selectors).
 pub fn pod_patch(
     pod: &Pod,
     assignment: &Assignment,
@@ -54,15 +57,25 @@ pub fn pod_patch(
             ops.push(json!({ "op": op, "path": format!("/spec/{field}/{i}/env"), "value": all }));
         }
     }
-    let annotations: BTreeMap<&str, String> = BTreeMap::from([
+    let mut annotations: BTreeMap<&str, String> = BTreeMap::from([
         (
             CONTAINER_NUMBER_ANNOTATION,
             assignment.name.number.to_string(),
         ),
         (NETWORK_ID_ANNOTATION, assignment.name.network_id.clone()),
         (HOSTNAME_ANNOTATION, assignment.name.fqdn(domain)),
-        (NUMBER_CLAIM_ANNOTATION, assignment.claim.clone()),
     ]);
+    if let Some(claim) = &assignment.claim {
+        annotations.insert(NUMBER_CLAIM_ANNOTATION, claim.clone());
+    }
+    let labels = pod.metadata.labels.as_ref();
+    if !labels.is_some_and(|l| l.contains_key(PROCESS_TYPE_LABEL)) {
+        let value = &assignment.name.process_type;
+        ops.push(match labels {
+            Some(_) => json!({ "op": "add", "path": format!("/metadata/labels/{}", escape(PROCESS_TYPE_LABEL)), "value": value }),
+            None => json!({ "op": "add", "path": "/metadata/labels", "value": { PROCESS_TYPE_LABEL: value } }),
+        });
+    }
     if pod.metadata.annotations.is_none() {
         ops.push(json!({ "op": "add", "path": "/metadata/annotations", "value": annotations }));
     } else {
@@ -102,7 +115,7 @@ mod tests {
     fn env_and_annotations_are_injected() {
         let a = Assignment {
             name: PrivateName::new(3, "web", "app", "pn-1", DEFAULT_DOMAIN).unwrap(),
-            claim: "l".into(),
+            claim: Some("l".into()),
         };
         for (env, ann) in [(false, false), (true, true)] {
             let p = apply(
@@ -132,5 +145,34 @@ mod tests {
             assert_eq!(ann_map[CONTAINER_NUMBER_ANNOTATION], "3");
             assert_eq!(ann_map.contains_key("x"), ann);
         }
+    }
+
+    #[test]
+    fn a_missing_process_type_becomes_the_web_label_and_dry_runs_name_no_claim() {
+        let a = Assignment {
+            name: PrivateName::new(1, "web", "app", "pn-1", DEFAULT_DOMAIN).unwrap(),
+            claim: None,
+        };
+        let mut p = pod(false, false);
+        p.metadata.labels =
+            Some([("privnet.io/application".to_string(), "app".to_string())].into());
+        let patched = apply(&p, pod_patch(&p, &a, "SCALINGO", DEFAULT_DOMAIN).unwrap());
+        let labels = patched.metadata.labels.unwrap();
+        assert_eq!(labels[PROCESS_TYPE_LABEL], "web");
+        let ann = patched.metadata.annotations.unwrap();
+        assert!(!ann.contains_key(NUMBER_CLAIM_ANNOTATION));
+        // Control: a pod that names its type keeps it, untouched.
+        let mut worker = p.clone();
+        worker
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(PROCESS_TYPE_LABEL.into(), "worker".into());
+        let ops = pod_patch(&worker, &a, "SCALINGO", DEFAULT_DOMAIN).unwrap();
+        assert!(
+            !ops.iter()
+                .any(|o| o["path"].as_str().unwrap().starts_with("/metadata/labels"))
+        );
     }
 }

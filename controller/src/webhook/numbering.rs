@@ -23,8 +23,7 @@ use privnet_api::keys::{
 };
 use privnet_core::numbering::{NumberKey, lowest_free};
 
-/// Value of the claim-kind label of number claims.
-pub const NUMBER_CLAIM_KIND: &str = "container-number";
+pub use privnet_api::keys::NUMBER_CLAIM_KIND;
 /// Claims younger than this are never reclaimed (their pod may not be
 /// persisted yet).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
@@ -145,6 +144,19 @@ pub async fn claim_number(
         ),
         "free container number after many conflicts",
     ))
+}
+
+/// The number `claim_number` would pick now, with no write at all (for
+/// dry-run admissions).
+pub async fn preview_number(
+    leases: &Api<Lease>,
+    pods: &Api<Pod>,
+    key: &NumberKey,
+    grace: Duration,
+) -> Result<u32, Error> {
+    let claims = list_claims(leases, key).await?;
+    let live = live_numbers(pods, key).await?;
+    Ok(choose(&claims, &live, Timestamp::now(), grace).1)
 }
 
 fn claim_lease(key: &NumberKey, number: u32, holder: &str) -> Lease {

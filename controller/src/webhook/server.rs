@@ -13,18 +13,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::cert::ReloadingCert;
 use super::{Admitter, admit};
 
 /// Errors of the webhook server.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookServerError {
-    /// The certificate or key could not be read.
-    #[error("failed to read {path}")]
+    /// The certificate or key is not valid PEM.
+    #[error("failed to parse {path}")]
     Pem {
         /// File.
         path: String,
@@ -32,36 +31,42 @@ pub enum WebhookServerError {
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    /// A certificate or key file could not be read.
+    #[error("failed to read {path}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The certificate and key do not form a valid config.
     #[error("failed to build the TLS configuration")]
     Tls(#[source] rustls::Error),
 }
 
-/// A rustls server config from PEM files.
+/// A rustls server config serving `cert`, which reloads itself when its
+/// files change (run [`ReloadingCert::watch`]).
+pub fn tls_config(
+    cert: Arc<ReloadingCert>,
+) -> Result<Arc<rustls::ServerConfig>, WebhookServerError> {
+    let config = rustls::ServerConfig::builder_with_provider(cert.provider())
+        .with_safe_default_protocol_versions()
+        .map_err(WebhookServerError::Tls)?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    Ok(Arc::new(config))
+}
+
+/// A rustls server config from PEM files, with the reloading certificate
+/// that backs it.
 pub fn tls_config_from_pem(
     cert: &Path,
     key: &Path,
-) -> Result<Arc<rustls::ServerConfig>, WebhookServerError> {
-    fn pem(p: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> WebhookServerError + '_ {
-        move |source| WebhookServerError::Pem {
-            path: p.display().to_string(),
-            source,
-        }
-    }
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(pem(cert))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem(cert))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(WebhookServerError::Tls)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(WebhookServerError::Tls)?;
-    Ok(Arc::new(config))
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ReloadingCert>), WebhookServerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let reloading = Arc::new(ReloadingCert::load(cert, key, provider)?);
+    Ok((tls_config(reloading.clone())?, reloading))
 }
 
 async fn handle(admitter: Arc<Admitter>, req: Request<Incoming>) -> Response<Full<Bytes>> {

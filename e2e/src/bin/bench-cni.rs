@@ -5,13 +5,13 @@
 //! ```text
 //! bench-cni [--runs 200] [--parallel 16] [--reference-dir /usr/lib/cni]
 //! ```
-//! Same method as `cni/src/bin/cni-bench.rs` (one timed invocation = spawn,
-//! exec, work, exit; namespace creation untimed; reference plugin's "host"
-//! namespace is a throwaway netns), but cni-bench's config has no
-//! `network` key and no `CNI_ARGS`, which the real agent needs, hence this
-//! wrapper. The sandbox runs a dedicated scenario: 2 nodes, one project,
-//! one resident container on n1 so the network's namespace stays up (the
-//! steady state a node is in), and the bench attaches on n1.
+//! One timed invocation = spawn, exec, work, exit; namespace creation is
+//! untimed; the reference plugin's "host" namespace is a throwaway netns.
+//! The sandbox runs a dedicated scenario: 2 nodes, one project, one
+//! resident container on n1 so the network's namespace stays up (the steady
+//! state a node is in), and the bench attaches on n1. This is the only CNI
+//! bench (`e2e/bench/cni-bench.sh` runs it): the former `cni-bench` ran
+//! against a stand-in agent shipped in the plugin's library.
 
 use std::fs::File;
 use std::io::Write;

@@ -14,6 +14,7 @@ use clap::Args;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
+use privnet_controller::attachment::AttachMode;
 use privnet_controller::leader::LeaderElector;
 use privnet_controller::run::run_controllers;
 use privnet_controller::webhook::{Admitter, serve_tls, tls_config_from_pem};
@@ -55,6 +56,20 @@ pub struct ControllerArgs {
     /// Serve the webhook over plain HTTP (development only).
     #[arg(long)]
     webhook_insecure: bool,
+    /// How pods reach the plugin: `multus` (a NetworkAttachmentDefinition per
+    /// project namespace + the pod's networks annotation) or `chained`
+    /// (privnet chained into the node's primary conflist).
+    #[arg(long, default_value = "multus", value_parser = ["multus", "chained"])]
+    attach_mode: String,
+    /// Multus network (NetworkAttachmentDefinition) name.
+    #[arg(long, default_value = "privnet")]
+    multus_network: String,
+    /// Name of the private interface inside pods (Multus mode).
+    #[arg(long, default_value = "eth1")]
+    pod_interface: String,
+    /// The cluster's DNS domain (kept in pods' search path).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Health/metrics listen address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -80,6 +95,14 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         domain: args.domain.clone(),
         mesh_cidr: args.mesh_cidr,
         env_prefix: args.env_prefix.clone(),
+        attach: match args.attach_mode.as_str() {
+            "chained" => AttachMode::Chained,
+            _ => AttachMode::Multus {
+                network: args.multus_network.clone(),
+                interface: args.pod_interface.clone(),
+            },
+        },
+        cluster_domain: args.cluster_domain.clone(),
         ..Default::default()
     };
     let identity = args
@@ -104,11 +127,19 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         tokio::spawn(health::serve(metrics_listener, Arc::new(Health(metrics.clone())), std::future::pending()));
         let webhook_listener = tokio::net::TcpListener::bind(args.webhook_addr).await.with_context(|| format!("failed to bind {}", args.webhook_addr))?;
         let admitter = Arc::new(Admitter { client: client.clone(), config, metrics: metrics.clone(), grace: privnet_controller::webhook::numbering::DEFAULT_GRACE });
+        let tls = tls.map(|(config, cert)| {
+            // A rotated Secret reaches the mounted files; serve it without a restart.
+            tokio::spawn(cert.watch(Duration::from_secs(10)));
+            config
+        });
         tokio::spawn(serve_tls(webhook_listener, tls, admitter, std::future::pending()));
 
         let elector = LeaderElector::new(Api::<Lease>::namespaced(client, &args.namespace), &args.lease_name, &identity, Duration::from_secs(args.lease_seconds));
         let (tx, mut leader) = tokio::sync::watch::channel(false);
-        tokio::spawn(elector.run(tx));
+        let (resign, resigned) = tokio::sync::oneshot::channel::<()>();
+        let election = tokio::spawn(elector.run(tx, async {
+            let _ = resigned.await;
+        }));
         tracing::info!(%identity, webhook = %args.webhook_addr, "controller started; waiting for leadership");
         tokio::select! {
             _ = leader.wait_for(|l| *l) => {},
@@ -126,6 +157,9 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         };
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
+        // Release the Lease so the next replica leads at once, not after expiry.
+        let _ = resign.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
         outcome
     })
 }

@@ -1,0 +1,223 @@
+//! The kernel implementation of [`NodeDatapath`]: today's datapath modules
+//! (namespaces, bridge/VXLAN, FDB, nft guard, WireGuard) behind the seam.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+
+use privnet_core::fdb::FdbEntry;
+use privnet_core::zone::Zone;
+
+use super::fdb;
+use super::guard::{self, GuardedPort, PortTable};
+use super::netns::{self, NetnsFd};
+use super::network::{self, NetworkDatapath, NetworkError};
+use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
+use super::wireguard::{MeshPeer, PeerStatus, Wireguard, WireguardError};
+use crate::dns::forward::Forwarder;
+use crate::dns::handler::DnsCounters;
+use crate::dns::server::Responder;
+
+/// UDP sockets per responder (one receive loop per core of a small node).
+const DNS_SOCKETS: usize = 2;
+
+/// The kernel datapath of one node, rooted in the agent's namespace (which
+/// holds the WireGuard interface and where VXLAN devices are created).
+pub struct KernelDatapath {
+    agent_ns: NetnsFd,
+    wireguard: Mutex<Option<Wireguard>>,
+}
+
+impl KernelDatapath {
+    /// A datapath whose agent namespace is `agent_ns`.
+    pub fn new(agent_ns: NetnsFd) -> Self {
+        Self {
+            agent_ns,
+            wireguard: Mutex::new(None),
+        }
+    }
+
+    /// The datapath of the calling thread's namespace.
+    pub fn current() -> Result<Self, netns::NetnsError> {
+        Ok(Self::new(NetnsFd::current()?))
+    }
+
+    fn wg(&self, step: Step) -> Result<Wireguard, DatapathError> {
+        self.wireguard
+            .lock()
+            .expect("wireguard lock")
+            .clone()
+            .ok_or(DatapathError::MeshDown(step))
+    }
+}
+
+fn net_err(step: Step, spec: &NetworkDatapath) -> impl FnOnce(NetworkError) -> DatapathError {
+    let netns = spec.netns.clone();
+    move |e| DatapathError::Network {
+        step,
+        netns,
+        source: Box::new(e),
+    }
+}
+
+fn wg_err(step: Step) -> impl FnOnce(WireguardError) -> DatapathError {
+    move |e| DatapathError::Wireguard {
+        step,
+        source: Box::new(e),
+    }
+}
+
+impl NodeDatapath for KernelDatapath {
+    fn container_alive(&self, netns: &str) -> bool {
+        std::path::Path::new(netns).exists()
+    }
+
+    async fn ensure_mesh(&self, mesh: &MeshSpec) -> Result<(), DatapathError> {
+        let wg = Wireguard::ensure(&self.agent_ns, mesh.wireguard.clone())
+            .await
+            .map_err(wg_err(Step::EnsureMesh))?;
+        let rules =
+            guard::agent_ruleset(&mesh.wireguard.ifname, mesh.vxlan_port, mesh.guard_disabled)
+                .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
+        guard::apply(&self.agent_ns, &rules)
+            .await
+            .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
+        *self.wireguard.lock().expect("wireguard lock") = Some(wg);
+        Ok(())
+    }
+
+    async fn set_peers(&self, peers: &[MeshPeer]) -> Result<(), DatapathError> {
+        let wg = self.wg(Step::SetPeers)?;
+        wg.set_peers(peers)
+            .await
+            .map(drop)
+            .map_err(wg_err(Step::SetPeers))
+    }
+
+    async fn read_peers(&self) -> Result<Vec<PeerStatus>, DatapathError> {
+        let wg = self.wg(Step::ReadPeers)?;
+        wg.read_peers().await.map_err(wg_err(Step::ReadPeers))
+    }
+
+    async fn poke(&self, vteps: &[Ipv4Addr]) {
+        if let Ok(sock) = tokio::net::UdpSocket::bind("0.0.0.0:0").await {
+            for vtep in vteps {
+                let _ = sock.send_to(b"privnet-handshake", (*vtep, 9)).await;
+            }
+        }
+    }
+
+    async fn ensure_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+    ) -> Result<(), DatapathError> {
+        network::ensure(&self.agent_ns, spec, ports)
+            .await
+            .map_err(net_err(Step::EnsureNetwork, spec))
+    }
+
+    /// Binds UDP and TCP port 53 on the gateway address inside the network's
+    /// namespace (on a dedicated thread), then serves them from this runtime.
+    async fn start_dns(
+        &self,
+        spec: &NetworkDatapath,
+        zone: Arc<RwLock<Zone>>,
+        upstream: Option<SocketAddr>,
+        counters: Arc<DnsCounters>,
+    ) -> Result<Option<Responder>, DatapathError> {
+        let netns_err = |source| DatapathError::Netns {
+            step: Step::StartDns,
+            netns: spec.netns.clone(),
+            source: Box::new(source),
+        };
+        let dns_err = |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Dns {
+            netns: spec.netns.clone(),
+            source,
+        };
+        let ns = NetnsFd::named(&spec.netns).map_err(netns_err)?;
+        let addr = SocketAddr::new(spec.gateway.addr().into(), 53);
+        let sockets = netns::run_in_async(&ns, move || {
+            let udp = crate::dns::server::bind_udp_reuseport(addr, DNS_SOCKETS)?;
+            let tcp = std::net::TcpListener::bind(addr)?;
+            Ok::<_, std::io::Error>((udp, tcp))
+        })
+        .await
+        .map_err(netns_err)?
+        .map_err(|e| dns_err(Box::new(e)))?;
+        let forwarder = upstream.map(Forwarder::new);
+        Responder::start(sockets.0, sockets.1, zone, forwarder, counters)
+            .map(Some)
+            .map_err(|e| dns_err(Box::new(e)))
+    }
+
+    async fn remove_network(&self, spec: &NetworkDatapath) -> Result<(), DatapathError> {
+        network::remove(&self.agent_ns, spec)
+            .await
+            .map_err(net_err(Step::RemoveNetwork, spec))
+    }
+
+    fn list_networks(&self, prefix: &str) -> Result<Vec<String>, DatapathError> {
+        network::list_networks(prefix).map_err(|e| DatapathError::Network {
+            step: Step::ListNetworks,
+            netns: format!("{prefix}*"),
+            source: Box::new(e),
+        })
+    }
+
+    fn remove_leftover(&self, name: &str) -> Result<(), DatapathError> {
+        netns::delete(name).map_err(|source| DatapathError::Netns {
+            step: Step::RemoveLeftover,
+            netns: name.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    async fn set_ports(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+    ) -> Result<(), DatapathError> {
+        network::set_ports(spec, ports)
+            .await
+            .map_err(net_err(Step::SetPorts, spec))
+    }
+
+    async fn update_ports(
+        &self,
+        spec: &NetworkDatapath,
+        table: &PortTable,
+        ports: &[GuardedPort],
+    ) -> Result<PortTable, DatapathError> {
+        network::update_ports(spec, table, ports)
+            .await
+            .map_err(net_err(Step::UpdatePorts, spec))
+    }
+
+    async fn purge_retired_ports(
+        &self,
+        spec: &NetworkDatapath,
+        table: &PortTable,
+    ) -> Result<(), DatapathError> {
+        network::purge_retired_ports(spec, table)
+            .await
+            .map_err(net_err(Step::PurgePorts, spec))
+    }
+
+    async fn sync_fdb(
+        &self,
+        spec: &NetworkDatapath,
+        entries: &BTreeSet<FdbEntry>,
+    ) -> Result<(), DatapathError> {
+        let (h, ifindex) = network::vxlan_handle(spec)
+            .await
+            .map_err(net_err(Step::SyncFdb, spec))?;
+        fdb::sync(&h, ifindex, entries)
+            .await
+            .map(drop)
+            .map_err(|source| DatapathError::Fdb {
+                netns: spec.netns.clone(),
+                source: Box::new(source),
+            })
+    }
+}

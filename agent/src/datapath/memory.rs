@@ -1,0 +1,300 @@
+//! In-memory fake of [`NodeDatapath`]: keeps what a kernel would hold
+//! (networks, port guards, FDBs, peers), records every call, and can be told
+//! to fail any [`Step`]. The agent's unit tests run against it, without root.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use privnet_core::fdb::FdbEntry;
+use privnet_core::zone::Zone;
+
+use super::guard::{self, GuardedPort, PortTable};
+use super::network::NetworkDatapath;
+use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
+use super::wireguard::{MeshPeer, PeerStatus};
+use crate::dns::handler::DnsCounters;
+use crate::dns::server::Responder;
+
+/// One call made to the fake, with what it was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// `ensure_mesh` (interface name).
+    EnsureMesh(String),
+    /// `set_peers` (public keys).
+    SetPeers(Vec<String>),
+    /// `read_peers`.
+    ReadPeers,
+    /// `poke` (VTEPs).
+    Poke(Vec<Ipv4Addr>),
+    /// `ensure_network` (namespace, port names).
+    EnsureNetwork(String, Vec<String>),
+    /// `start_dns` (namespace).
+    StartDns(String),
+    /// `remove_network` (namespace).
+    RemoveNetwork(String),
+    /// `list_networks` (prefix).
+    ListNetworks(String),
+    /// `remove_leftover` (namespace).
+    RemoveLeftover(String),
+    /// `set_ports` (namespace, port names).
+    SetPorts(String, Vec<String>),
+    /// `update_ports` (namespace, port names).
+    UpdatePorts(String, Vec<String>),
+    /// `purge_retired_ports` (namespace, retired names).
+    PurgePorts(String, Vec<String>),
+    /// `sync_fdb` (namespace, entries).
+    SyncFdb(String, BTreeSet<FdbEntry>),
+}
+
+/// What the fake "kernel" holds.
+#[derive(Debug, Default, Clone)]
+pub struct FakeKernel {
+    /// The mesh is up.
+    pub mesh_up: bool,
+    /// Configured peers.
+    pub peers: Vec<MeshPeer>,
+    /// Handshake age per peer key (absent: never had one).
+    pub handshakes: BTreeMap<String, Duration>,
+    /// Network namespaces present (by name) with their live guard ports.
+    pub networks: BTreeMap<String, Vec<GuardedPort>>,
+    /// FDB per namespace.
+    pub fdb: BTreeMap<String, BTreeSet<FdbEntry>>,
+    /// Container namespaces that exist (paths).
+    pub containers: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    kernel: FakeKernel,
+    calls: Vec<Call>,
+    failing: BTreeSet<Step>,
+}
+
+/// The fake datapath. Cloning shares the state (a test keeps one handle,
+/// the agent owns the other).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryDatapath(Arc<Mutex<Inner>>);
+
+fn names(ports: &[GuardedPort]) -> Vec<String> {
+    ports.iter().map(|p| p.host_ifname.clone()).collect()
+}
+
+impl MemoryDatapath {
+    /// Makes every later call of `step` fail until [`Self::heal`].
+    pub fn fail(&self, step: Step) {
+        self.lock().failing.insert(step);
+    }
+
+    /// Stops failing `step`.
+    pub fn heal(&self, step: Step) {
+        self.lock().failing.remove(&step);
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Forgets the recorded calls.
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// A copy of the fake kernel's state.
+    pub fn kernel(&self) -> FakeKernel {
+        self.lock().kernel.clone()
+    }
+
+    /// Changes the fake kernel's state (seeding leftovers, handshakes …).
+    pub fn with_kernel<R>(&self, f: impl FnOnce(&mut FakeKernel) -> R) -> R {
+        f(&mut self.lock().kernel)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().expect("fake datapath lock")
+    }
+
+    /// Records `call`; fails if `step` is failing.
+    fn enter(
+        &self,
+        step: Step,
+        call: Call,
+    ) -> Result<std::sync::MutexGuard<'_, Inner>, DatapathError> {
+        let mut inner = self.lock();
+        inner.calls.push(call);
+        if inner.failing.contains(&step) {
+            return Err(DatapathError::Injected(step));
+        }
+        Ok(inner)
+    }
+}
+
+impl NodeDatapath for MemoryDatapath {
+    fn container_alive(&self, netns: &str) -> bool {
+        self.lock().kernel.containers.contains(netns)
+    }
+
+    async fn ensure_mesh(&self, mesh: &MeshSpec) -> Result<(), DatapathError> {
+        let mut inner = self.enter(
+            Step::EnsureMesh,
+            Call::EnsureMesh(mesh.wireguard.ifname.clone()),
+        )?;
+        inner.kernel.mesh_up = true;
+        Ok(())
+    }
+
+    async fn set_peers(&self, peers: &[MeshPeer]) -> Result<(), DatapathError> {
+        let keys = peers.iter().map(|p| p.public_key.clone()).collect();
+        let mut inner = self.enter(Step::SetPeers, Call::SetPeers(keys))?;
+        if !inner.kernel.mesh_up {
+            return Err(DatapathError::MeshDown(Step::SetPeers));
+        }
+        inner.kernel.peers = peers.to_vec();
+        Ok(())
+    }
+
+    async fn read_peers(&self) -> Result<Vec<PeerStatus>, DatapathError> {
+        let inner = self.enter(Step::ReadPeers, Call::ReadPeers)?;
+        Ok(inner
+            .kernel
+            .peers
+            .iter()
+            .map(|p| PeerStatus {
+                public_key: p.public_key.clone(),
+                endpoint: p.endpoint,
+                allowed_ips: vec![format!("{}/32", p.vtep)],
+                last_handshake_age: inner.kernel.handshakes.get(&p.public_key).copied(),
+                rx_bytes: 0,
+                tx_bytes: 0,
+            })
+            .collect())
+    }
+
+    async fn poke(&self, vteps: &[Ipv4Addr]) {
+        self.lock().calls.push(Call::Poke(vteps.to_vec()));
+    }
+
+    async fn ensure_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+    ) -> Result<(), DatapathError> {
+        let call = Call::EnsureNetwork(spec.netns.clone(), names(ports));
+        let mut inner = self.enter(Step::EnsureNetwork, call)?;
+        inner
+            .kernel
+            .networks
+            .insert(spec.netns.clone(), ports.to_vec());
+        inner.kernel.fdb.entry(spec.netns.clone()).or_default();
+        Ok(())
+    }
+
+    async fn start_dns(
+        &self,
+        spec: &NetworkDatapath,
+        _zone: Arc<RwLock<Zone>>,
+        _upstream: Option<SocketAddr>,
+        _counters: Arc<DnsCounters>,
+    ) -> Result<Option<Responder>, DatapathError> {
+        drop(self.enter(Step::StartDns, Call::StartDns(spec.netns.clone()))?);
+        Ok(None)
+    }
+
+    async fn remove_network(&self, spec: &NetworkDatapath) -> Result<(), DatapathError> {
+        let mut inner = self.enter(Step::RemoveNetwork, Call::RemoveNetwork(spec.netns.clone()))?;
+        inner.kernel.networks.remove(&spec.netns);
+        inner.kernel.fdb.remove(&spec.netns);
+        Ok(())
+    }
+
+    fn list_networks(&self, prefix: &str) -> Result<Vec<String>, DatapathError> {
+        let inner = self.enter(Step::ListNetworks, Call::ListNetworks(prefix.into()))?;
+        Ok(inner
+            .kernel
+            .networks
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    fn remove_leftover(&self, netns: &str) -> Result<(), DatapathError> {
+        let mut inner = self.enter(Step::RemoveLeftover, Call::RemoveLeftover(netns.into()))?;
+        inner.kernel.networks.remove(netns);
+        inner.kernel.fdb.remove(netns);
+        Ok(())
+    }
+
+    async fn set_ports(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+    ) -> Result<(), DatapathError> {
+        let call = Call::SetPorts(spec.netns.clone(), names(ports));
+        let mut inner = self.enter(Step::SetPorts, call)?;
+        present(&mut inner, spec, Step::SetPorts)?.clone_from(&ports.to_vec());
+        Ok(())
+    }
+
+    async fn update_ports(
+        &self,
+        spec: &NetworkDatapath,
+        table: &PortTable,
+        ports: &[GuardedPort],
+    ) -> Result<PortTable, DatapathError> {
+        let call = Call::UpdatePorts(spec.netns.clone(), names(ports));
+        let mut inner = self.enter(Step::UpdatePorts, call)?;
+        let live = present(&mut inner, spec, Step::UpdatePorts)?;
+        // The same pure update the kernel applies, so retirements match.
+        let (_, after) = guard::ports_update(table, ports).map_err(|e| DatapathError::Network {
+            step: Step::UpdatePorts,
+            netns: spec.netns.clone(),
+            source: Box::new(e.into()),
+        })?;
+        *live = ports.to_vec();
+        Ok(after)
+    }
+
+    async fn purge_retired_ports(
+        &self,
+        spec: &NetworkDatapath,
+        table: &PortTable,
+    ) -> Result<(), DatapathError> {
+        let call = Call::PurgePorts(spec.netns.clone(), table.retired.iter().cloned().collect());
+        let mut inner = self.enter(Step::PurgePorts, call)?;
+        present(&mut inner, spec, Step::PurgePorts)?;
+        Ok(())
+    }
+
+    async fn sync_fdb(
+        &self,
+        spec: &NetworkDatapath,
+        entries: &BTreeSet<FdbEntry>,
+    ) -> Result<(), DatapathError> {
+        let call = Call::SyncFdb(spec.netns.clone(), entries.clone());
+        let mut inner = self.enter(Step::SyncFdb, call)?;
+        present(&mut inner, spec, Step::SyncFdb)?;
+        inner.kernel.fdb.insert(spec.netns.clone(), entries.clone());
+        Ok(())
+    }
+}
+
+/// The live ports of a network that must exist (as the kernel would fail
+/// on a missing namespace).
+fn present<'a>(
+    inner: &'a mut Inner,
+    spec: &NetworkDatapath,
+    step: Step,
+) -> Result<&'a mut Vec<GuardedPort>, DatapathError> {
+    inner
+        .kernel
+        .networks
+        .get_mut(&spec.netns)
+        .ok_or_else(|| DatapathError::Network {
+            step,
+            netns: spec.netns.clone(),
+            source: Box::new(super::network::NetworkError::Missing(spec.netns.clone())),
+        })
+}

@@ -1,0 +1,335 @@
+//! The convergence loop and pass: reads the clock once per pass, asks the
+//! planner ([`super::plan`]) what to do, and carries it out through the
+//! datapath and the source. Every step diffs against what is there (adopt,
+//! never flush), so a restarted agent changes nothing that is already right.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use tracing::Instrument;
+
+use super::error::ConvergeError;
+use super::plan::{self, PortAction, Purge};
+use super::{Agent, ConvergeState, Phase};
+use crate::datapath::guard::{GuardedPort, PortTable};
+use crate::datapath::network::NetworkDatapath;
+use crate::datapath::wireguard::WireguardConfig;
+use crate::datapath::{MeshSpec, NodeDatapath};
+use crate::local_network::{LocalNetwork, family};
+use crate::source::Source;
+use crate::store::AttachmentRecord;
+use privnet_core::mtu::wireguard_mtu;
+use privnet_core::view::ClusterView;
+
+/// What a pass asks of the loop.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PassOutcome {
+    /// Wake-ups the pass asked for (purge due, peers to recheck), from now.
+    pub wakes: Vec<Duration>,
+}
+
+impl<S: Source, D: NodeDatapath> Agent<S, D> {
+    /// Runs convergence passes forever (woken by changes, by the wake-ups a
+    /// pass asks for, and every [`plan::RESYNC`] at the latest).
+    pub async fn converge_loop(self: Arc<Self>) {
+        loop {
+            let wait = match self.converge_at(Instant::now()).await {
+                Ok(outcome) => plan::next_wait(&outcome.wakes),
+                Err(_) => {
+                    tokio::time::sleep(plan::RETRY_AFTER).await;
+                    plan::RESYNC
+                }
+            };
+            if tokio::time::timeout(wait, self.wake.notified())
+                .await
+                .is_ok()
+            {
+                // Coalesce a burst (a runtime starting or stopping many
+                // containers) into one pass: one nft swap, one FDB sync.
+                tokio::time::sleep(plan::DEBOUNCE).await;
+            }
+        }
+    }
+
+    /// One pass at time `now`. A failure is logged with its chain and
+    /// degrades the phase (what exists keeps being served).
+    pub async fn converge_at(&self, now: Instant) -> Result<PassOutcome, ConvergeError> {
+        let pass = self.metrics.converges.get() + 1;
+        let span = tracing::debug_span!("converge", pass);
+        let result = self.pass(now).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            let _entered = span.enter();
+            tracing::warn!(error = %crate::error_chain(e), "convergence failed");
+            self.metrics.errors.inc();
+            let mut phase = self.phase.write().expect("phase lock");
+            if *phase != Phase::WaitingForMesh {
+                *phase = Phase::Degraded(crate::error_chain(e));
+            }
+        }
+        result
+    }
+
+    async fn pass(&self, now: Instant) -> Result<PassOutcome, ConvergeError> {
+        self.metrics.converges.inc();
+        let mut outcome = PassOutcome::default();
+        let view = self.current_view();
+        let mut conv = self.conv.lock().await;
+        self.converge_mesh(&view, &mut conv, now, &mut outcome)
+            .await?;
+        if !conv.mesh_up {
+            // No mesh address yet: nothing below can be set up.
+            return Ok(outcome);
+        }
+        self.converge_networks(&view).await?;
+        // Snapshot under the state lock, then do the I/O without it.
+        let (records, locals) = {
+            let st = self.state.lock().await;
+            let records: Vec<AttachmentRecord> = st.book.records().cloned().collect();
+            let locals: Vec<_> = st
+                .networks
+                .values()
+                .map(|l| (l.info.clone(), l.spec.clone(), l.zone.clone()))
+                .collect();
+            (records, locals)
+        };
+        for (info, spec, zone) in &locals {
+            let id = &info.id;
+            let ports = plan::ports_of(records.iter().filter(|r| &r.network_id == id));
+            if let Some(wake) = self
+                .converge_ports(&mut conv, id, spec, &ports, now)
+                .await?
+            {
+                outcome.wakes.push(wake);
+            }
+            let desired = plan::network_fdb(&self.cfg.node, &view, id).map_err(|source| {
+                ConvergeError::FdbPlan {
+                    id: id.clone(),
+                    source,
+                }
+            })?;
+            if conv.applied_fdb.get(id) != Some(&desired) {
+                self.datapath
+                    .sync_fdb(spec, &desired)
+                    .await
+                    .map_err(|source| ConvergeError::Fdb {
+                        id: id.clone(),
+                        source,
+                    })?;
+                conv.applied_fdb.insert(id.clone(), desired);
+            }
+            let eps = plan::zone_endpoints(&self.cfg.node, &records, &view, id);
+            if let Err(e) = zone.write().expect("zone lock").sync(&eps) {
+                tracing::warn!(network = %id, error = %e, "zone rejected an endpoint");
+            }
+        }
+        conv.port_tables
+            .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
+        conv.applied_fdb
+            .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
+        self.converge_published(&view, &records, &mut conv).await;
+        self.update_metrics(locals.len()).await;
+        Ok(outcome)
+    }
+
+    /// The port guard of one network: a full table the first time (or after
+    /// drift), increments afterwards; retired ports are purged in one batch
+    /// (see [`plan::purge_decision`]). Returns when to come back for a purge.
+    async fn converge_ports(
+        &self,
+        conv: &mut ConvergeState,
+        id: &str,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        now: Instant,
+    ) -> Result<Option<Duration>, ConvergeError> {
+        let fail = |source| ConvergeError::Guard {
+            id: id.to_string(),
+            source,
+        };
+        let whole = || PortTable {
+            live: ports.to_vec(),
+            retired: Default::default(),
+        };
+        let last = conv.port_tables.get(id);
+        let mut table = match plan::port_action(last.map(|(t, _)| t), ports) {
+            PortAction::SetAll => {
+                self.datapath.set_ports(spec, ports).await.map_err(fail)?;
+                whole()
+            }
+            PortAction::Keep(table) => table,
+            PortAction::Update(table) => {
+                match self.datapath.update_ports(spec, &table, ports).await {
+                    Ok(after) => after,
+                    // The table changed behind our back: rebuild it whole.
+                    Err(_) => {
+                        self.datapath.set_ports(spec, ports).await.map_err(fail)?;
+                        whole()
+                    }
+                }
+            }
+        };
+        let changed_at = plan::ports_changed_at(conv.port_tables.get(id), &table.live, now);
+        let wake = match plan::purge_decision(&table, changed_at, now) {
+            Purge::Nothing => None,
+            Purge::Now => {
+                self.datapath
+                    .purge_retired_ports(spec, &table)
+                    .await
+                    .map_err(fail)?;
+                table.retired.clear();
+                None
+            }
+            Purge::After(d) => Some(d),
+        };
+        conv.port_tables.insert(id.to_string(), (table, changed_at));
+        Ok(wake)
+    }
+
+    async fn converge_mesh(
+        &self,
+        view: &ClusterView,
+        conv: &mut ConvergeState,
+        now: Instant,
+        outcome: &mut PassOutcome,
+    ) -> Result<(), ConvergeError> {
+        let Some(vtep) = view.node(&self.cfg.node).and_then(|me| me.vtep) else {
+            return Ok(());
+        };
+        let address = Ipv4Net::new(vtep, self.cfg.mesh_cidr.prefix_len())
+            .map_err(ConvergeError::MeshAddress)?;
+        if !conv.mesh_up {
+            self.datapath
+                .ensure_mesh(&self.mesh_spec(address))
+                .await
+                .map_err(ConvergeError::Mesh)?;
+            conv.mesh_up = true;
+        }
+        let peers = plan::mesh_peers(&self.cfg.node, self.cfg.keepalive, view);
+        self.datapath
+            .set_peers(&peers)
+            .await
+            .map_err(ConvergeError::Mesh)?;
+        if let Ok(status) = self.datapath.read_peers().await {
+            let silent = conv.peer_timers.plan(&peers, &status, now);
+            if !silent.rearm.is_empty() {
+                let others: Vec<_> = peers
+                    .iter()
+                    .filter(|p| !silent.rearm.iter().any(|s| s.public_key == p.public_key))
+                    .cloned()
+                    .collect();
+                if self.datapath.set_peers(&others).await.is_ok()
+                    && self.datapath.set_peers(&peers).await.is_ok()
+                {
+                    tracing::debug!(
+                        peers = silent.rearm.len(),
+                        "re-armed WireGuard peers without a handshake"
+                    );
+                }
+            }
+            if !silent.poke.is_empty() {
+                self.datapath.poke(&silent.poke).await;
+            }
+            outcome.wakes.extend(silent.wake_after);
+        }
+        self.metrics.peers.set(peers.len() as i64);
+        let mut phase = self.phase.write().expect("phase lock");
+        if *phase != Phase::Ready {
+            tracing::info!(vtep = %vtep, peers = peers.len(), "mesh ready");
+            *phase = Phase::Ready;
+        }
+        Ok(())
+    }
+
+    fn mesh_spec(&self, address: Ipv4Net) -> MeshSpec {
+        MeshSpec {
+            wireguard: WireguardConfig {
+                ifname: self.cfg.wg_ifname.clone(),
+                listen_port: self.cfg.wg_port,
+                address,
+                mtu: wireguard_mtu(self.cfg.underlay_mtu, family(&self.cfg)),
+                state_dir: self.cfg.state_dir.clone(),
+                backend: self.cfg.wg_backend,
+            },
+            vxlan_port: 4789,
+            guard_disabled: self.cfg.guard_disabled,
+        }
+    }
+
+    /// Brings up networks that have attachments, removes those that have
+    /// none and namespaces of ours nobody owns.
+    async fn converge_networks(&self, view: &ClusterView) -> Result<(), ConvergeError> {
+        let mut st = self.state.lock().await;
+        let wanted = st.book.networks().into_iter().map(str::to_string).collect();
+        let up = st
+            .networks
+            .iter()
+            .map(|(id, l)| (id.clone(), l.spec.netns.clone()))
+            .collect();
+        let present = self
+            .datapath
+            .list_networks(&self.cfg.netns_prefix)
+            .unwrap_or_default();
+        let todo =
+            plan::plan_networks(&wanted, view, &up, &present, |vni| self.cfg.netns_name(vni));
+        for info in &todo.bring_up {
+            self.ensure_local_network(&mut st, info)
+                .await
+                .map_err(|source| ConvergeError::NetworkUp {
+                    id: info.id.clone(),
+                    source,
+                })?;
+        }
+        for ns in &todo.leftovers {
+            tracing::info!(netns = %ns, "removing a leftover network namespace");
+            if let Err(e) = self.datapath.remove_leftover(ns) {
+                tracing::warn!(error = %crate::error_chain(&e), "failed to remove a leftover namespace");
+            }
+        }
+        for id in todo.remove {
+            let local: LocalNetwork = st.networks.remove(&id).expect("planned from this map");
+            tracing::info!(network = %id, "last attachment gone: removing the network from this node");
+            local
+                .down(&self.datapath)
+                .await
+                .map_err(|source| ConvergeError::NetworkDown { id, source })?;
+        }
+        Ok(())
+    }
+
+    async fn converge_published(
+        &self,
+        view: &ClusterView,
+        records: &[AttachmentRecord],
+        conv: &mut ConvergeState,
+    ) {
+        let todo = plan::plan_publication(&self.cfg.node, records, view, &conv.published);
+        for (key, ep) in todo.publish {
+            match self.source.publish_endpoint(&ep).await {
+                Ok(()) => {
+                    conv.published.insert(key, ep);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "failed to publish an endpoint");
+                    self.metrics.errors.inc();
+                }
+            }
+        }
+        for ep in todo.withdraw {
+            if self.source.withdraw_endpoint(&ep).await.is_ok() {
+                conv.published.retain(|k, _| {
+                    !(k.container_id == ep.container_id && k.ifname == ep.interface)
+                });
+            }
+        }
+    }
+
+    async fn update_metrics(&self, networks: usize) {
+        self.metrics.networks.set(networks as i64);
+        if let Ok(peers) = self.datapath.read_peers().await {
+            self.metrics
+                .max_handshake_age
+                .set(plan::max_handshake_age(&peers));
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The agent of one node: owns the attachment book, the local networks and
+//! the mesh; answers the CNI plugin; converges the kernel towards what the
+//! cluster view and the book ask for.
+//!
+//! - [`attach`]: the Attach verb, with a step list that undoes what it did.
+//! - [`rpc`]: the other CNI verbs and the RPC dispatch.
+//! - [`converge`]: the convergence loop and pass (the I/O).
+//! - [`plan`]: the convergence decisions, pure, the clock an argument.
+//! - [`error`]: typed errors of the verbs and of a pass.
+
+mod attach;
+mod converge;
+pub mod error;
+pub mod plan;
+mod rpc;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use privnet_core::rpc::AttachmentKey;
+use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
+
+use super::book::AttachmentBook;
+use super::config::AgentConfig;
+use super::datapath::guard::PortTable;
+use super::datapath::wireguard::load_or_create_key;
+use super::datapath::{KernelDatapath, NodeDatapath};
+use super::dns::handler::DnsCounters;
+use super::local_network::LocalNetwork;
+use super::metrics::AgentMetrics;
+use super::source::Source;
+use super::store::{AttachmentRecord, AttachmentStore};
+
+pub use error::{AttachError, ConvergeError};
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Namespace handling failed.
+    #[error("failed to open the agent's network namespace")]
+    Netns(#[from] super::datapath::netns::NetnsError),
+    /// The WireGuard key could not be loaded or created.
+    #[error("failed to load the WireGuard key")]
+    Key(#[from] super::datapath::wireguard::WireguardError),
+    /// The attachment state could not be read.
+    #[error("failed to load the attachment state")]
+    Store(#[from] super::store::StoreError),
+    /// Publishing to the source failed.
+    #[error("failed to publish this node")]
+    Source(#[from] super::source::SourceError),
+}
+
+/// Readiness of the agent (what `/readyz` and CNI STATUS report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the controller to give this node a mesh address.
+    WaitingForMesh,
+    /// WireGuard is up with its mesh address: attachments are served.
+    Ready,
+    /// The last convergence failed (still serving what exists).
+    Degraded(String),
+}
+
+/// Mutable state, serialised by one async mutex (concurrent ADDs are safe).
+pub(crate) struct State {
+    pub book: AttachmentBook,
+    pub store: Box<dyn AttachmentStore + Send>,
+    pub networks: BTreeMap<String, LocalNetwork>,
+}
+
+/// Bookkeeping of the convergence loop (its own lock, so CNI requests never
+/// wait for kernel/nft/API I/O of a convergence pass).
+#[derive(Default)]
+pub(crate) struct ConvergeState {
+    /// WireGuard and the node guard are up.
+    pub mesh_up: bool,
+    /// Per network: the guard's port table and when its live set last changed.
+    pub port_tables: BTreeMap<String, (PortTable, Instant)>,
+    pub applied_fdb: BTreeMap<String, BTreeSet<privnet_core::fdb::FdbEntry>>,
+    pub published: BTreeMap<AttachmentKey, EndpointInfo>,
+    /// Peers without a handshake, since when.
+    pub peer_timers: plan::PeerTimers,
+}
+
+/// The agent, over a source of cluster views and a datapath (the kernel's
+/// unless a test gives it the in-memory fake).
+pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
+    pub(crate) cfg: AgentConfig,
+    pub(crate) source: S,
+    pub(crate) datapath: D,
+    pub(crate) public_key: String,
+    pub(crate) state: tokio::sync::Mutex<State>,
+    pub(crate) conv: tokio::sync::Mutex<ConvergeState>,
+    pub(crate) view: RwLock<Arc<ClusterView>>,
+    pub(crate) phase: RwLock<Phase>,
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+    pub(crate) dns_counters: Arc<DnsCounters>,
+    pub(crate) metrics: AgentMetrics,
+}
+
+impl<S: Source> Agent<S, KernelDatapath> {
+    /// Starts the agent on the kernel datapath of the calling thread's
+    /// namespace (see [`Agent::start_with`]).
+    pub async fn start(
+        cfg: AgentConfig,
+        source: S,
+        store: Box<dyn AttachmentStore + Send>,
+    ) -> Result<Arc<Self>, AgentError> {
+        Self::start_with(cfg, source, store, KernelDatapath::current()?).await
+    }
+}
+
+impl<S: Source, D: NodeDatapath> Agent<S, D> {
+    /// Loads the key and the persisted attachments and publishes this node.
+    /// Nothing in the kernel is flushed: the first convergence adopts it.
+    pub async fn start_with(
+        cfg: AgentConfig,
+        source: S,
+        store: Box<dyn AttachmentStore + Send>,
+        datapath: D,
+    ) -> Result<Arc<Self>, AgentError> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| super::store::StoreError::Io {
+            path: cfg.state_dir.display().to_string(),
+            source: e,
+        })?;
+        let public_key = load_or_create_key(&cfg.state_dir)?.public_key().to_string();
+        let mut store = store;
+        // A record whose container namespace is gone (node reboot, container
+        // removed while the agent was down) is released now: no leak.
+        let mut records = store.load()?;
+        records.retain(|r| {
+            let alive = datapath.container_alive(&r.netns);
+            if !alive {
+                tracing::info!(container = %r.key.container_id, "releasing the attachment of a vanished container");
+                if let Err(e) = store.remove(&r.key) {
+                    tracing::warn!(error = %super::error_chain(&e), "failed to remove an attachment record");
+                }
+            }
+            alive
+        });
+        let (book, rejected) = AttachmentBook::restore(records);
+        for r in rejected {
+            tracing::warn!(container = %r.key.container_id, address = %r.address, "dropping a conflicting attachment record");
+        }
+        source
+            .publish_node(&NodeInfo {
+                name: cfg.node.clone(),
+                public_key: public_key.clone(),
+                endpoint: cfg.endpoint,
+                vtep: None,
+            })
+            .await?;
+        let metrics = AgentMetrics::default();
+        Ok(Arc::new(Self {
+            cfg,
+            source,
+            datapath,
+            public_key,
+            state: tokio::sync::Mutex::new(State {
+                book,
+                store,
+                networks: BTreeMap::new(),
+            }),
+            conv: tokio::sync::Mutex::new(ConvergeState::default()),
+            view: RwLock::new(Arc::new(ClusterView::default())),
+            phase: RwLock::new(Phase::WaitingForMesh),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            dns_counters: Arc::new(metrics.dns.clone()),
+            metrics,
+        }))
+    }
+
+    /// The node's WireGuard public key.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// Current readiness.
+    pub fn phase(&self) -> Phase {
+        self.phase.read().expect("phase lock").clone()
+    }
+
+    /// The datapath the agent drives.
+    pub fn datapath(&self) -> &D {
+        &self.datapath
+    }
+
+    /// The attachments of this node, by key.
+    pub async fn attachments(&self) -> Vec<AttachmentRecord> {
+        self.state.lock().await.book.records().cloned().collect()
+    }
+
+    pub(crate) fn current_view(&self) -> Arc<ClusterView> {
+        self.view.read().expect("view lock").clone()
+    }
+
+    /// Replaces the cluster view and wakes the convergence.
+    pub fn set_view(&self, view: ClusterView) {
+        *self.view.write().expect("view lock") = Arc::new(view);
+        self.wake.notify_one();
+    }
+
+    /// Follows the source forever, waking the convergence on every change.
+    pub async fn follow_source(self: Arc<Self>) {
+        let mut rev = 0;
+        loop {
+            match self.source.next_view(rev).await {
+                Ok((r, view)) => {
+                    rev = r;
+                    self.set_view(view);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %super::error_chain(&e), "failed to read the cluster view");
+                    self.metrics.errors.inc();
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    fn claim_owner(&self, key: &AttachmentKey) -> String {
+        privnet_api::keys::address_claim_owner(&self.cfg.node, &key.container_id, &key.ifname)
+    }
+
+    /// Prometheus exposition.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+}
