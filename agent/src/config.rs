@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
+use privnet_core::vni::VniRange;
 
+use super::datapath::guard::NodeGuard;
 use super::datapath::wireguard::BackendChoice;
 
 /// Everything the agent needs to know about its node.
@@ -34,6 +36,10 @@ pub struct AgentConfig {
     pub underlay_mtu: u32,
     /// Mesh CIDR (prefix of the WireGuard address).
     pub mesh_cidr: Ipv4Net,
+    /// UDP port of the networks' VXLAN devices.
+    pub vxlan_port: u16,
+    /// VNIs the controller assigns (the node guard matches exactly these).
+    pub vni_range: VniRange,
     /// Upstream resolver for non-private names.
     pub dns_upstream: Option<SocketAddr>,
     /// DNS domain of the private zones.
@@ -49,5 +55,15 @@ impl AgentConfig {
     /// Namespace name of the network with this VNI on this node.
     pub fn netns_name(&self, vni: u32) -> String {
         format!("{}{vni}", self.netns_prefix)
+    }
+
+    /// What the node guard matches: privnet's VXLAN port, VNIs and VTEPs.
+    pub fn node_guard(&self) -> NodeGuard {
+        NodeGuard {
+            wg_ifname: self.wg_ifname.clone(),
+            vxlan_port: self.vxlan_port,
+            vnis: self.vni_range.0.clone(),
+            mesh: self.mesh_cidr,
+        }
     }
 }

@@ -50,6 +50,20 @@ pub enum LocalNetworkError {
         /// Why.
         message: String,
     },
+    /// The network's VNI is outside the range this agent guards.
+    #[error(
+        "failed to set up network {id}: its VNI {vni} is outside this agent's --vni-range {range}, \
+         so the node guard would not cover its VXLAN traffic; give the agents the controller's \
+         --vni-range (chart value vxlan.vniRange)"
+    )]
+    VniOutOfRange {
+        /// Network id.
+        id: String,
+        /// Its VNI.
+        vni: u32,
+        /// The agent's range.
+        range: privnet_core::vni::VniRange,
+    },
     /// The MTU is too small.
     #[error(transparent)]
     Mtu(#[from] privnet_core::mtu::MtuError),
@@ -73,6 +87,13 @@ pub fn datapath_spec(
     info: &NetworkInfo,
     vtep: Ipv4Addr,
 ) -> Result<NetworkDatapath, LocalNetworkError> {
+    if !cfg.vni_range.contains(info.vni) {
+        return Err(LocalNetworkError::VniOutOfRange {
+            id: info.id.clone(),
+            vni: info.vni,
+            range: cfg.vni_range.clone(),
+        });
+    }
     let mtu = match info.mtu {
         Some(m) => m,
         None => private_mtu(cfg.underlay_mtu, family(cfg))?,
@@ -87,7 +108,7 @@ pub fn datapath_spec(
         gateway_mac: gateway_mac(info.vni),
         mtu,
         vtep,
-        vxlan_port: 4789,
+        vxlan_port: cfg.vxlan_port,
         underlay_dev: cfg.wg_ifname.clone(),
         gro_flush_timeout_ns: cfg.gro_flush_timeout_ns,
     })
@@ -151,5 +172,62 @@ impl LocalNetwork {
             r.stop().await;
         }
         datapath.remove_network(&self.spec).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::wireguard::BackendChoice;
+    use privnet_core::defaults;
+    use privnet_core::vni::VniRange;
+
+    fn cfg() -> AgentConfig {
+        AgentConfig {
+            node: "n1".into(),
+            state_dir: "/nonexistent".into(),
+            socket: "/nonexistent/agent.sock".into(),
+            netns_prefix: "privnet-".into(),
+            wg_ifname: "privnet-wg".into(),
+            wg_port: defaults::WIREGUARD_PORT,
+            wg_backend: BackendChoice::Auto,
+            keepalive: None,
+            endpoint: "192.0.2.1:4797".parse().unwrap(),
+            underlay_mtu: 1500,
+            mesh_cidr: defaults::MESH_CIDR,
+            vxlan_port: 4800,
+            vni_range: VniRange::DEFAULT,
+            dns_upstream: None,
+            domain: "private-network.internal".into(),
+            gro_flush_timeout_ns: 0,
+            guard_disabled: false,
+        }
+    }
+
+    fn net(vni: u32) -> NetworkInfo {
+        NetworkInfo {
+            id: "pn-a".into(),
+            project: "a".into(),
+            vni,
+            subnet: "10.240.0.0/22".parse().unwrap(),
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn the_datapath_uses_the_configured_port_and_only_guarded_vnis() {
+        let vtep = "198.19.0.1".parse().unwrap();
+        let spec = datapath_spec(&cfg(), &net(1 << 20), vtep).unwrap();
+        assert_eq!(spec.vxlan_port, 4800);
+        // Calico's VNI is outside the guarded range: refused, naming the flag.
+        let err = datapath_spec(&cfg(), &net(4096), vtep).unwrap_err();
+        assert!(matches!(
+            err,
+            LocalNetworkError::VniOutOfRange { vni: 4096, .. }
+        ));
+        assert!(
+            err.to_string().contains("--vni-range 1048576-16777215"),
+            "{err}"
+        );
     }
 }

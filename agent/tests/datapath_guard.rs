@@ -266,3 +266,109 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
         "control: another L2 protocol passes unguarded"
     );
 }
+
+/// Root test: the node guard in the node's namespace drops privnet's VXLAN outside
+/// WireGuard and nothing else. Two scratch "nodes" on a veth underlay carry two real VXLAN
+/// overlays on the same UDP port 4789 (the hardest case: privnet configured onto the
+/// primary CNI's port): a primary one with Calico's VNI 4096 and one with a VNI of
+/// privnet's range standing in for privnet's clear-text traffic. With the guard the
+/// primary overlay still answers and privnet's clear-text VXLAN does not; without any
+/// rule both answer (positive control); with the old catch-all rule (`udp dport 4789
+/// iifname != wg drop`) the primary overlay goes dark (the check would catch it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_guard_drops_only_privnets_vxlan() {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let id = format!("{}{n}", std::process::id());
+    let (a, b) = (format!("pgh{id}a"), format!("pgh{id}b"));
+    let _cleanup = Cleanup(vec![a.clone(), b.clone()]);
+    for ns in [&a, &b] {
+        netns::create(ns).unwrap();
+    }
+    sh(
+        &a,
+        &format!("ip link set lo up && ip link add ul type veth peer name ul netns {b}"),
+    );
+    let privnet_vni = 1_048_576;
+    for (ns, me, peer, host) in [
+        (&a, "192.0.2.1", "192.0.2.2", 1),
+        (&b, "192.0.2.2", "192.0.2.1", 2),
+    ] {
+        sh(
+            ns,
+            &format!(
+                "ip link set lo up && ip addr add {me}/24 dev ul && ip link set ul up && \
+                 ip link add vxprimary type vxlan id 4096 dstport 4789 local {me} remote {peer} dev ul && \
+                 ip addr add 10.200.0.{host}/24 dev vxprimary && ip link set vxprimary up && \
+                 ip link add vxprivnet type vxlan id {privnet_vni} dstport 4789 local {me} remote {peer} dev ul && \
+                 ip addr add 10.201.0.{host}/24 dev vxprivnet && ip link set vxprivnet up"
+            ),
+        );
+    }
+    let reaches = |dst: &str| {
+        let src = if dst.starts_with("10.200") {
+            "10.200.0.1"
+        } else {
+            "10.201.0.1"
+        };
+        datapath_support::ping(&a, src, dst, 3, 1.0)
+            .status
+            .success()
+    };
+    assert!(reaches("10.200.0.2"), "control: the primary overlay works");
+    assert!(
+        reaches("10.201.0.2"),
+        "control: clear-text VXLAN passes unguarded"
+    );
+
+    let node_b = NetnsFd::named(&b).unwrap();
+    let rules = guard::agent_ruleset(
+        &guard::NodeGuard {
+            wg_ifname: "pgwg".into(),
+            vxlan_port: 4789,
+            vnis: privnet_vni..=privnet_core::vni::MAX_VNI,
+            mesh: "198.19.0.0/16".parse().unwrap(),
+        },
+        false,
+    )
+    .unwrap();
+    guard::apply(&node_b, &rules).await.unwrap();
+    assert!(
+        reaches("10.200.0.2"),
+        "the node guard must leave the primary CNI's VXLAN alone"
+    );
+    assert!(
+        !reaches("10.201.0.2"),
+        "the node guard must drop privnet's VXLAN outside WireGuard"
+    );
+
+    // Negative control: the old catch-all rule, in a table of this test's own, cuts the
+    // primary overlay: the check above is what tells the two rules apart.
+    guard::apply(
+        &node_b,
+        &guard::agent_ruleset(
+            &guard::NodeGuard {
+                wg_ifname: "pgwg".into(),
+                vxlan_port: 4789,
+                vnis: privnet_vni..=privnet_vni,
+                mesh: "198.19.0.0/16".parse().unwrap(),
+            },
+            true,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    guard::apply(
+        &node_b,
+        "table inet pgh-old {\n\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\
+         \t\tudp dport 4789 iifname != \"pgwg\" drop\n\t}\n\tchain output {\n\
+         \t\ttype filter hook output priority filter - 10; policy accept;\n\
+         \t\tudp dport 4789 oifname != \"pgwg\" drop\n\t}\n}\n",
+    )
+    .await
+    .unwrap();
+    assert!(
+        !reaches("10.200.0.2"),
+        "negative control: the old catch-all rule drops the primary overlay"
+    );
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use privnet_agent::datapath::fdb::{self, FdbEntry};
-use privnet_agent::datapath::guard::{self, GuardedPort};
+use privnet_agent::datapath::guard::{self, GuardedPort, NodeGuard};
 use privnet_agent::datapath::netns::{self, NetnsFd};
 use privnet_agent::datapath::network::{self, NetworkDatapath};
 use privnet_agent::datapath::snapshot::Snapshot;
@@ -74,6 +74,17 @@ struct Node {
     container: String,
     container_ip: Ipv4Addr,
     container_mac: [u8; 6],
+}
+
+/// The node guard of this test's mesh: VXLAN on 4789 (its own namespaces), its one VNI,
+/// VTEPs in 10.99.0.0/24.
+fn node_guard(wg: &str, vni: u32) -> NodeGuard {
+    NodeGuard {
+        wg_ifname: wg.into(),
+        vxlan_port: 4789,
+        vnis: vni..=vni,
+        mesh: "10.99.0.0/24".parse().unwrap(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +194,7 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
         let agent_ns = NetnsFd::named(&nodes[i].ns).unwrap();
         guard::apply(
             &agent_ns,
-            &guard::agent_ruleset(&nodes[i].wg_ifname, 4789, false).unwrap(),
+            &guard::agent_ruleset(&node_guard(&nodes[i].wg_ifname, vni), false).unwrap(),
         )
         .await
         .unwrap();
@@ -355,7 +366,7 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
         network::ensure(&agent_ns, spec, &[port]).await.unwrap();
         guard::apply(
             &agent_ns,
-            &guard::agent_ruleset(&node.wg_ifname, 4789, false).unwrap(),
+            &guard::agent_ruleset(&node_guard(&node.wg_ifname, vni), false).unwrap(),
         )
         .await
         .unwrap();

@@ -192,11 +192,28 @@ fn default_values_render_the_design() {
                 .any(|v| v != "get" && v != "list" && v != "watch")
     });
     assert!(!writes_networks, "the agent must not write PrivateNetworks");
+    // The chart's defaults are privnet-core's (the flags' defaults and the sandbox's).
+    use privnet_core::defaults::{MESH_CIDR, VXLAN_PORT, WIREGUARD_PORT};
+    let vnis = privnet_core::vni::VniRange::DEFAULT;
     let agent_args = args(find(&docs, "DaemonSet", "privnet-agent"));
-    for want in ["--mesh-cidr=100.64.0.0/16", "--gro-flush-timeout-us=20"] {
+    for want in [
+        format!("--mesh-cidr={MESH_CIDR}"),
+        format!("--vxlan-port={VXLAN_PORT}"),
+        format!("--vni-range={vnis}"),
+        format!("--wg-port={WIREGUARD_PORT}"),
+        format!("--endpoint=$(HOST_IP):{WIREGUARD_PORT}"),
+        "--gro-flush-timeout-us=20".to_string(),
+    ] {
+        assert!(agent_args.contains(&want), "{want} not in {agent_args:?}");
+    }
+    let controller_args = args(find(&docs, "Deployment", "privnet-controller"));
+    for want in [
+        format!("--mesh-cidr={MESH_CIDR}"),
+        format!("--vni-range={vnis}"),
+    ] {
         assert!(
-            agent_args.contains(&want.to_string()),
-            "{want} not in {agent_args:?}"
+            controller_args.contains(&want),
+            "{want} not in {controller_args:?}"
         );
     }
 }
@@ -216,6 +233,7 @@ fn non_default_values_reach_the_manifests() {
         "--env-prefix=ACME",
         "--domain=pn.example.internal",
         "--mesh-cidr=10.99.0.0/20",
+        "--vni-range=2000000-2999999",
         "--webhook-addr=0.0.0.0:9443",
     ] {
         assert!(a.contains(&want.to_string()), "{want} not in {a:?}");
@@ -224,6 +242,8 @@ fn non_default_values_reach_the_manifests() {
     for want in [
         "--wireguard=userspace",
         "--wg-port=51999",
+        "--vxlan-port=4800",
+        "--vni-range=2000000-2999999",
         "--underlay-mtu=9000",
         "--endpoint=$(HOST_IP):51999",
         "--gro-flush-timeout-us=0",

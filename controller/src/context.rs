@@ -32,9 +32,9 @@ pub struct ControllerConfig {
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
-            namespace: "privnet-system".into(),
+            namespace: privnet_core::defaults::NAMESPACE.into(),
             domain: DEFAULT_DOMAIN.into(),
-            mesh_cidr: "100.64.0.0/16".parse().expect("static CIDR"),
+            mesh_cidr: privnet_core::defaults::MESH_CIDR,
             env_prefix: DEFAULT_ENV_PREFIX.into(),
             vni_range: privnet_core::vni::DEFAULT_VNI_RANGE,
             attach: crate::attachment::AttachMode::default(),

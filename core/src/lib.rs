@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod defaults;
 pub mod fdb;
 pub mod ipam;
 pub mod mac;

@@ -4,10 +4,7 @@
 //! every other node is a WireGuard peer whose allowed-ips is only its VTEP
 //! /32, so nothing but mesh traffic is accepted from it.
 //!
-//! Default mesh CIDR: `100.64.0.0/16`, a slice of RFC 6598 shared space.
-//! Cluster pod/service CIDRs are RFC 1918 by convention and private
-//! networks use `10.240.0.0/22`, so it collides with neither; a /16 holds
-//! 65 534 nodes.
+//! Default mesh CIDR: [`crate::defaults::MESH_CIDR`] (why: see there).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -19,10 +16,7 @@ use thiserror::Error;
 use crate::view::NodeInfo;
 
 /// Default mesh (VTEP) CIDR.
-pub const DEFAULT_MESH_CIDR: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 16) {
-    Ok(net) => net,
-    Err(_) => panic!("valid constant"),
-};
+pub const DEFAULT_MESH_CIDR: Ipv4Net = crate::defaults::MESH_CIDR;
 
 /// Errors of mesh computation.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

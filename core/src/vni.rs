@@ -8,8 +8,8 @@ use std::ops::RangeInclusive;
 
 use thiserror::Error;
 
-/// Default VNI range: clear of 0/1 and of small ids other tools like to use.
-pub const DEFAULT_VNI_RANGE: RangeInclusive<u32> = 4096..=16_000_000;
+/// Default VNI range: [`crate::defaults::VNI_RANGE`] (why: see there).
+pub const DEFAULT_VNI_RANGE: RangeInclusive<u32> = crate::defaults::VNI_RANGE;
 /// Largest VNI (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -26,6 +26,9 @@ pub enum VniError {
         /// Last VNI of the range.
         end: u32,
     },
+    /// A VNI range that is not `FIRST-LAST`.
+    #[error("failed to parse VNI range {0:?}: expected FIRST-LAST, e.g. 1048576-16777215")]
+    Unparsable(String),
     /// An existing assignment is not a usable VNI.
     #[error("failed to load VNI {vni} of network {network_id}: VNIs must be within 2..={MAX_VNI}")]
     InvalidVni {
@@ -58,6 +61,45 @@ pub enum VniError {
         /// Number of VNIs in the range.
         size: u64,
     },
+}
+
+/// A VNI range as flags and chart values spell it: `FIRST-LAST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VniRange(pub RangeInclusive<u32>);
+
+impl VniRange {
+    /// [`DEFAULT_VNI_RANGE`].
+    pub const DEFAULT: VniRange = VniRange(DEFAULT_VNI_RANGE);
+
+    /// Whether `vni` is in the range.
+    pub fn contains(&self, vni: u32) -> bool {
+        self.0.contains(&vni)
+    }
+}
+
+impl std::fmt::Display for VniRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0.start(), self.0.end())
+    }
+}
+
+impl std::str::FromStr for VniRange {
+    type Err = VniError;
+
+    /// `FIRST-LAST` (or one VNI), within 2..=2^24-1, first ≤ last.
+    fn from_str(text: &str) -> Result<Self, VniError> {
+        let bad = VniError::Unparsable(text.to_string());
+        let (first, last) = text.split_once('-').unwrap_or((text, text));
+        let first: u32 = first.trim().parse().map_err(|_| bad.clone())?;
+        let last: u32 = last.trim().parse().map_err(|_| bad)?;
+        if first < 2 || last > MAX_VNI || first > last {
+            return Err(VniError::InvalidRange {
+                start: first,
+                end: last,
+            });
+        }
+        Ok(VniRange(first..=last))
+    }
 }
 
 /// VNI assignments of the whole cluster.
@@ -173,6 +215,27 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
+    #[test]
+    fn ranges_parse_print_and_refuse_nonsense() {
+        let r: VniRange = "1048576-16777215".parse().unwrap();
+        assert_eq!(r, VniRange::DEFAULT);
+        assert_eq!(
+            VniRange::DEFAULT.to_string().parse::<VniRange>().unwrap(),
+            r
+        );
+        assert_eq!("5000".parse::<VniRange>().unwrap(), VniRange(5000..=5000));
+        assert!(matches!(
+            "x-3".parse::<VniRange>(),
+            Err(VniError::Unparsable(_))
+        ));
+        for bad in ["1-100", "9-8", "2-16777216"] {
+            assert!(
+                matches!(bad.parse::<VniRange>(), Err(VniError::InvalidRange { .. })),
+                "{bad}"
+            );
+        }
+    }
+
     fn alloc(
         range: RangeInclusive<u32>,
         existing: &[(&str, u32)],
@@ -182,7 +245,7 @@ mod tests {
 
     #[test]
     fn stable_and_lowest_free() {
-        let mut a = alloc(DEFAULT_VNI_RANGE, &[("pn-a", 4096), ("pn-b", 4098)]).unwrap();
+        let mut a = alloc(4096..=16_000_000, &[("pn-a", 4096), ("pn-b", 4098)]).unwrap();
         assert_eq!(a.assign("pn-a").unwrap(), 4096);
         assert_eq!(a.assign("pn-c").unwrap(), 4097);
         assert_eq!(a.assign("pn-d").unwrap(), 4099);

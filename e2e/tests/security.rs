@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::Sandbox;
+use privnet_core::defaults::{VXLAN_PORT, WIREGUARD_PORT};
 
 const SCENARIO: &str = r#"
 nodes: 2
@@ -95,9 +96,13 @@ fn underlay_sees_only_wireguard_and_the_guard_fails_closed() {
     // 1. Normal traffic: only WireGuard on the wire.
     let cap = Capture::start(&sb, "normal");
     sb.exec_ok("app-web-1", &["ping", "-c5", "-i0.2", "-W2", &ip2]);
+    let (wg_filter, vxlan_filter) = (
+        format!("udp port {WIREGUARD_PORT}"),
+        format!("udp port {VXLAN_PORT}"),
+    );
     let counts = cap.count(&[
-        "udp port 51820",
-        "udp port 4789",
+        &wg_filter,
+        &vxlan_filter,
         "icmp",
         "tcp",
         "arp and not host 192.168.213.11 and not host 192.168.213.12",
@@ -137,7 +142,7 @@ fn underlay_sees_only_wireguard_and_the_guard_fails_closed() {
     );
     let cap = Capture::start(&sb, "guarded");
     let _ = sb.exec("app-web-1", &["ping", "-c3", "-i0.2", "-W1", &ip2]);
-    let guarded = cap.count(&["udp port 4789"]);
+    let guarded = cap.count(&[&vxlan_filter]);
     assert_eq!(
         guarded,
         vec![0],
@@ -152,7 +157,7 @@ fn underlay_sees_only_wireguard_and_the_guard_fails_closed() {
     );
     let cap = Capture::start(&sb, "unguarded");
     let _ = sb.exec("app-web-1", &["ping", "-c3", "-i0.2", "-W1", &ip2]);
-    let leaked = cap.count(&["udp port 4789"]);
+    let leaked = cap.count(&[&vxlan_filter]);
     assert!(
         leaked[0] > 0,
         "negative control: without the guard VXLAN would leak ({leaked:?})"
@@ -162,14 +167,14 @@ fn underlay_sees_only_wireguard_and_the_guard_fails_closed() {
 /// A VXLAN packet (VNI, broadcast ARP who-has inside) sent from the underlay.
 const PY_INJECT: &str = r#"
 import socket, struct, sys
-dst, vni, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+dst, vni, target, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 vx = struct.pack("!II", 0x08000000, vni << 8)
 src_mac = bytes.fromhex("0266000000aa")
 eth = b"\xff" * 6 + src_mac + b"\x08\x06"
 arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + src_mac + socket.inet_aton("10.240.0.99") + b"\x00" * 6 + socket.inet_aton(target)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(5):
-    s.sendto(vx + eth + arp, (dst, 4789))
+    s.sendto(vx + eth + arp, (dst, port))
 "#;
 
 /// tcpdump on a network's bridge for the injected ARP (sender 10.240.0.99),
@@ -259,6 +264,7 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
             &node_ip,
             &vni.to_string(),
             c1["ip"].as_str().unwrap(),
+            &VXLAN_PORT.to_string(),
         ],
     );
     assert!(
@@ -287,10 +293,13 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
         node_ip.clone(),
         vni.to_string(),
         c1["ip"].as_str().unwrap().to_string(),
+        VXLAN_PORT.to_string(),
     ];
     sb.in_netns(
         &atk,
-        &["python3", "-c", PY_INJECT, &args[0], &args[1], &args[2]],
+        &[
+            "python3", "-c", PY_INJECT, &args[0], &args[1], &args[2], &args[3],
+        ],
     );
     let seen = watcher.wait_with_output().unwrap();
     assert!(

@@ -8,7 +8,9 @@
 //!   CNI plugin no kube, hyper or hickory, nor any other privnet crate than
 //!   core and sys; `privnet-sys` (namespace thread, link helpers, atomic
 //!   writes) depends on no other privnet crate and pulls no kube, hyper or hickory;
-//! - test infrastructure (`privnet-testkit`) is never a normal dependency.
+//! - test infrastructure (`privnet-testkit`) is never a normal dependency;
+//! - the API emulation (`privnet-kubemu`) never reaches the agent's or the
+//!   controller's dependency closure (the sandbox may use it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -130,6 +132,28 @@ fn workspace_crates_depend_only_downwards() {
     }
     // A positive control: the rule sees edges that do exist.
     assert!(g["privnet"].contains("privnet-sandbox"));
+}
+
+#[test]
+fn the_api_emulation_stays_out_of_production_crates() {
+    let g = normal_graph();
+    for krate in [
+        "privnet-core",
+        "privnet-api",
+        "privnet-agent",
+        "privnet-controller",
+        "privnet-cni",
+    ] {
+        let deps = closure(&g, krate);
+        assert!(
+            !deps.contains("privnet-kubemu"),
+            "{krate} links the API emulation"
+        );
+    }
+    // Positive control: the emulation is a workspace crate the walk knows,
+    // and the same walk finds what the emulation itself pulls.
+    assert!(g.contains_key("privnet-kubemu"));
+    assert!(closure(&g, "privnet-kubemu").contains("hyper"));
 }
 
 #[test]

@@ -10,8 +10,8 @@ use super::sys::{CommandError, ip};
 
 /// Underlay subnet of every sandbox (inside its own namespaces only).
 pub const UNDERLAY_SUBNET: &str = "192.168.213.0/24";
-/// WireGuard port of every node.
-pub const WG_PORT: u16 = 51820;
+/// WireGuard port of every node (privnet's default).
+pub const WG_PORT: u16 = privnet_core::defaults::WIREGUARD_PORT;
 
 /// Creates the underlay namespace and its bridge (`ip netns add`, `ip link add ul0 type bridge`).
 pub fn create_underlay(netns: &str) -> Result<(), CommandError> {
@@ -90,6 +90,17 @@ pub fn start_agent(
             &node.network_netns_prefix,
             "--wg-ifname",
             &node.wireguard_interface,
+        ])
+        // privnet's defaults, spelled out: the controller role (mesh, VNIs) uses the same ones.
+        .args([
+            "--wg-port",
+            &WG_PORT.to_string(),
+            "--vxlan-port",
+            &privnet_core::defaults::VXLAN_PORT.to_string(),
+            "--vni-range",
+            &privnet_core::vni::VniRange::DEFAULT.to_string(),
+            "--mesh-cidr",
+            &privnet_core::defaults::MESH_CIDR.to_string(),
         ])
         .args([
             "--wireguard",

@@ -4,8 +4,11 @@
 //! `table X {…}`), so re-applying is atomic and idempotent, and nothing but the agent's own
 //! `privnet-*` tables is ever touched.
 //!
-//! - Agent namespace, `inet privnet-guard`: VXLAN UDP only in from and out to the WireGuard
-//!   interface, so no private byte leaves in clear text and a dead tunnel fails closed.
+//! - Agent namespace, `inet privnet-guard`: privnet's own VXLAN (its port with one of its
+//!   VNIs, or its port to one of its VTEPs) only in from and out to the WireGuard interface,
+//!   so no private byte leaves in clear text and a dead tunnel fails closed. Nothing else on
+//!   the node matches: the primary CNI's VXLAN (another port, or the same port with another
+//!   VNI and no VTEP of ours) passes untouched.
 //! - Network namespace, `bridge privnet-ports`: per container port anti-spoofing (source MAC,
 //!   IPv4 source, ARP sender MAC/IP, no VLAN tags, no DHCP-server replies, no IPv6 RAs), and
 //!   the gateway MAC kept off the VXLAN port in both directions: every node answers for the
@@ -14,6 +17,9 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use ipnet::Ipv4Net;
 
 use super::netns::{self, NetnsError, NetnsFd};
 
@@ -90,28 +96,51 @@ fn reset(table: &str) -> String {
     format!("table {table} {{}}\ndelete table {table}\n")
 }
 
+/// What identifies privnet's own VXLAN traffic in the node's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeGuard {
+    /// The WireGuard interface: the only way in or out for privnet's VXLAN.
+    pub wg_ifname: String,
+    /// privnet's VXLAN UDP port.
+    pub vxlan_port: u16,
+    /// The VNIs privnet's networks use (the controller's range).
+    pub vnis: RangeInclusive<u32>,
+    /// The mesh CIDR: every VTEP address is in it.
+    pub mesh: Ipv4Net,
+}
+
 /// The agent-namespace guard (`inet privnet-guard`). With `disabled`, the table is only
 /// removed (negative-control tests prove the guard is what blocks clear-text VXLAN).
-pub fn agent_ruleset(
-    wg_ifname: &str,
-    vxlan_port: u16,
-    disabled: bool,
-) -> Result<String, GuardError> {
-    let wg = ifname(wg_ifname)?;
+///
+/// A packet is privnet's when it goes to privnet's VXLAN port and either carries one of
+/// privnet's VNIs (the VXLAN header's VNI: transport header bits 96..120) or is addressed
+/// to a VTEP. Such a packet is dropped unless it comes from (input) or goes to (output)
+/// the WireGuard interface. The VNI match is what stops clear-text injection to the node's
+/// underlay address (privnet's VXLAN socket listens on every address); the VTEP match
+/// catches a VTEP routed around the tunnel whatever the VNI.
+pub fn agent_ruleset(guard: &NodeGuard, disabled: bool) -> Result<String, GuardError> {
+    let wg = ifname(&guard.wg_ifname)?;
     let mut text = reset(AGENT_TABLE);
     if disabled {
         return Ok(text);
     }
+    let (port, mesh) = (guard.vxlan_port, guard.mesh.trunc());
+    let vnis = match (guard.vnis.start(), guard.vnis.end()) {
+        (a, b) if a == b => a.to_string(),
+        (a, b) => format!("{a}-{b}"),
+    };
     let _ = write!(
         text,
         "table {AGENT_TABLE} {{\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter - 10; policy accept;\n\
-         \t\tudp dport {vxlan_port} iifname != {wg} drop\n\
+         \t\tudp dport {port} @th,96,24 {vnis} iifname != {wg} drop\n\
+         \t\tip daddr {mesh} udp dport {port} iifname != {wg} drop\n\
          \t}}\n\
          \tchain output {{\n\
          \t\ttype filter hook output priority filter - 10; policy accept;\n\
-         \t\tudp dport {vxlan_port} oifname != {wg} drop\n\
+         \t\tudp dport {port} @th,96,24 {vnis} oifname != {wg} drop\n\
+         \t\tip daddr {mesh} udp dport {port} oifname != {wg} drop\n\
          \t}}\n\
          }}\n"
     );
@@ -346,17 +375,47 @@ mod tests {
         }
     }
 
+    fn node(wg: &str) -> NodeGuard {
+        NodeGuard {
+            wg_ifname: wg.into(),
+            vxlan_port: 4796,
+            vnis: 1_048_576..=16_777_215,
+            mesh: "198.19.0.0/16".parse().unwrap(),
+        }
+    }
+
     #[test]
-    fn agent_guard_confines_vxlan_to_the_tunnel() {
-        let text = agent_ruleset("wg0", 4789, false).unwrap();
+    fn agent_guard_confines_only_privnets_vxlan_to_the_tunnel() {
+        let text = agent_ruleset(&node("wg0"), false).unwrap();
         assert!(text.starts_with("table inet privnet-guard {}\ndelete table inet privnet-guard\n"));
-        assert!(text.contains("udp dport 4789 iifname != \"wg0\" drop"));
-        assert!(text.contains("udp dport 4789 oifname != \"wg0\" drop"));
+        for want in [
+            "udp dport 4796 @th,96,24 1048576-16777215 iifname != \"wg0\" drop",
+            "ip daddr 198.19.0.0/16 udp dport 4796 iifname != \"wg0\" drop",
+            "udp dport 4796 @th,96,24 1048576-16777215 oifname != \"wg0\" drop",
+            "ip daddr 198.19.0.0/16 udp dport 4796 oifname != \"wg0\" drop",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // Every drop names privnet's VNIs or its VTEPs: no catch-all on a port.
+        for rule in text.lines().filter(|l| l.ends_with("drop")) {
+            assert!(
+                rule.contains("@th,96,24 1048576-16777215")
+                    || rule.contains("ip daddr 198.19.0.0/16"),
+                "{rule:?} matches more than privnet's own traffic"
+            );
+        }
+        let mut one = node("wg0");
+        one.vnis = 5000..=5000;
+        assert!(
+            agent_ruleset(&one, false)
+                .unwrap()
+                .contains("@th,96,24 5000 iifname")
+        );
     }
 
     #[test]
     fn disabled_agent_guard_only_removes_the_table() {
-        let text = agent_ruleset("wg0", 4789, true).unwrap();
+        let text = agent_ruleset(&node("wg0"), true).unwrap();
         assert_eq!(
             text,
             "table inet privnet-guard {}\ndelete table inet privnet-guard\n"
@@ -477,6 +536,6 @@ mod tests {
             network_ruleset(&g),
             Err(GuardError::InvalidIfname(_))
         ));
-        assert!(agent_ruleset("averyveryverylongname", 4789, false).is_err());
+        assert!(agent_ruleset(&node("averyveryverylongname"), false).is_err());
     }
 }

@@ -76,9 +76,8 @@ impl NodeDatapath for KernelDatapath {
         let wg = Wireguard::ensure(&self.agent_ns, mesh.wireguard.clone())
             .await
             .map_err(wg_err(Step::EnsureMesh))?;
-        let rules =
-            guard::agent_ruleset(&mesh.wireguard.ifname, mesh.vxlan_port, mesh.guard_disabled)
-                .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
+        let rules = guard::agent_ruleset(&mesh.guard, mesh.guard_disabled)
+            .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
         guard::apply(&self.agent_ns, &rules)
             .await
             .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;

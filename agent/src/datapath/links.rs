@@ -97,6 +97,28 @@ pub async fn get(handle: &Handle, name: &str) -> Result<Option<LinkState>, LinkE
     Ok(link::get(handle, name).await?.as_ref().map(parse))
 }
 
+/// `ip -d link show type vxlan`: name and state of every VXLAN device of the namespace.
+pub async fn vxlans(handle: &Handle) -> Result<Vec<(String, LinkState)>, LinkError> {
+    let mut stream = handle.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.try_next().await.map_err(err("list", "links"))? {
+        let state = parse(&msg);
+        if state.kind.as_deref() == Some("vxlan") {
+            let name = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            out.push((name.unwrap_or_default(), state));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a netlink request failed with `errno`.
+pub fn failed_with(e: &LinkError, errno: nix::errno::Errno) -> bool {
+    e.errno() == Some(errno as i32)
+}
+
 /// `ip link set <index> mtu <mtu>`.
 pub async fn set_mtu(handle: &Handle, index: u32, mtu: u32) -> Result<(), LinkError> {
     let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();

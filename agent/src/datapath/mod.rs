@@ -7,6 +7,7 @@
 //! - [`network`]: one private network's namespace, bridge, VXLAN port and gateway.
 //! - [`fdb`]: the VXLAN device's static forwarding database.
 //! - [`guard`]: nftables guard rules.
+//! - [`neighbours`]: clashes with the primary CNI's VXLAN and ports, found before start.
 //! - [`wireguard`]: the node's WireGuard interface and peers.
 //! - [`seam`]: the [`NodeDatapath`] trait the agent calls; [`kernel`] implements it on the
 //!   modules above, [`memory`] is the in-memory fake for unit tests.
@@ -17,6 +18,7 @@ pub mod guard;
 pub mod kernel;
 mod links;
 pub mod memory;
+pub mod neighbours;
 pub mod netns;
 pub mod network;
 pub mod seam;

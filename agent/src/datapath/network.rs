@@ -48,6 +48,32 @@ pub enum NetworkError {
     /// A spec that cannot be realised.
     #[error("failed to accept network spec: {0}")]
     Invalid(String),
+    /// Another VXLAN device of the node's namespace has this VNI on this port.
+    #[error(
+        "failed to create VXLAN device {device}: another VXLAN device of the node's namespace \
+         already has VNI {vni} on UDP port {port}; give privnet another --vxlan-port (chart value \
+         vxlan.port) or another --vni-range (vxlan.vniRange)"
+    )]
+    VniTaken {
+        /// privnet's device.
+        device: String,
+        /// The VNI.
+        vni: u32,
+        /// The port.
+        port: u16,
+    },
+    /// The VXLAN port is held by a socket that cannot share it.
+    #[error(
+        "failed to bring up VXLAN device {device}: UDP port {port} is held in the node's \
+         namespace by a socket that cannot share it; give privnet another --vxlan-port (chart \
+         value vxlan.port)"
+    )]
+    PortInUse {
+        /// privnet's device.
+        device: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 /// Desired datapath of one private network on this node.
@@ -70,7 +96,7 @@ pub struct NetworkDatapath {
     pub mtu: u32,
     /// Local VTEP: this node's WireGuard address.
     pub vtep: Ipv4Addr,
-    /// VXLAN UDP port (4789).
+    /// VXLAN UDP port (`--vxlan-port`).
     pub vxlan_port: u16,
     /// The WireGuard interface carrying VXLAN.
     pub underlay_dev: String,
@@ -115,7 +141,7 @@ impl NetworkDatapath {
 /// ports currently attached (their guard rules are re-applied atomically).
 /// iproute2 equivalent: `ip netns add`, `ip link add br0 type bridge stp_state 0` (VLAN
 /// filtering is off by default, and setting it at all fails with EOPNOTSUPP on kernels built
-/// without `CONFIG_BRIDGE_VLAN_FILTERING`, like this one), `ip link add vx… type vxlan id VNI local VTEP dstport 4789 dev wg
+/// without `CONFIG_BRIDGE_VLAN_FILTERING`, like this one), `ip link add vx… type vxlan id VNI local VTEP dstport PORT dev wg
 /// nolearning`, `ip link set vx… netns …`, `ip link set vx… master br0`, `bridge link set
 /// dev vx… learning off`, `ip addr add GW dev br0`, `sysctl net.ipv4.ip_forward=0`, `nft -f`.
 pub async fn ensure(
@@ -307,7 +333,16 @@ async fn ensure_vxlan(
         links::set_port_learning(h, state.index, false).await?;
     }
     if !state.up {
-        links::set_up(h, state.index).await?;
+        links::set_up(h, state.index).await.map_err(|e| {
+            if links::failed_with(&e, nix::errno::Errno::EADDRINUSE) {
+                NetworkError::PortInUse {
+                    device: spec.vxlan.clone(),
+                    port: spec.vxlan_port,
+                }
+            } else {
+                e.into()
+            }
+        })?;
     }
     Ok(())
 }
@@ -338,7 +373,18 @@ async fn create_vxlan_in_agent_ns(
         .add(msg)
         .execute()
         .await
-        .map_err(links::err("create vxlan", &spec.vxlan))?;
+        .map_err(links::err("create vxlan", &spec.vxlan))
+        .map_err(|e| {
+            if links::failed_with(&e, nix::errno::Errno::EEXIST) {
+                NetworkError::VniTaken {
+                    device: spec.vxlan.clone(),
+                    vni: spec.vni,
+                    port: spec.vxlan_port,
+                }
+            } else {
+                e.into()
+            }
+        })?;
     let vx = links::get(&a, &spec.vxlan)
         .await?
         .ok_or_else(|| NetworkError::Missing(spec.vxlan.clone()))?;

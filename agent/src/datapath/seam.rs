@@ -26,8 +26,9 @@ use crate::dns::server::Responder;
 pub struct MeshSpec {
     /// The WireGuard interface.
     pub wireguard: WireguardConfig,
-    /// VXLAN UDP port the node guard confines to the WireGuard interface.
-    pub vxlan_port: u16,
+    /// What the node guard confines to the WireGuard interface (privnet's
+    /// VXLAN port, VNIs and VTEPs).
+    pub guard: super::guard::NodeGuard,
     /// Node guard off (negative-control tests only).
     pub guard_disabled: bool,
 }

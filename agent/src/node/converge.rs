@@ -251,7 +251,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 state_dir: self.cfg.state_dir.clone(),
                 backend: self.cfg.wg_backend,
             },
-            vxlan_port: 4789,
+            guard: self.cfg.node_guard(),
             guard_disabled: self.cfg.guard_disabled,
         }
     }

@@ -32,3 +32,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "privnet.webhookSecret" -}}
 {{ .Values.webhook.tls.existingSecret | default (printf "%s-webhook-tls" (include "privnet.fullname" .)) }}
 {{- end -}}
+
+{{/* The VNI range as --vni-range takes it (FIRST-LAST; `int` keeps large numbers out of float notation). */}}
+{{- define "privnet.vniRange" -}}
+{{- if gt (int .Values.vxlan.vniRange.first) (int .Values.vxlan.vniRange.last) -}}
+{{- fail "vxlan.vniRange.first must not exceed vxlan.vniRange.last" -}}
+{{- end -}}
+{{- printf "%d-%d" (int .Values.vxlan.vniRange.first) (int .Values.vxlan.vniRange.last) -}}
+{{- end -}}

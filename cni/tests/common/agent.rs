@@ -208,6 +208,8 @@ impl TestAgent {
             endpoint: "192.0.2.1:51820".parse().unwrap(),
             underlay_mtu: 1500,
             mesh_cidr: "100.64.0.0/16".parse().unwrap(),
+            vxlan_port: privnet_core::defaults::VXLAN_PORT,
+            vni_range: privnet_core::vni::VniRange(VNI..=VNI),
             dns_upstream: None,
             domain: "private-network.internal".into(),
             gro_flush_timeout_ns: 20_000,

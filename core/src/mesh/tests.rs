@@ -19,7 +19,7 @@ fn node(i: u32) -> MeshNode {
 fn full_mesh_config() {
     let nodes: Vec<MeshNode> = [2, 0, 1].into_iter().map(node).collect();
     let cfg = node_config(&nodes, "node-0001", DEFAULT_MESH_CIDR, Some(25)).unwrap();
-    assert_eq!(cfg.address, "100.64.0.2/16".parse::<Ipv4Net>().unwrap());
+    assert_eq!(cfg.address, "198.19.0.2/16".parse::<Ipv4Net>().unwrap());
     let names: Vec<_> = cfg.peers.iter().map(|p| p.public_key.clone()).collect();
     assert_eq!(
         names,
@@ -28,7 +28,7 @@ fn full_mesh_config() {
     );
     assert_eq!(
         cfg.peers[0].allowed_ips,
-        vec!["100.64.0.1/32".parse::<Ipv4Net>().unwrap()]
+        vec!["198.19.0.1/32".parse::<Ipv4Net>().unwrap()]
     );
     assert_eq!(cfg.peers[1].endpoint, "192.168.0.2:51820".parse().unwrap());
     assert_eq!(cfg.peers[0].persistent_keepalive, Some(25));

@@ -37,6 +37,16 @@ pub struct Sandbox {
 impl Sandbox {
     /// `privnet sandbox up` with a scenario (YAML text) or the default.
     pub fn up(tag: &str, scenario: Option<&str>) -> Self {
+        Self::up_with(tag, scenario, &[])
+    }
+
+    /// `privnet sandbox up --no-agents`: bare nodes, privnet not installed yet
+    /// (`privnet sandbox start-agents` installs it).
+    pub fn up_without_agents(tag: &str, scenario: Option<&str>) -> Self {
+        Self::up_with(tag, scenario, &["--no-agents"])
+    }
+
+    fn up_with(tag: &str, scenario: Option<&str>, extra: &[&str]) -> Self {
         assert!(
             nix_is_root(),
             "the e2e suite needs root (network namespaces)"
@@ -45,6 +55,7 @@ impl Sandbox {
         let name = format!("e{}{}{n}", tag, std::process::id() % 10000);
         let sb = Sandbox { name };
         let mut args = vec!["up".to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if let Some(text) = scenario {
             let path = std::env::temp_dir().join(format!("{}.yaml", sb.name));
             std::fs::write(&path, text).unwrap();
@@ -52,6 +63,8 @@ impl Sandbox {
             args.push(path.display().to_string());
         }
         let out = sb.privnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // `up` keeps its own copy of the scenario.
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.yaml", sb.name)));
         assert!(
             out.status.success(),
             "sandbox up failed:\n{}\n{}",

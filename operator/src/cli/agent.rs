@@ -10,11 +10,15 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ipnet::Ipv4Net;
 use privnet_agent::config::AgentConfig;
+use privnet_agent::datapath::neighbours;
+use privnet_agent::datapath::netns::NetnsFd;
 use privnet_agent::datapath::wireguard::{Backend, BackendChoice};
 use privnet_agent::node::{Agent, Phase};
 use privnet_agent::source::{KubeSource, LocalDir, Source};
 use privnet_agent::store::DiskStore;
 use privnet_agent::{dns::forward::Forwarder, rpc_server};
+use privnet_core::defaults;
+use privnet_core::vni::VniRange;
 
 /// WireGuard backend selection.
 #[derive(Clone, Copy, ValueEnum)]
@@ -48,8 +52,8 @@ pub struct AgentArgs {
     /// WireGuard interface.
     #[arg(long, default_value = "privnet-wg")]
     wg_ifname: String,
-    /// WireGuard port.
-    #[arg(long, default_value_t = 51820)]
+    /// WireGuard UDP port (default clear of Calico/Kilo/Flannel/Cilium; docs/ARCHITECTURE.md).
+    #[arg(long, default_value_t = defaults::WIREGUARD_PORT)]
     wg_port: u16,
     /// WireGuard backend.
     #[arg(long, value_enum, default_value = "auto")]
@@ -63,9 +67,17 @@ pub struct AgentArgs {
     /// Underlay MTU.
     #[arg(long, default_value_t = 1500)]
     underlay_mtu: u32,
-    /// Mesh CIDR.
-    #[arg(long, default_value = "100.64.0.0/16")]
+    /// Mesh CIDR (the controller's --mesh-cidr).
+    #[arg(long, default_value_t = defaults::MESH_CIDR)]
     mesh_cidr: Ipv4Net,
+    /// UDP port of the networks' VXLAN devices (default clear of Calico, Antrea,
+    /// OpenShift SDN, Flannel and Cilium; docs/ARCHITECTURE.md).
+    #[arg(long, default_value_t = defaults::VXLAN_PORT)]
+    vxlan_port: u16,
+    /// VNIs the controller assigns, FIRST-LAST (the controller's --vni-range): the node guard
+    /// matches exactly these, so other VXLAN traffic on the node is untouched.
+    #[arg(long, default_value_t = VniRange::DEFAULT)]
+    vni_range: VniRange,
     /// Upstream DNS (default: first nameserver of /etc/resolv.conf).
     #[arg(long)]
     dns_upstream: Option<SocketAddr>,
@@ -130,6 +142,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         endpoint: args.endpoint,
         underlay_mtu: args.underlay_mtu,
         mesh_cidr: args.mesh_cidr,
+        vxlan_port: args.vxlan_port,
+        vni_range: args.vni_range,
         dns_upstream,
         domain: args.domain,
         gro_flush_timeout_ns: args.gro_flush_timeout_us * 1000,
@@ -149,7 +163,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
                     .await
                     .context("failed to create the Kubernetes client")?;
                 let namespace =
-                    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "privnet-system".into());
+                    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| defaults::NAMESPACE.into());
                 let source = KubeSource::start(client, &node, &namespace, &cfg.domain);
                 serve(cfg, source, metrics_addr).await
             }
@@ -162,6 +176,9 @@ async fn serve<S: Source>(cfg: AgentConfig, source: S, metrics_addr: SocketAddr)
     let store = DiskStore::open(&cfg.state_dir).context("failed to open the attachment store")?;
     let socket = cfg.socket.clone();
     let node = cfg.node.clone();
+    // A clash with the primary CNI is one clear line and an exit, before anything is created.
+    let here = NetnsFd::current().context("failed to open the node's namespace")?;
+    neighbours::check(&here, &cfg.node_guard(), cfg.wg_port).await?;
     let agent = Agent::start(cfg, source, Box::new(store))
         .await
         .context("failed to start the agent")?;

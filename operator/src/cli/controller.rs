@@ -19,12 +19,14 @@ use privnet_controller::leader::LeaderElector;
 use privnet_controller::run::run_controllers;
 use privnet_controller::webhook::{Admitter, serve_tls, tls_config_from_pem};
 use privnet_controller::{Context, ControllerConfig, Metrics};
+use privnet_core::defaults;
+use privnet_core::vni::VniRange;
 
 /// Arguments of `privnet controller`.
 #[derive(Args)]
 pub struct ControllerArgs {
     /// Namespace of the controller (zone ConfigMaps, Leases).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "privnet-system")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = defaults::NAMESPACE)]
     namespace: String,
     /// Identity in the leader election (the Pod name).
     #[arg(long, env = "POD_NAME")]
@@ -38,9 +40,14 @@ pub struct ControllerArgs {
     /// DNS domain of the private zones.
     #[arg(long, default_value = privnet_core::naming::DEFAULT_DOMAIN)]
     domain: String,
-    /// Mesh (VTEP) CIDR.
-    #[arg(long, default_value = "100.64.0.0/16")]
+    /// Mesh (VTEP) CIDR (default clear of CGNAT, OVN/Kube-OVN join networks and common
+    /// pod/service ranges; docs/ARCHITECTURE.md).
+    #[arg(long, default_value_t = defaults::MESH_CIDR)]
     mesh_cidr: Ipv4Net,
+    /// VNIs assigned to private networks, FIRST-LAST (the agents' --vni-range; default clear
+    /// of Flannel's 1 and Calico's 4096/4097).
+    #[arg(long, default_value_t = VniRange::DEFAULT)]
+    vni_range: VniRange,
     /// Prefix of the three environment variables.
     #[arg(long, default_value = privnet_core::naming::DEFAULT_ENV_PREFIX)]
     env_prefix: String,
@@ -95,6 +102,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         domain: args.domain.clone(),
         mesh_cidr: args.mesh_cidr,
         env_prefix: args.env_prefix.clone(),
+        vni_range: args.vni_range.0.clone(),
         attach: match args.attach_mode.as_str() {
             "chained" => AttachMode::Chained,
             _ => AttachMode::Multus {
@@ -103,7 +111,6 @@ pub fn run(args: ControllerArgs) -> Result<()> {
             },
         },
         cluster_domain: args.cluster_domain.clone(),
-        ..Default::default()
     };
     let identity = args
         .identity

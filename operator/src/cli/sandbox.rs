@@ -35,7 +35,13 @@ enum SandboxCommand {
         /// Scenario file (YAML).
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Build the nodes bare, without privnet's agents (to set up neighbours such as a
+        /// stand-in for the primary CNI first); `start-agents` installs privnet.
+        #[arg(long)]
+        no_agents: bool,
     },
+    /// Start the agents of a sandbox built with `up --no-agents`, then its containers.
+    StartAgents,
     /// Show nodes, networks and containers.
     Status {
         /// Output format.
@@ -91,7 +97,11 @@ fn load_scenario(path: &PathBuf) -> Result<Scenario> {
 pub fn run(args: SandboxArgs) -> Result<()> {
     let name = args.name;
     match args.command {
-        SandboxCommand::Up { nodes, scenario } => {
+        SandboxCommand::Up {
+            nodes,
+            scenario,
+            no_agents,
+        } => {
             let mut s = match scenario {
                 Some(p) => load_scenario(&p)?,
                 None => Scenario::default_scenario(),
@@ -100,7 +110,12 @@ pub fn run(args: SandboxArgs) -> Result<()> {
                 s.nodes = n;
                 s.validate()?;
             }
-            let state = ops::up(&name, &s, &Binaries::beside_current_exe()?)?;
+            let bins = Binaries::beside_current_exe()?;
+            if no_agents {
+                print_text(&ops::up_without_agents(&name, &s, &bins)?);
+                return Ok(());
+            }
+            let state = ops::up(&name, &s, &bins)?;
             print_text(&state);
             // The exact command lines to paste: this binary's path and the name.
             let me = std::env::current_exe()
@@ -170,6 +185,9 @@ pub fn run(args: SandboxArgs) -> Result<()> {
                 matches!(action, AgentAction::Start),
                 &Binaries::beside_current_exe()?,
             )?;
+        }
+        SandboxCommand::StartAgents => {
+            print_text(&ops::start_agents(&name, &Binaries::beside_current_exe()?)?);
         }
         SandboxCommand::Down => {
             ops::down(&name);

@@ -17,6 +17,26 @@ use super::{Binaries, SandboxError, cluster_dir, cni_log, progress};
 
 /// Builds the sandbox; returns its state.
 pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+    up_staged(name, scenario, bins, false)
+}
+
+/// Builds the underlay and the nodes but starts no agent: the nodes are
+/// bare, as before privnet is installed (e.g. to set up a stand-in for the
+/// primary CNI first). [`start_agents`] installs privnet on them.
+pub fn up_without_agents(
+    name: &str,
+    scenario: &Scenario,
+    bins: &Binaries,
+) -> Result<SandboxState, SandboxError> {
+    up_staged(name, scenario, bins, true)
+}
+
+fn up_staged(
+    name: &str,
+    scenario: &Scenario,
+    bins: &Binaries,
+    hold_agents: bool,
+) -> Result<SandboxState, SandboxError> {
     if !sys::is_root() {
         return Err(SandboxError::Precondition(
             "the sandbox needs root (network namespaces): run it with sudo".into(),
@@ -29,7 +49,7 @@ pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxSta
         )));
     }
     let started = Instant::now();
-    let result = build(name, scenario, bins);
+    let result = build(name, scenario, bins, hold_agents);
     match result {
         Ok(state) => {
             progress(&format!(
@@ -52,7 +72,12 @@ pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxSta
     }
 }
 
-fn build(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+fn build(
+    name: &str,
+    scenario: &Scenario,
+    bins: &Binaries,
+    hold_agents: bool,
+) -> Result<SandboxState, SandboxError> {
     let root = root_of(name);
     std::fs::create_dir_all(root.join("cluster")).map_err(|e| StateError::Io {
         path: root.display().to_string(),
@@ -81,14 +106,51 @@ fn build(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxStat
     ));
     topology::create_underlay(&state.underlay_netns)?;
     for (i, node) in scenario.node_names().iter().enumerate() {
-        add_node(&mut state, node, i as u32 + 1, bins)?;
+        add_node(&mut state, node, i as u32 + 1, bins, !hold_agents)?;
     }
     state.save()?;
-    wait_for_mesh(&mut state, Duration::from_secs(15))?;
+    if hold_agents {
+        progress("nodes up without agents (start them with `start-agents`)");
+        return Ok(state);
+    }
+    finish(&mut state, scenario, bins)?;
+    Ok(state)
+}
+
+/// Mesh, containers, convergence: the rest of `up` once the agents run.
+fn finish(
+    state: &mut SandboxState,
+    scenario: &Scenario,
+    bins: &Binaries,
+) -> Result<(), SandboxError> {
+    wait_for_mesh(state, Duration::from_secs(15))?;
     progress("starting containers through privnet-cni");
-    converge_containers(&mut state, scenario, bins)?;
+    converge_containers(state, scenario, bins)?;
     progress("waiting for DNS and FDB convergence");
-    wait_converged(&state, Duration::from_secs(15))?;
+    wait_converged(state, Duration::from_secs(15))?;
+    Ok(())
+}
+
+/// Starts the agents of a sandbox built by [`up_without_agents`], then does
+/// the rest of `up` (mesh, the scenario's containers, convergence).
+pub fn start_agents(name: &str, bins: &Binaries) -> Result<SandboxState, SandboxError> {
+    let mut state = SandboxState::load(name)?;
+    let root = root_of(name);
+    let text = std::fs::read_to_string(root.join("scenario.yaml")).map_err(|e| StateError::Io {
+        path: root.display().to_string(),
+        source: e,
+    })?;
+    let scenario = Scenario::parse(&text)?;
+    progress("starting the agents");
+    for n in state
+        .nodes
+        .iter_mut()
+        .filter(|n| !topology::alive(n.agent_pid))
+    {
+        n.agent_pid = topology::start_agent(&bins.privnet, n, &cluster_dir(name))?;
+    }
+    state.save()?;
+    finish(&mut state, &scenario, bins)?;
     Ok(state)
 }
 
@@ -123,6 +185,7 @@ pub(super) fn add_node(
     node: &str,
     index: u32,
     bins: &Binaries,
+    start_agent: bool,
 ) -> Result<(), SandboxError> {
     let mut n = node_state(state, node, index);
     let dir = Path::new(&n.state_dir)
@@ -139,7 +202,9 @@ pub(super) fn add_node(
             .expect("json"),
     )?;
     topology::create_node(&state.underlay_netns, &n)?;
-    n.agent_pid = topology::start_agent(&bins.privnet, &n, &cluster_dir(&state.name))?;
+    if start_agent {
+        n.agent_pid = topology::start_agent(&bins.privnet, &n, &cluster_dir(&state.name))?;
+    }
     state.nodes.push(n);
     Ok(())
 }

@@ -6,7 +6,7 @@ mod controller_role;
 mod lifecycle;
 mod workloads;
 
-pub use lifecycle::{agent_control, scale, up};
+pub use lifecycle::{agent_control, scale, start_agents, up, up_without_agents};
 pub use workloads::{apply, converge_containers, desired_containers};
 
 use std::path::PathBuf;

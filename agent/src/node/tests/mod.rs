@@ -174,6 +174,8 @@ pub fn config(state: &std::path::Path) -> AgentConfig {
         endpoint: "192.0.2.1:51820".parse().unwrap(),
         underlay_mtu: 1500,
         mesh_cidr: "100.64.0.0/16".parse().unwrap(),
+        vxlan_port: privnet_core::defaults::VXLAN_PORT,
+        vni_range: privnet_core::vni::VniRange(1..=privnet_core::vni::MAX_VNI),
         dns_upstream: None,
         domain: "private-network.internal".into(),
         gro_flush_timeout_ns: 20_000,
