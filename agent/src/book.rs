@@ -11,6 +11,7 @@ use super::store::AttachmentRecord;
 use privnet_core::ipam::{IpamError, Ipv4Pool};
 use privnet_core::mac::{container_mac, format_mac};
 use privnet_core::naming::{NamePart, NamingError, validate_label};
+use privnet_core::numbering::lowest_free;
 use privnet_core::view::NetworkInfo;
 
 /// Errors of the book.
@@ -180,9 +181,9 @@ impl AttachmentBook {
                 });
             }
             Some(n) => n,
-            None => (1..)
-                .find(|n| !local.contains(n) && !numbers_in_use.contains(n))
-                .expect("u32 space"),
+            None => {
+                lowest_free(&local.union(numbers_in_use).copied().collect()).expect("u32 space")
+            }
         };
         let pool = self.pool(&network.id, network.subnet)?;
         // Addresses held on other nodes are fenced off for this allocation only.

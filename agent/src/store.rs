@@ -36,6 +36,9 @@ pub struct AttachmentRecord {
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// An atomic file write failed.
+    #[error(transparent)]
+    Write(#[from] privnet_sys::file::WriteError),
     /// File I/O failed.
     #[error("failed to access attachment state {path}")]
     Io {
@@ -150,10 +153,8 @@ impl AttachmentStore for DiskStore {
 
     fn put(&mut self, record: &AttachmentRecord) -> Result<(), StoreError> {
         let path = self.path(&record.key)?;
-        let tmp = path.with_extension("tmp");
         let text = serde_json::to_vec(record).expect("records serialize");
-        std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+        Ok(privnet_sys::file::write_atomic(&path, text)?)
     }
 
     fn remove(&mut self, key: &AttachmentKey) -> Result<(), StoreError> {

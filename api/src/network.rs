@@ -3,6 +3,9 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use privnet_core::ipam::gateway_of;
+use privnet_core::naming::zone_origin;
+
 use super::Condition;
 
 /// Default subnet of every private network (overlap across networks is normal).
@@ -87,4 +90,53 @@ pub struct PrivateNetworkStatus {
     /// `Ready`, `VniAllocated`, …
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+impl PrivateNetworkStatus {
+    /// Sets what a network's identity decides — id, VNI, gateway (first host
+    /// of `spec.subnet`, none when it does not parse), zone
+    /// `<id>.<domain>` and MTU — leaving counts and conditions alone. The one
+    /// rule the controller and the sandbox both apply.
+    pub fn set_identity(&mut self, id: &str, vni: u32, spec: &PrivateNetworkSpec, domain: &str) {
+        let subnet: Option<ipnet::Ipv4Net> = spec.subnet.parse().ok();
+        self.id = Some(id.to_string());
+        self.vni = Some(vni);
+        self.gateway = subnet.map(|s| gateway_of(s).to_string());
+        self.zone = Some(zone_origin(id, domain));
+        self.mtu = spec.mtu;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_names_gateway_and_zone_from_id_and_subnet() {
+        let spec = PrivateNetworkSpec {
+            project: "p".into(),
+            subnet: "10.9.0.77/24".into(),
+            mtu: Some(1400),
+        };
+        let mut status = PrivateNetworkStatus {
+            endpoints: 3,
+            ..Default::default()
+        };
+        status.set_identity("pn-1", 42, &spec, "private-network.internal");
+        assert_eq!(status.id.as_deref(), Some("pn-1"));
+        assert_eq!(status.vni, Some(42));
+        assert_eq!(status.gateway.as_deref(), Some("10.9.0.1"));
+        assert_eq!(
+            status.zone.as_deref(),
+            Some("pn-1.private-network.internal")
+        );
+        assert_eq!(status.mtu, Some(1400));
+        assert_eq!(status.endpoints, 3, "counts are left alone");
+        let bad = PrivateNetworkSpec {
+            subnet: "nope".into(),
+            ..spec
+        };
+        status.set_identity("pn-1", 42, &bad, "private-network.internal");
+        assert_eq!(status.gateway, None, "no gateway without a subnet");
+    }
 }

@@ -4,14 +4,14 @@
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Resource, ResourceExt};
 use privnet_core::rpc::Workload;
-use privnet_core::view::NodeInfo;
+use privnet_core::view::{EndpointInfo, NetworkInfo, NodeInfo};
 use privnet_core::zone::WEB_PROCESS_TYPE;
 
-use crate::Project;
 use crate::keys::{
     APPLICATION_LABEL, CONTAINER_NUMBER_ANNOTATION, PROCESS_TYPE_LABEL, VTEP_ANNOTATION,
     WG_ENDPOINT_ANNOTATION, WG_PUBLIC_KEY_ANNOTATION,
 };
+use crate::{PrivateEndpointSpec, PrivateNetwork, Project};
 
 /// The mesh entry of a Node: `None` until its agent published key and endpoint.
 pub fn node_info(node: &Node) -> Option<NodeInfo> {
@@ -21,6 +21,56 @@ pub fn node_info(node: &Node) -> Option<NodeInfo> {
         public_key: a.get(WG_PUBLIC_KEY_ANNOTATION)?.clone(),
         endpoint: a.get(WG_ENDPOINT_ANNOTATION)?.parse().ok()?,
         vtep: a.get(VTEP_ANNOTATION).and_then(|v| v.parse().ok()),
+    })
+}
+
+/// The spec of the `PrivateEndpoint` object describing `ep`.
+pub fn endpoint_spec(ep: &EndpointInfo) -> PrivateEndpointSpec {
+    PrivateEndpointSpec {
+        network_id: ep.network_id.clone(),
+        application_id: ep.application_id.clone(),
+        process_type: ep.process_type.clone(),
+        container_number: ep.container_number,
+        hostname: format!(
+            "{}.{}.{}.{}.{}",
+            ep.container_number,
+            ep.process_type,
+            ep.application_id,
+            ep.network_id,
+            privnet_core::naming::DEFAULT_DOMAIN
+        ),
+        ip: ep.ip.to_string(),
+        mac: ep.mac.clone(),
+        node: ep.node.clone(),
+        container_id: ep.container_id.clone(),
+        interface: ep.interface.clone(),
+    }
+}
+
+/// The endpoint a `PrivateEndpoint` describes (`None` when its IP does not parse).
+pub fn endpoint_info(spec: &PrivateEndpointSpec) -> Option<EndpointInfo> {
+    Some(EndpointInfo {
+        network_id: spec.network_id.clone(),
+        application_id: spec.application_id.clone(),
+        process_type: spec.process_type.clone(),
+        container_number: spec.container_number,
+        ip: spec.ip.parse().ok()?,
+        mac: spec.mac.clone(),
+        node: spec.node.clone(),
+        container_id: spec.container_id.clone(),
+        interface: spec.interface.clone(),
+    })
+}
+
+/// A network is usable once the controller completed its status.
+pub fn network_info(pn: &PrivateNetwork) -> Option<NetworkInfo> {
+    let status = pn.status.as_ref()?;
+    Some(NetworkInfo {
+        id: status.id.clone()?,
+        project: pn.spec.project.clone(),
+        vni: status.vni?,
+        subnet: pn.spec.subnet.parse().ok()?,
+        mtu: pn.spec.mtu,
     })
 }
 

@@ -1,36 +1,17 @@
 //! Link and address operations (rtnetlink), each naming its iproute2
-//! equivalent. Pure helpers (MAC parsing, link summaries) are tested here.
+//! equivalent; the generic ones come from `privnet_sys::link`, MAC text from
+//! `privnet_core::mac`.
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
-use ipnet::{IpNet, Ipv4Net};
-use rtnetlink::packet_route::address::AddressAttribute;
+use ipnet::Ipv4Net;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
+use privnet_core::mac::format_mac;
+use privnet_sys::link;
+
 use crate::netns::Netns;
-
-/// Failures of one netlink operation.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to {action}: {source}")]
-pub struct LinkError {
-    /// What was being done.
-    pub action: String,
-    /// rtnetlink error.
-    #[source]
-    pub source: rtnetlink::Error,
-}
-
-impl LinkError {
-    /// The kernel errno, if the kernel refused.
-    pub fn errno(&self) -> Option<i32> {
-        match &self.source {
-            rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
-            _ => None,
-        }
-    }
-}
 
 impl From<LinkError> for crate::error::CniError {
     fn from(e: LinkError) -> Self {
@@ -44,6 +25,8 @@ impl From<LinkError> for crate::error::CniError {
         }
     }
 }
+
+pub use privnet_sys::link::LinkError;
 
 fn fail(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let action = action.into();
@@ -91,37 +74,12 @@ impl LinkSummary {
     }
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for byte in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-/// Formats bytes as lowercase `aa:bb:…`.
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// `ip link show dev <name>`; `None` when it does not exist.
 pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkSummary>, LinkError> {
-    let mut links = handle.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(msg) => Ok(msg.as_ref().map(LinkSummary::from_message)),
-        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == nix::libc::ENODEV => Ok(None),
-        Err(e) => Err(fail(format!("look up link {name}"))(e)),
-    }
+    Ok(link::get(handle, name)
+        .await?
+        .as_ref()
+        .map(LinkSummary::from_message))
 }
 
 /// What to create for one attachment.
@@ -190,69 +148,23 @@ pub async fn configure_container_end(
         .execute()
         .await
         .map_err(fail(format!("add address {address}")))?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(fail("set the container interface up"))
+    link::set_up(handle, index).await
 }
 
 /// `ip link del dev <name>`; a missing link is success (idempotent).
 pub async fn delete_link_by_name(handle: &Handle, name: &str) -> Result<bool, LinkError> {
-    let Some(link) = link_by_name(handle, name).await? else {
+    let Some(found) = link_by_name(handle, name).await? else {
         return Ok(false);
     };
-    match handle.link().del(link.index).execute().await {
-        Ok(()) => Ok(true),
-        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == nix::libc::ENODEV => Ok(false),
-        Err(e) => Err(fail(format!("delete link {name}"))(e)),
-    }
+    link::delete(handle, found.index).await
 }
 
 /// `ip addr show dev <index>`: the addresses with their prefix.
-pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<IpNet>, LinkError> {
-    let msgs: Vec<_> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(fail("list addresses"))?;
-    Ok(msgs
-        .iter()
-        .filter(|m| m.header.index == index)
-        .filter_map(|m| {
-            m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => {
-                    IpNet::new(*ip, m.header.prefix_len).ok()
-                }
-                _ => None,
-            })
-        })
-        .collect())
-}
+pub use link::addresses;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_round_trip() {
-        let mac = parse_mac("02:AB:cd:00:01:ff").unwrap();
-        assert_eq!(mac, [0x02, 0xab, 0xcd, 0x00, 0x01, 0xff]);
-        assert_eq!(format_mac(&mac), "02:ab:cd:00:01:ff");
-        for bad in [
-            "",
-            "02:ab:cd:00:01",
-            "02:ab:cd:00:01:ff:00",
-            "0g:ab:cd:00:01:ff",
-            "2:ab:cd:00:01:ff1",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn summary_reads_attributes() {

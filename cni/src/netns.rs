@@ -1,17 +1,13 @@
-//! Netlink handles bound to a network namespace.
-//!
-//! `setns` changes the namespace of the calling *thread*, so it only ever
-//! runs on a short-lived dedicated OS thread, never on a runtime thread: that
-//! thread enters the target namespace, opens the netlink socket there (a
-//! socket stays bound to the namespace it was created in) and hands it back;
-//! the runtime then drives it. The thread's namespace dies with the thread.
+//! Netlink handles bound to a network namespace: the namespace is entered
+//! only on `privnet_sys::netns`'s dedicated thread, never on a runtime
+//! thread; the socket opened there stays bound to it.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use nix::sched::{CloneFlags, setns};
+use privnet_sys::netns::NetnsError as SysNetnsError;
 
 /// Failures opening a namespace.
 #[derive(Debug, thiserror::Error)]
@@ -58,34 +54,24 @@ impl Netns {
                 source,
             },
         })?;
-        let runtime = tokio::runtime::Handle::current();
         let thread_file = file.try_clone().map_err(|source| NetnsError::Enter {
             path: path.to_path_buf(),
             source,
         })?;
-        let owned_path = path.to_path_buf();
-        // The dedicated thread: enter, open the socket (registered with our
-        // runtime's reactor), return; the namespace switch dies with it.
-        let opened = std::thread::spawn(move || {
-            setns(thread_file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-                NetnsError::Enter {
-                    path: owned_path.clone(),
+        let handle = privnet_sys::netns::handle_in_blocking(thread_file).map_err(|e| {
+            let path = path.to_path_buf();
+            match e {
+                SysNetnsError::Enter(e) => NetnsError::Enter {
+                    path,
                     source: e.into(),
-                }
-            })?;
-            let _guard = runtime.enter();
-            rtnetlink::new_connection().map_err(|source| NetnsError::Socket {
-                path: owned_path,
-                source,
-            })
-        })
-        .join()
-        .map_err(|_| NetnsError::Socket {
-            path: path.to_path_buf(),
-            source: io::Error::other("netns thread panicked"),
+                },
+                SysNetnsError::Socket(source) => NetnsError::Socket { path, source },
+                SysNetnsError::ThreadPanicked => NetnsError::Socket {
+                    path,
+                    source: io::Error::other("netns thread panicked"),
+                },
+            }
         })?;
-        let (connection, handle, _) = opened?;
-        tokio::spawn(connection);
         Ok(Netns {
             path: path.to_path_buf(),
             file,

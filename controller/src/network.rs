@@ -20,8 +20,7 @@ use super::project::publish;
 use super::zone;
 use privnet_api::keys::FIELD_MANAGER;
 use privnet_api::{PrivateEndpoint, PrivateNetwork, PrivateNetworkStatus, Project, set_condition};
-use privnet_core::ipam::gateway_of;
-use privnet_core::naming::{network_id_from_uid, zone_origin};
+use privnet_core::naming::network_id_from_uid;
 use privnet_core::vni::VniAllocator;
 
 /// The VNI of `network` given every network of the cluster: it keeps its
@@ -80,11 +79,7 @@ pub fn desired_status(
     let generation = network.meta().generation;
     let mut status = network.status.clone().unwrap_or_default();
     let subnet: Option<ipnet::Ipv4Net> = network.spec.subnet.parse().ok();
-    status.id = Some(id.clone());
-    status.vni = Some(vni);
-    status.gateway = subnet.map(|s| gateway_of(s.trunc()).to_string());
-    status.zone = Some(zone_origin(&id, domain));
-    status.mtu = network.spec.mtu;
+    status.set_identity(&id, vni, &network.spec, domain);
     let mine: Vec<&PrivateEndpoint> = endpoints
         .iter()
         .filter(|e| e.spec.network_id == id)

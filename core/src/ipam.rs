@@ -70,6 +70,23 @@ pub fn gateway_of(net: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()).wrapping_add(1))
 }
 
+/// Why `addr` can never be a container's address in `subnet` (outside it,
+/// or its network, broadcast or gateway address); `None` when it can. The
+/// one rule the pool and the zone both apply.
+pub fn not_assignable(subnet: Ipv4Net, addr: Ipv4Addr) -> Option<&'static str> {
+    if !subnet.contains(&addr) {
+        Some("outside the subnet")
+    } else if addr == subnet.network() {
+        Some("the network address")
+    } else if addr == subnet.broadcast() {
+        Some("the broadcast address")
+    } else if addr == gateway_of(subnet) {
+        Some("the gateway address")
+    } else {
+        None
+    }
+}
+
 /// One network's address pool.
 #[derive(Debug, Clone)]
 pub struct Ipv4Pool {
@@ -175,18 +192,7 @@ impl Ipv4Pool {
     /// Does not move the cursor.
     pub fn reserve(&mut self, addr: Ipv4Addr, owner: &str) -> Result<(), IpamError> {
         let a = u32::from(addr);
-        let why = if !self.subnet.contains(&addr) {
-            Some("outside the subnet")
-        } else if addr == self.subnet.network() {
-            Some("the network address")
-        } else if addr == self.subnet.broadcast() {
-            Some("the broadcast address")
-        } else if addr == self.gateway() {
-            Some("the gateway address")
-        } else {
-            None
-        };
-        if let Some(why) = why {
+        if let Some(why) = not_assignable(self.subnet, addr) {
             return Err(IpamError::NotAssignable {
                 addr,
                 subnet: self.subnet,

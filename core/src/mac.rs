@@ -40,10 +40,13 @@ pub fn is_local_unicast(mac: &[u8; 6]) -> bool {
     mac[0] & 0b11 == 0b10
 }
 
-/// `aa:bb:cc:dd:ee:ff`, lowercase.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+/// `aa:bb:cc:dd:ee:ff`, lowercase; any length (a kernel link attribute is
+/// a byte string).
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (either case).
@@ -108,5 +111,17 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// `u8::from_str_radix` takes a sign: the CNI plugin's former copy of
+    /// this parser read `+f` as the octet `0f`. One parser now, and it does not.
+    #[test]
+    fn a_signed_octet_is_not_hex() {
+        assert_eq!(
+            parse_mac("+f:00:00:00:00:01"),
+            Err(MacError::Invalid("+f:00:00:00:00:01".into()))
+        );
+        assert_eq!(parse_mac("0f:00:00:00:00:01"), Ok([0x0f, 0, 0, 0, 0, 1]));
+        assert_eq!(format_mac(&[2, 0, 0, 0, 0, 1][..]), "02:00:00:00:00:01");
     }
 }

@@ -133,12 +133,14 @@ impl PeerDiff {
     }
 }
 
-/// Peer changes, keyed by public key; allowed-ips compared as sets.
+/// Peer changes, keyed by public key; allowed-ips compared as sets, a
+/// keepalive of 0 is no keepalive (as WireGuard reads it).
 pub fn diff_peers(current: &[WgPeer], desired: &[WgPeer]) -> PeerDiff {
     let normalized = |p: &WgPeer| {
         let mut p = p.clone();
         p.allowed_ips.sort();
         p.allowed_ips.dedup();
+        p.persistent_keepalive = p.persistent_keepalive.filter(|k| *k != 0);
         p
     };
     let current: HashMap<&str, WgPeer> = current

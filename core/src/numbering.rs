@@ -108,8 +108,10 @@ impl ContainerNumbers {
     }
 }
 
-/// Lowest positive integer not in `set`: walks the dense prefix `1, 2, 3…`.
-fn lowest_free(set: &BTreeSet<u32>) -> Option<u32> {
+/// Lowest positive integer not in `set` (`None` only when every `u32` is
+/// taken): walks the dense prefix `1, 2, 3…`. The one rule every numbering
+/// authority (book, webhook, sandbox) applies to its own set of used numbers.
+pub fn lowest_free(set: &BTreeSet<u32>) -> Option<u32> {
     let mut candidate = 1u32;
     for &n in set.range(1..) {
         if n != candidate {
@@ -169,7 +171,20 @@ mod tests {
         assert_eq!(n.allocate(&key("web")).unwrap(), 2);
     }
 
+    #[test]
+    fn lowest_free_skips_zero_and_fills_gaps() {
+        assert_eq!(lowest_free(&BTreeSet::new()), Some(1));
+        assert_eq!(lowest_free(&BTreeSet::from([0, 1, 2, 4])), Some(3));
+        assert_eq!(lowest_free(&BTreeSet::from([2, 3])), Some(1));
+    }
+
     proptest! {
+        #[test]
+        fn lowest_free_matches_a_linear_scan(used in proptest::collection::btree_set(0u32..64, 0..64)) {
+            let want = (1..).find(|i| !used.contains(i));
+            prop_assert_eq!(lowest_free(&used), want);
+        }
+
         #[test]
         fn allocations_are_unique_and_lowest(ops in proptest::collection::vec((0u8..3, 1u32..40), 1..200)) {
             let mut n = ContainerNumbers::new();

@@ -5,7 +5,9 @@
 //!   the sandbox may use them; nothing but the binary uses the sandbox;
 //! - the agent and the controller never depend on each other;
 //! - `privnet-core` pulls no tokio, kube, hyper, hickory or netlink, and the
-//!   CNI plugin no kube, hyper or hickory, nor any other privnet crate than core;
+//!   CNI plugin no kube, hyper or hickory, nor any other privnet crate than
+//!   core and sys; `privnet-sys` (namespace thread, link helpers, atomic
+//!   writes) depends on no other privnet crate and pulls no kube, hyper or hickory;
 //! - test infrastructure (`privnet-testkit`) is never a normal dependency;
 //! - the API emulation (`privnet-kubemu`) never reaches the agent's or the
 //!   controller's dependency closure (the sandbox may use it).
@@ -102,11 +104,15 @@ fn forbidden_in(closure: &BTreeSet<String>, prefixes: &[&str]) -> Vec<String> {
 fn workspace_crates_depend_only_downwards() {
     let g = normal_graph();
     assert_eq!(privnet_deps(&g, "privnet-core"), set(&[]));
+    assert_eq!(privnet_deps(&g, "privnet-sys"), set(&[]));
     assert_eq!(privnet_deps(&g, "privnet-api"), set(&["privnet-core"]));
-    assert_eq!(privnet_deps(&g, "privnet-cni"), set(&["privnet-core"]));
+    assert_eq!(
+        privnet_deps(&g, "privnet-cni"),
+        set(&["privnet-core", "privnet-sys"])
+    );
     assert_eq!(
         privnet_deps(&g, "privnet-agent"),
-        set(&["privnet-core", "privnet-api"])
+        set(&["privnet-core", "privnet-api", "privnet-sys"])
     );
     assert_eq!(
         privnet_deps(&g, "privnet-controller"),
@@ -167,9 +173,13 @@ fn core_and_plugin_stay_free_of_runtime_stacks() {
         ],
     );
     assert!(bad.is_empty(), "privnet-core pulls {bad:?}");
-    let cni = closure(&g, "privnet-cni");
-    let bad = forbidden_in(&cni, &["kube", "k8s-openapi", "hyper", "hickory"]);
-    assert!(bad.is_empty(), "privnet-cni pulls {bad:?}");
+    for small in ["privnet-cni", "privnet-sys"] {
+        let bad = forbidden_in(
+            &closure(&g, small),
+            &["kube", "k8s-openapi", "hyper", "hickory"],
+        );
+        assert!(bad.is_empty(), "{small} pulls {bad:?}");
+    }
     // Positive control: the same walk finds kube under the agent.
     assert!(!forbidden_in(&closure(&g, "privnet-agent"), &["kube"]).is_empty());
 }

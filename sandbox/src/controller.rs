@@ -2,13 +2,12 @@
 //! complete status, published nodes → mesh with VTEPs, containers →
 //! numbers. The real controller does the same against the API server.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use privnet_api::{
     DEFAULT_SUBNET, PrivateNetwork, PrivateNetworkSpec, PrivateNetworkStatus, Project,
     ProjectStatus,
 };
-use privnet_core::ipam::gateway_of;
 
 use privnet_core::naming::DEFAULT_DOMAIN;
 use privnet_core::vni::VniAllocator;
@@ -75,14 +74,9 @@ pub fn plan_networks(
                 mtu,
             },
         );
-        pn.status = Some(PrivateNetworkStatus {
-            id: Some(id.clone()),
-            vni: Some(vni),
-            gateway: Some(gateway_of(subnet).to_string()),
-            zone: Some(format!("{id}.{DEFAULT_DOMAIN}")),
-            mtu,
-            ..Default::default()
-        });
+        let mut status = PrivateNetworkStatus::default();
+        status.set_identity(&id, vni, &pn.spec, DEFAULT_DOMAIN);
+        pn.status = Some(status);
         let mut project = p.clone();
         project.status = Some(ProjectStatus {
             network_id: Some(id),
@@ -95,15 +89,11 @@ pub fn plan_networks(
     Ok((out_projects, networks))
 }
 
-/// Lowest free container number given the used ones.
-pub fn lowest_free(used: &BTreeSet<u32>) -> u32 {
-    (1..).find(|n| !used.contains(n)).expect("u32 space")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
+    use std::collections::BTreeSet;
 
     #[test]
     fn networks_are_stable_and_vnis_unique() {

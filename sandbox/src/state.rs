@@ -124,6 +124,9 @@ pub struct SandboxState {
 /// Errors reading/writing the state.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// An atomic file write failed.
+    #[error(transparent)]
+    Write(#[from] privnet_sys::file::WriteError),
     /// No sandbox of that name is up.
     #[error("no sandbox {0:?} is up (run `privnet sandbox up` first)")]
     NotUp(String),
@@ -198,15 +201,7 @@ impl SandboxState {
     }
 }
 
-/// Writes a file atomically.
+/// Writes a file atomically (`privnet_sys::file`).
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), StateError> {
-    let io = |p: &Path, e| StateError::Io {
-        path: p.display().to_string(),
-        source: e,
-    };
-    let dir = path.parent().expect("state paths have a parent");
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    Ok(privnet_sys::file::write_atomic(path, text)?)
 }

@@ -4,7 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
+use privnet_sys::link;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
@@ -12,31 +13,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::{Handle, LinkBridgePort, LinkUnspec};
 
-/// Errors of link handling.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to {action} {target}")]
-pub struct LinkError {
-    /// What was being done.
-    pub action: &'static str,
-    /// The device (or address) concerned.
-    pub target: String,
-    /// The cause.
-    #[source]
-    pub source: rtnetlink::Error,
-}
-
-/// Wraps an rtnetlink error with what was being done.
-pub fn err(
-    action: &'static str,
-    target: impl Into<String>,
-) -> impl FnOnce(rtnetlink::Error) -> LinkError {
-    let target = target.into();
-    move |source| LinkError {
-        action,
-        target,
-        source,
-    }
-}
+pub use privnet_sys::link::{LinkError, err, set_up};
 
 /// What `ensure` needs to know about an existing link.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,20 +94,7 @@ fn kind_name(kind: &InfoKind) -> String {
 
 /// `ip -d link show <name>`: `None` when there is no such device.
 pub async fn get(handle: &Handle, name: &str) -> Result<Option<LinkState>, LinkError> {
-    let mut stream = handle.link().get().match_name(name).execute();
-    match stream.try_next().await {
-        Ok(msg) => Ok(msg.as_ref().map(parse)),
-        Err(rtnetlink::Error::NetlinkError(e))
-            if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) =>
-        {
-            Ok(None)
-        }
-        Err(source) => Err(LinkError {
-            action: "look up",
-            target: name.into(),
-            source,
-        }),
-    }
+    Ok(link::get(handle, name).await?.as_ref().map(parse))
 }
 
 /// `ip -d link show type vxlan`: name and state of every VXLAN device of the namespace.
@@ -152,29 +116,13 @@ pub async fn vxlans(handle: &Handle) -> Result<Vec<(String, LinkState)>, LinkErr
 
 /// Whether a netlink request failed with `errno`.
 pub fn failed_with(e: &LinkError, errno: nix::errno::Errno) -> bool {
-    matches!(&e.source, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -(errno as i32))
-}
-
-/// `ip link set <index> up`.
-pub async fn set_up(handle: &Handle, index: u32) -> Result<(), LinkError> {
-    let msg = LinkUnspec::new_with_index(index).up().build();
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(err("set up", index.to_string()))
+    e.errno() == Some(errno as i32)
 }
 
 /// `ip link set <index> mtu <mtu>`.
 pub async fn set_mtu(handle: &Handle, index: u32, mtu: u32) -> Result<(), LinkError> {
     let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(err("set mtu of", index.to_string()))
+    link::set(handle, msg, format!("set mtu of {index}")).await
 }
 
 /// `ip link set <index> address <mac>`.
@@ -182,23 +130,13 @@ pub async fn set_mac(handle: &Handle, index: u32, mac: [u8; 6]) -> Result<(), Li
     let msg = LinkUnspec::new_with_index(index)
         .address(mac.to_vec())
         .build();
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(err("set address of", index.to_string()))
+    link::set(handle, msg, format!("set address of {index}")).await
 }
 
 /// `ip link set <index> master <bridge>`.
 pub async fn set_controller(handle: &Handle, index: u32, bridge: u32) -> Result<(), LinkError> {
     let msg = LinkUnspec::new_with_index(index).controller(bridge).build();
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(err("enslave", index.to_string()))
+    link::set(handle, msg, format!("enslave {index}")).await
 }
 
 /// `bridge link set dev <index> learning off`.
@@ -213,51 +151,30 @@ pub async fn set_port_learning(
         .set_port(msg)
         .execute()
         .await
-        .map_err(err("set learning of", index.to_string()))
+        .map_err(err("set learning of", index))
 }
 
 /// `ip link set <index> netns <fd>`.
 pub async fn move_to_netns(handle: &Handle, index: u32, ns_fd: i32) -> Result<(), LinkError> {
     let msg = LinkUnspec::new_with_index(index).setns_by_fd(ns_fd).build();
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(err("move to netns", index.to_string()))
+    link::set(handle, msg, format!("move to netns {index}")).await
 }
 
 /// `ip link del <index>`.
 pub async fn delete(handle: &Handle, index: u32) -> Result<(), LinkError> {
-    handle
-        .link()
-        .del(index)
-        .execute()
-        .await
-        .map_err(err("delete", index.to_string()))
+    link::delete(handle, index).await.map(drop)
 }
 
 /// `ip -4 addr show dev <index>`.
 pub async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<Ipv4Net>, LinkError> {
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    let mut out = Vec::new();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(err("list addresses of", index.to_string()))?
-    {
-        let prefix = msg.header.prefix_len;
-        for attr in &msg.attributes {
-            if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
-                out.extend(Ipv4Net::new(*ip, prefix).ok());
-            }
-        }
-    }
-    Ok(out)
+    Ok(link::addresses(handle, index)
+        .await?
+        .into_iter()
+        .filter_map(|a| match a {
+            IpNet::V4(v4) => Some(v4),
+            IpNet::V6(_) => None,
+        })
+        .collect())
 }
 
 /// Makes `want` the only IPv4 address of the device (`ip addr add/del`), touching nothing
@@ -273,7 +190,7 @@ pub async fn ensure_only_ipv4(handle: &Handle, index: u32, want: Ipv4Net) -> Res
         while let Some(msg) = stream
             .try_next()
             .await
-            .map_err(err("list addresses of", index.to_string()))?
+            .map_err(err("list addresses of", index))?
         {
             let matches = msg.header.prefix_len == stale.prefix_len()
                 && msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(ip)) if *ip == stale.addr()));

@@ -1,19 +1,18 @@
 //! Named network namespaces under `/run/netns` (what `ip netns add/del/list/exec` do).
 //!
-//! Every namespace switch happens on a dedicated, short-lived OS thread: `setns` changes only
-//! the calling thread, so the agent's own threads (and tokio workers) never leave the agent's
-//! namespace. A netlink socket opened on such a thread stays bound to that namespace after the
-//! thread ends, which is how [`handle_in`] gives the runtime a handle into another namespace.
+//! Every namespace switch happens on a dedicated, short-lived OS thread (`privnet_sys::netns`,
+//! shared with the CNI plugin): `setns` changes only the calling thread, so the agent's own
+//! threads (and tokio workers) never leave the agent's namespace.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, unshare};
 
 /// Where named namespaces are bind-mounted, as `ip netns` does.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -49,6 +48,9 @@ pub enum NetnsError {
     /// The helper thread panicked or vanished.
     #[error("failed to run on a namespace thread: it panicked")]
     ThreadPanicked,
+    /// Entering the namespace on its dedicated thread, or opening a socket there, failed.
+    #[error(transparent)]
+    Thread(#[from] privnet_sys::netns::NetnsError),
     /// A command run inside a namespace failed.
     #[error("failed to run `{command}` in a network namespace: {stderr}")]
     Command {
@@ -226,28 +228,15 @@ pub fn run_in<R: Send + 'static>(
     ns: &NetnsFd,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, NetnsError> {
-    let ns = ns.clone();
-    on_thread(move || {
-        setns(ns.0.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(sys_err("enter a network namespace"))?;
-        Ok(f())
-    })?
+    Ok(privnet_sys::netns::run_in(ns.0.clone(), f)?)
 }
 
-/// [`run_in`] without blocking the async runtime: the thread reports through a channel.
+/// [`run_in`] without blocking the async runtime.
 pub async fn run_in_async<R: Send + 'static>(
     ns: &NetnsFd,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, NetnsError> {
-    let ns = ns.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let result = setns(ns.0.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(sys_err("enter a network namespace"))
-            .map(|()| f());
-        let _ = tx.send(result);
-    });
-    rx.await.map_err(|_| NetnsError::ThreadPanicked)?
+    Ok(privnet_sys::netns::run_in_async(ns.0.clone(), f).await?)
 }
 
 /// Runs a program inside `ns` (`ip netns exec <ns> program args…`) feeding `stdin`, and
@@ -295,24 +284,10 @@ fn run_command(program: &str, args: &[String], stdin: Option<&str>) -> io::Resul
     child.wait_with_output()
 }
 
-/// Opens an rtnetlink connection bound to `ns` and spawns it on the current tokio runtime.
-///
-/// The socket is created on a thread inside `ns` (registered with the runtime's reactor from
-/// there) and keeps talking to that namespace wherever it is driven from.
+/// Opens an rtnetlink connection bound to `ns` and spawns it on the current tokio runtime
+/// (see `privnet_sys::netns::handle_in`).
 pub async fn handle_in(ns: &NetnsFd) -> Result<rtnetlink::Handle, NetnsError> {
-    let runtime = tokio::runtime::Handle::current();
-    let (connection, handle) = run_in_async(ns, move || {
-        let _entered = runtime.enter();
-        rtnetlink::new_connection().map(|(c, h, _)| (c, h))
-    })
-    .await?
-    .map_err(|source| NetnsError::Io {
-        action: "open netlink socket",
-        path: "netns".into(),
-        source,
-    })?;
-    tokio::spawn(connection);
-    Ok(handle)
+    Ok(privnet_sys::netns::handle_in(ns.0.clone()).await?)
 }
 
 /// Writes a sysctl inside `ns` (`ip netns exec <ns> sysctl -w key=value`); `key` is a path

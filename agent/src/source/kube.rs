@@ -22,15 +22,14 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::local_dir::{endpoint_spec, network_info};
 use super::{Source, SourceError};
 use privnet_api::keys::{
     AGENT_FIELD_MANAGER, APPLICATION_LABEL, CLAIM_KIND_LABEL, CONTAINER_NUMBER_ANNOTATION,
     NETWORK_ID_ANNOTATION, NETWORK_LABEL, PROCESS_TYPE_LABEL, WG_ENDPOINT_ANNOTATION,
     WG_PUBLIC_KEY_ANNOTATION,
 };
+use privnet_api::readers::{endpoint_info, endpoint_spec, network_info, node_info, workload_of};
 use privnet_api::readers::{held_namespaces, namespace_conflicts};
-use privnet_api::readers::{node_info, workload_of};
 use privnet_api::{PrivateEndpoint, PrivateNetwork, Project};
 use privnet_core::rpc::Workload;
 use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
@@ -68,20 +67,7 @@ pub fn cluster_view(
     }
     view.endpoints = endpoints
         .iter()
-        .filter_map(|e| {
-            let s = &e.spec;
-            Some(EndpointInfo {
-                network_id: s.network_id.clone(),
-                application_id: s.application_id.clone(),
-                process_type: s.process_type.clone(),
-                container_number: s.container_number,
-                ip: s.ip.parse().ok()?,
-                mac: s.mac.clone(),
-                node: s.node.clone(),
-                container_id: s.container_id.clone(),
-                interface: s.interface.clone(),
-            })
-        })
+        .filter_map(|e| endpoint_info(&e.spec))
         .collect();
     view.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     view.networks.sort_by(|a, b| a.id.cmp(&b.id));

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{Source, SourceError};
-use privnet_api::{PrivateEndpoint, PrivateEndpointSpec, PrivateNetwork, Project};
-use privnet_core::view::{ClusterView, EndpointInfo, NetworkInfo, NodeInfo};
+use privnet_api::readers::{endpoint_info, endpoint_spec, network_info};
+use privnet_api::{PrivateEndpoint, PrivateNetwork, Project};
+use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
 
 const POLL: Duration = Duration::from_millis(50);
 
@@ -187,65 +188,9 @@ impl Source for LocalDir {
     }
 }
 
-/// The spec of the `PrivateEndpoint` object describing `ep`.
-pub fn endpoint_spec(ep: &EndpointInfo) -> PrivateEndpointSpec {
-    PrivateEndpointSpec {
-        network_id: ep.network_id.clone(),
-        application_id: ep.application_id.clone(),
-        process_type: ep.process_type.clone(),
-        container_number: ep.container_number,
-        hostname: format!(
-            "{}.{}.{}.{}.{}",
-            ep.container_number,
-            ep.process_type,
-            ep.application_id,
-            ep.network_id,
-            privnet_core::naming::DEFAULT_DOMAIN
-        ),
-        ip: ep.ip.to_string(),
-        mac: ep.mac.clone(),
-        node: ep.node.clone(),
-        container_id: ep.container_id.clone(),
-        interface: ep.interface.clone(),
-    }
-}
-
-fn endpoint_info(spec: &PrivateEndpointSpec) -> Option<EndpointInfo> {
-    Some(EndpointInfo {
-        network_id: spec.network_id.clone(),
-        application_id: spec.application_id.clone(),
-        process_type: spec.process_type.clone(),
-        container_number: spec.container_number,
-        ip: spec.ip.parse().ok()?,
-        mac: spec.mac.clone(),
-        node: spec.node.clone(),
-        container_id: spec.container_id.clone(),
-        interface: spec.interface.clone(),
-    })
-}
-
-/// A network is usable once the controller completed its status.
-pub fn network_info(pn: &PrivateNetwork) -> Option<NetworkInfo> {
-    let status = pn.status.as_ref()?;
-    Some(NetworkInfo {
-        id: status.id.clone()?,
-        project: pn.spec.project.clone(),
-        vni: status.vni?,
-        subnet: pn.spec.subnet.parse().ok()?,
-        mtu: pn.spec.mtu,
-    })
-}
-
-/// Writes `text` to `path` atomically (temp file in the same directory + rename).
+/// Writes `text` to `path` atomically (`privnet_sys::file`).
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), SourceError> {
-    let dir = path.parent().expect("paths have a parent");
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    Ok(privnet_sys::file::write_atomic(path, text)?)
 }
 
 fn hash_dir(dir: &Path, h: &mut impl std::hash::Hasher, recurse: bool) {

@@ -18,6 +18,9 @@ use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
 /// Errors of a source backend.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// An atomic file write failed.
+    #[error(transparent)]
+    Write(#[from] privnet_sys::file::WriteError),
     /// Reading or writing the backing store failed.
     #[error("failed to access {path}")]
     Io {

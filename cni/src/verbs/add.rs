@@ -9,9 +9,10 @@ use super::add_result::build_add_result;
 use super::rollback::{Rollback, Undo};
 use crate::env::validate_ifname;
 use crate::error::CniError;
-use crate::link::{VethSpec, configure_container_end, create_veth, link_by_name, parse_mac};
+use crate::link::{VethSpec, configure_container_end, create_veth, link_by_name};
 use crate::netns::{Netns, NetnsError};
 use crate::plugin::Invocation;
+use privnet_core::mac::parse_mac;
 use privnet_core::rpc::{AttachRequest, Attachment, NetworkSelector, Request, Response, Workload};
 
 /// A workload key from the network config's `args.cni` block (CNI
@@ -107,7 +108,7 @@ async fn wire(
     rollback: &mut Rollback,
 ) -> Result<(), CniError> {
     let bad = |what: String| CniError::Internal(format!("agent attachment unusable: {what}"));
-    let mac = parse_mac(&att.mac).ok_or_else(|| bad(format!("mac {:?}", att.mac)))?;
+    let mac = parse_mac(&att.mac).map_err(|_| bad(format!("mac {:?}", att.mac)))?;
     validate_ifname(&att.host_ifname).map_err(|e| bad(e.to_string()))?;
     let network_path = Path::new(&att.network_netns);
     let network = Netns::open(network_path).map_err(|e| bad(e.to_string()))?;

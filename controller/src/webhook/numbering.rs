@@ -21,7 +21,7 @@ use privnet_api::keys::{
     APPLICATION_LABEL, CLAIM_KIND_LABEL, CONTAINER_NUMBER_ANNOTATION, NETWORK_ID_ANNOTATION,
     NETWORK_LABEL, PROCESS_TYPE_LABEL,
 };
-use privnet_core::numbering::NumberKey;
+use privnet_core::numbering::{NumberKey, lowest_free};
 
 pub use privnet_api::keys::NUMBER_CLAIM_KIND;
 /// Claims younger than this are never reclaimed (their pod may not be
@@ -79,7 +79,7 @@ pub fn choose(
         .map(|c| c.number)
         .chain(live.iter().copied())
         .collect();
-    let candidate = (1..).find(|n| !held.contains(n)).expect("u32 space");
+    let candidate = lowest_free(&held).expect("u32 space");
     (stale, candidate)
 }
 

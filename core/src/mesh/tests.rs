@@ -146,6 +146,11 @@ fn diff_of_peers() {
         diff_peers(&reordered, &desired).is_empty(),
         "allowed-ips compared as sets"
     );
+    let mut off = desired.clone();
+    off[0].persistent_keepalive = Some(0);
+    assert!(diff_peers(&off, &desired).is_empty(), "keepalive 0 is off");
+    off[0].persistent_keepalive = Some(25);
+    assert_eq!(diff_peers(&off, &desired).update, vec![desired[0].clone()]);
 }
 
 #[test]

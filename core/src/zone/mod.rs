@@ -64,7 +64,7 @@ pub enum ZoneError {
         addr: Ipv4Addr,
         /// The network's subnet.
         subnet: Ipv4Net,
-        /// `outside`, `the gateway address`, …
+        /// `outside the subnet`, `the gateway address`, … (`ipam::not_assignable`)
         why: &'static str,
     },
     /// The subnet has no room for a gateway, or is wider than /8.
@@ -347,17 +347,7 @@ impl Zone {
             return Err(ZoneError::ReservedName(ep.name.application_id.clone()));
         }
         let addr = ep.address;
-        let why = if !self.subnet.contains(&addr) {
-            Some("outside")
-        } else if addr == self.subnet.network() {
-            Some("the network address")
-        } else if addr == self.subnet.broadcast() {
-            Some("the broadcast address")
-        } else if addr == self.gateway() {
-            Some("the gateway address")
-        } else {
-            None
-        };
+        let why = crate::ipam::not_assignable(self.subnet, addr);
         match why {
             Some(why) => Err(ZoneError::AddressNotAssignable {
                 addr,

@@ -138,7 +138,7 @@ fn rejects_bad_endpoints() {
         (0, "the network address"),
         (1, "the gateway address"),
         (1023, "the broadcast address"),
-        (1024, "outside"),
+        (1024, "outside the subnet"),
     ] {
         match z.upsert(&ep(1, "web", "a", last)) {
             Err(ZoneError::AddressNotAssignable { why: got, .. }) => assert_eq!(got, why),
