@@ -25,12 +25,16 @@ use defguard_wireguard_rs::host::Host;
 use defguard_wireguard_rs::key::Key;
 use defguard_wireguard_rs::net::IpAddrMask;
 use defguard_wireguard_rs::peer::Peer;
-use defguard_wireguard_rs::{Kernel, Userspace, WGApi, WireguardInterfaceApi};
+use defguard_wireguard_rs::{Kernel, Userspace, WGApi};
 use ipnet::Ipv4Net;
 use rtnetlink::LinkWireguard;
+use rtnetlink::packet_route::link::LinkMessage;
 
 use super::links::{self, LinkError};
+
+mod api;
 use super::netns::{self, NetnsError, NetnsFd};
+use api::{KernelOps, WgOps, fix_key_and_port, sync_peers};
 
 /// Directory of wireguard-go's UAPI sockets.
 pub const UAPI_DIR: &str = "/var/run/wireguard";
@@ -273,10 +277,7 @@ impl Wireguard {
         if backend == Backend::Userspace && !wg.uapi_answers().await {
             wg.start_daemon().await?;
         }
-        let host = wg.read_host().await?;
-        if host.private_key.as_ref() != Some(&key) || host.listen_port != wg.config.listen_port {
-            let mut fixed = Host::new(wg.config.listen_port, key);
-            fixed.peers = host.peers;
+        if let Some(fixed) = fix_key_and_port(wg.read_host().await?, &key, wg.config.listen_port) {
             wg.call("configure key and port", move |api| api.write(&fixed))
                 .await?;
         }
@@ -311,19 +312,8 @@ impl Wireguard {
     /// `wg set <if> peer … remove`); unchanged peers are not touched. Returns the plan applied.
     pub async fn set_peers(&self, peers: &[MeshPeer]) -> Result<PeerPlan, WireguardError> {
         let desired: Vec<Peer> = peers.iter().map(desired_peer).collect::<Result<_, _>>()?;
-        let current = self.read_host().await?.peers;
-        let plan = plan_peers(&current, &desired);
-        let configure: Vec<Peer> = desired
-            .into_iter()
-            .filter(|p| plan.configure.contains(&p.public_key))
-            .collect();
-        let remove = plan.remove.clone();
-        self.call("configure peers", move |api| {
-            configure.iter().try_for_each(|p| api.peer(p))?;
-            remove.iter().try_for_each(|k| api.unpeer(k))
-        })
-        .await?;
-        Ok(plan)
+        self.call("configure peers", move |api| sync_peers(api, desired))
+            .await
     }
 
     /// The peers as the interface reports them (`wg show <if> dump`).
@@ -416,7 +406,7 @@ impl Wireguard {
         let (backend, ifname) = (self.backend, self.config.ifname.clone());
         let name = ifname.clone();
         netns::run_in_async(&self.ns, move || match backend {
-            Backend::Kernel => f(&WGApi::<Kernel>::new(ifname)?),
+            Backend::Kernel => f(&KernelOps(WGApi::<Kernel>::new(ifname)?)),
             Backend::Userspace => f(&WGApi::<Userspace>::new(ifname)?),
         })
         .await?
@@ -471,91 +461,18 @@ impl Wireguard {
     }
 }
 
+/// The rtnetlink message of `ip link add <ifname> type wireguard`.
+fn kernel_link(ifname: &str) -> LinkMessage {
+    LinkWireguard::new(ifname).build()
+}
+
 /// `ip link add <ifname> type wireguard`.
 async fn create_kernel(h: &rtnetlink::Handle, ifname: &str) -> Result<(), LinkError> {
     h.link()
-        .add(LinkWireguard::new(ifname).build())
+        .add(kernel_link(ifname))
         .execute()
         .await
         .map_err(links::err("create wireguard link", ifname))
-}
-
-/// The few UAPI/netlink operations used, over both `WGApi` flavours.
-trait WgOps {
-    fn read(&self) -> Result<Host, defguard_wireguard_rs::error::WireguardInterfaceError>;
-    fn write(
-        &self,
-        host: &Host,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError>;
-    fn peer(
-        &self,
-        peer: &Peer,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError>;
-    fn unpeer(
-        &self,
-        key: &Key,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError>;
-}
-
-impl WgOps for WGApi<Userspace> {
-    fn read(&self) -> Result<Host, defguard_wireguard_rs::error::WireguardInterfaceError> {
-        self.read_interface_data()
-    }
-    fn write(
-        &self,
-        host: &Host,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError> {
-        Ok(self.write_host(host)?)
-    }
-    fn peer(
-        &self,
-        peer: &Peer,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError> {
-        self.configure_peer(peer)
-    }
-    fn unpeer(
-        &self,
-        key: &Key,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError> {
-        self.remove_peer(key)
-    }
-}
-
-impl WgOps for WGApi<Kernel> {
-    fn read(&self) -> Result<Host, defguard_wireguard_rs::error::WireguardInterfaceError> {
-        self.read_interface_data()
-    }
-    fn write(
-        &self,
-        host: &Host,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError> {
-        let config = defguard_wireguard_rs::InterfaceConfiguration {
-            name: String::new(),
-            prvkey: host
-                .private_key
-                .as_ref()
-                .map(Key::to_string)
-                .unwrap_or_default(),
-            addresses: Vec::new(),
-            port: host.listen_port,
-            peers: host.peers.values().cloned().collect(),
-            mtu: None,
-            fwmark: None,
-        };
-        self.configure_interface(&config)
-    }
-    fn peer(
-        &self,
-        peer: &Peer,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError> {
-        self.configure_peer(peer)
-    }
-    fn unpeer(
-        &self,
-        key: &Key,
-    ) -> Result<(), defguard_wireguard_rs::error::WireguardInterfaceError> {
-        self.remove_peer(key)
-    }
 }
 
 #[cfg(test)]
@@ -588,6 +505,25 @@ mod tests {
         let plan = plan_peers(&current, &[peer(1, 51821), peer(2, 51820)]);
         assert_eq!(plan.configure, vec![Key::new([1; 32]), Key::new([2; 32])]);
         assert_eq!(plan.remove, vec![Key::new([3; 32])]);
+    }
+
+    #[test]
+    fn the_kernel_link_is_a_wireguard_link_of_that_name() {
+        use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
+        let msg = kernel_link("pnwg1");
+        assert!(
+            msg.attributes
+                .contains(&LinkAttribute::IfName("pnwg1".into()))
+        );
+        assert!(msg.attributes.iter().any(|a| matches!(
+            a,
+            LinkAttribute::LinkInfo(infos) if infos.contains(&LinkInfo::Kind(InfoKind::Wireguard))
+        )));
+        // Control: another name is not matched.
+        assert!(
+            !msg.attributes
+                .contains(&LinkAttribute::IfName("pnwg2".into()))
+        );
     }
 
     #[test]
