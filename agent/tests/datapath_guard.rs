@@ -130,6 +130,7 @@ fn deliver(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
+    datapath_support::require_root!();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let id = format!("{}{n}", std::process::id());
     let t = Topology {
@@ -277,6 +278,7 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
 /// iifname != wg drop`) the primary overlay goes dark (the check would catch it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_guard_drops_only_privnets_vxlan() {
+    datapath_support::require_root!();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let id = format!("{}{n}", std::process::id());
     let (a, b) = (format!("pgh{id}a"), format!("pgh{id}b"));

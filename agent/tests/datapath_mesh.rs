@@ -2,6 +2,10 @@
 //! on both, two containers pinging each other across nodes through VXLAN inside WireGuard;
 //! the underlay only ever sees WireGuard UDP, and re-running `ensure` changes nothing.
 //!
+//! Specific to the userspace backend (pinned, not `auto`, so a machine with the kernel module
+//! runs the same test): it checks that the `wireguard-go` daemon is adopted, not restarted.
+//! `wg show` inside the node namespace reaches the daemon through its UAPI socket in
+//! /var/run/wireguard (the same directory in every network namespace).
 //! Needs `wireguard-go` (fails with the apt command when it is missing).
 
 mod datapath_support;
@@ -89,6 +93,7 @@ fn node_guard(wg: &str, vni: u32) -> NodeGuard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_on_two_nodes_talk_only_through_wireguard() {
+    datapath_support::require_root!();
     let pid = std::process::id();
     let tag = pid % 1000;
     let vni = 4000 + tag;
@@ -134,7 +139,7 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
         );
     }
 
-    // WireGuard on each node (userspace: this kernel has no module).
+    // WireGuard on each node, userspace (pinned: see the module comment).
     let state = tempfile::tempdir().unwrap();
     let mut tunnels = Vec::new();
     for node in &nodes {
@@ -144,7 +149,7 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
             address: Ipv4Net::new(node.vtep, 24).unwrap(),
             mtu: 1420,
             state_dir: state.path().join(&node.ns),
-            backend: BackendChoice::Auto,
+            backend: BackendChoice::Only(Backend::Userspace),
         };
         let agent_ns = NetnsFd::named(&node.ns).unwrap();
         let wg = Wireguard::ensure(&agent_ns, config.clone())

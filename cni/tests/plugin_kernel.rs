@@ -19,6 +19,7 @@ fn container_ports(netns: &str) -> Vec<(String, Option<String>, u64, String, boo
 
 #[test]
 fn add_check_del_del_for_every_version() {
+    common::require_root!();
     for version in VERSIONS {
         let agent = Agent::start();
         agent.agent.ensure_network();
@@ -125,6 +126,7 @@ fn add_check_del_del_for_every_version() {
 
 #[test]
 fn del_without_add_and_with_missing_netns_succeeds() {
+    common::require_root!();
     let agent = Agent::start();
     agent.agent.ensure_network();
     let ns = TestNetns::new("pnc");
@@ -154,6 +156,7 @@ fn del_without_add_and_with_missing_netns_succeeds() {
 
 #[test]
 fn add_with_existing_ifname_is_101_and_changes_nothing() {
+    common::require_root!();
     let agent = Agent::start();
     agent.agent.ensure_network();
     let ns = TestNetns::new("pnc");
@@ -183,6 +186,7 @@ fn add_with_existing_ifname_is_101_and_changes_nothing() {
 
 #[test]
 fn failed_add_rolls_back_everything() {
+    common::require_root!();
     let agent = Agent::start();
     agent.agent.ensure_network();
     let ns = TestNetns::new("pnc");
@@ -226,6 +230,7 @@ fn failed_add_rolls_back_everything() {
 
 #[test]
 fn agent_errors_map_to_codes() {
+    common::require_root!();
     let agent = Agent::start_waiting();
     let ns = TestNetns::new("pnc");
     let mut conf = agent.conf("1.0.0");
@@ -271,6 +276,7 @@ fn agent_errors_map_to_codes() {
 
 #[test]
 fn gc_releases_what_is_not_valid() {
+    common::require_root!();
     let agent = Agent::start();
     let ns1 = TestNetns::new("pnc");
     let ns2 = TestNetns::new("pnc");

@@ -9,6 +9,7 @@ use common::{Agent, TestNetns, links, run_plugin, snapshot};
 
 #[test]
 fn concurrent_adds_get_distinct_addresses_and_dels_leave_nothing() {
+    common::require_root!();
     const N: usize = 64;
     let agent = Agent::start();
     agent.agent.ensure_network();
@@ -60,6 +61,7 @@ fn concurrent_adds_get_distinct_addresses_and_dels_leave_nothing() {
 
 #[test]
 fn many_add_del_cycles_leak_nothing() {
+    common::require_root!();
     const CYCLES: usize = 200;
     let agent = Agent::start();
     agent.agent.ensure_network();

@@ -78,6 +78,7 @@ fn gro_knobs(sb: &Sandbox, project: &str) -> Vec<(String, String)> {
 
 #[test]
 fn bulk_tcp_across_nodes_arrives_in_merged_frames() {
+    common::require_root!();
     let sb = Sandbox::up("g", None);
     let (from, to) = ("shop-api-web-1", "shop-api-worker-1");
     assert_ne!(

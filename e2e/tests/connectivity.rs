@@ -22,6 +22,7 @@ fn host_addresses(sb: &Sandbox, container: &str, name: &str) -> Result<BTreeSet<
 
 #[test]
 fn default_scenario_connectivity_dns_env_and_mtu() {
+    common::require_root!();
     let sb = Sandbox::up("c", None);
     let containers = sb.containers();
     let shop: Vec<_> = containers

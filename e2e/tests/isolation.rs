@@ -18,6 +18,7 @@ workloads:
 
 #[test]
 fn projects_sharing_a_subnet_are_isolated() {
+    common::require_root!();
     let sb = Sandbox::up("i", Some(SCENARIO));
     let cs = sb.containers();
     let of = |p: &str| {

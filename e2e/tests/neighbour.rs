@@ -187,6 +187,7 @@ fn agent_refuses(sb: &Sandbox, node: &Node, tag: &str, extra: &[&str]) -> String
         .args(["--netns-prefix", &format!("{}-clash-", sb.name)])
         .args(["--wg-ifname", &format!("{}x", &node.wg)])
         .args(["--endpoint", &format!("{}:{WIREGUARD_PORT}", node.underlay)])
+        .args(["--wireguard", &sb.wireguard_backend()])
         .args(["--no-dns-forward", "--metrics-addr", "127.0.0.1:0"])
         .args(extra)
         .stdin(Stdio::null())
@@ -212,6 +213,7 @@ fn agent_refuses(sb: &Sandbox, node: &Node, tag: &str, extra: &[&str]) -> String
 
 #[test]
 fn primary_overlay_keeps_working_while_privnet_comes_up() {
+    common::require_root!();
     let sb = Sandbox::up_without_agents("nb", Some(SCENARIO));
     let n = nodes(&sb);
     assert_eq!(n.len(), 2);

@@ -15,6 +15,7 @@ workloads:
 
 #[test]
 fn losing_a_node_keeps_the_rest_working() {
+    common::require_root!();
     let sb = Sandbox::up("n", Some(SCENARIO));
     let status = sb.status();
     let n3 = status["nodes"]
@@ -56,25 +57,15 @@ fn losing_a_node_keeps_the_rest_working() {
     let n3_key = n3["publicKey"].as_str().unwrap().to_string();
     let n3_vtep = n3["vtep"].as_str().unwrap().to_string();
     for node in ["n1", "n2"] {
-        let iface = status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == node)
-            .unwrap()["wireguardInterface"]
-            .as_str()
-            .unwrap()
-            .to_string();
         let mut peers = String::new();
         for _ in 0..50 {
-            peers = String::from_utf8_lossy(
-                &std::process::Command::new("wg")
-                    .args(["show", &iface, "peers"])
-                    .output()
-                    .unwrap()
-                    .stdout,
-            )
-            .into_owned();
+            let shown = sb.wg_show(node, &["peers"]);
+            assert!(
+                shown.status.success(),
+                "wg show on {node}: {}",
+                String::from_utf8_lossy(&shown.stderr)
+            );
+            peers = String::from_utf8_lossy(&shown.stdout).into_owned();
             if !peers.contains(&n3_key) {
                 break;
             }

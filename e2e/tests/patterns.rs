@@ -34,6 +34,7 @@ fn run(cmd: &[&str]) {
 
 #[test]
 fn proxy_in_front_of_a_private_backend() {
+    common::require_root!();
     let sb = Sandbox::up("p", Some(SCENARIO));
     let web = sb.container("front-web-1");
     let api = sb.container("back-api-1");
@@ -157,6 +158,7 @@ fn proxy_in_front_of_a_private_backend() {
 
 #[test]
 fn cluster_members_discover_each_other_by_type_name() {
+    common::require_root!();
     let sb = Sandbox::up("d", Some(SCENARIO));
     let zone = sb.network("pat")["zone"].as_str().unwrap().to_string();
     let members: Vec<_> = sb

@@ -90,6 +90,7 @@ fn import_image(p: &Podman) {
 
 #[test]
 fn podman_container_joins_a_sandbox_network() {
+    common::require_root!();
     let sb = Sandbox::up("m", Some(SCENARIO));
     let status = sb.status();
     let n1 = status["nodes"]

@@ -1,6 +1,10 @@
 //! `kill -9` of an agent during a cross-node TCP stream: the stream
 //! survives (the datapath and the userspace tunnel do not depend on the
 //! agent process), and after the restart the kernel state is identical.
+//!
+//! Specific to the userspace WireGuard backend (pinned): it checks that the
+//! `wireguard-go` daemon, a process of its own, is the same one after the
+//! agent's `kill -9` (the kernel interface has no process to check).
 
 mod common;
 
@@ -51,7 +55,8 @@ fn snapshot(names: &[String]) -> Snapshot {
 
 #[test]
 fn agent_kill_keeps_connections_and_kernel_state() {
-    let sb = Sandbox::up("r", Some(SCENARIO));
+    common::require_root!();
+    let sb = Sandbox::up_pinned("r", Some(SCENARIO), "userspace");
     let (a, b) = (sb.container("app-web-1"), sb.container("app-web-2"));
     assert_ne!(a["node"], b["node"]);
     let node = a["node"].as_str().unwrap().to_string();

@@ -34,6 +34,7 @@ fn count_lines(out: std::process::Output) -> usize {
 
 #[test]
 fn names_follow_scaling_and_nothing_leaks() {
+    common::require_root!();
     let sb = Sandbox::up("k", Some(SCENARIO));
     let zone = sb.network("sc")["zone"].as_str().unwrap().to_string();
     let observers = ["app-web-1", "app-web-2", "app-web-3"]; // one per node

@@ -84,6 +84,7 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
 
 #[test]
 fn underlay_sees_only_wireguard_and_the_guard_fails_closed() {
+    common::require_root!();
     let sb = Sandbox::up("s", Some(SCENARIO));
     let c1 = sb.container("app-web-1");
     let c2 = sb.container("app-web-2");
@@ -205,6 +206,7 @@ fn watch_bridge_for_injected_arp(netns: &str) -> Child {
 
 #[test]
 fn injected_vxlan_and_spoofed_frames_are_dropped() {
+    common::require_root!();
     let sb = Sandbox::up("j", Some(SCENARIO));
     let c1 = sb.container("app-web-1");
     let node = c1["node"].as_str().unwrap().to_string();

@@ -129,6 +129,7 @@ fn ok_json(out: &Output, what: &str) -> Value {
 
 #[test]
 fn static_release_plugin_attaches_from_an_empty_root() {
+    common::require_root!();
     let plugin = static_plugin();
     assert!(!has_interpreter(&plugin), "release plugin is dynamic");
     let dynamic = bin("privnet-cni");

@@ -10,19 +10,28 @@ use super::state::SandboxState;
 use super::sys;
 use super::topology;
 
-/// Every node has completed a handshake with every peer (`wg show <if> latest-handshakes`).
+/// Every node has completed a handshake with every peer (`wg show <if>
+/// latest-handshakes`, asked where the sandbox's backend can be seen).
 pub(super) fn mesh_complete(state: &SandboxState) -> bool {
     let peers = state.nodes.len().saturating_sub(1);
     state.nodes.iter().all(|n| {
-        sys::run("wg", &["show", &n.wireguard_interface, "latest-handshakes"])
-            .map(|out| {
-                out.lines()
-                    .filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0"))
-                    .count()
-                    == peers
-            })
-            .unwrap_or(false)
+        sys::wg_show(
+            state.wireguard_backend,
+            &n.netns,
+            &n.wireguard_interface,
+            "latest-handshakes",
+        )
+        .map(|out| handshaken_peers(&out) == peers)
+        .unwrap_or(false)
     })
+}
+
+/// Peers of `wg show … latest-handshakes` output with a handshake (time ≠ 0).
+fn handshaken_peers(latest_handshakes: &str) -> usize {
+    latest_handshakes
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0"))
+        .count()
 }
 
 pub(super) fn wait_ready(state: &SandboxState, deadline: Instant) -> Result<(), SandboxError> {
@@ -126,5 +135,17 @@ pub fn wait_converged(state: &SandboxState, timeout: Duration) -> Result<Duratio
             }
             Some(_) => std::thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_peers_with_a_handshake_count() {
+        let out = "a2V5MQ==\t1764450000\na2V5Mg==\t0\na2V5Mw==\t1764450001\n";
+        assert_eq!(handshaken_peers(out), 2);
+        assert_eq!(handshaken_peers(""), 0);
     }
 }

@@ -99,6 +99,31 @@ pub struct ContainerState {
     pub podman: bool,
 }
 
+/// Which WireGuard implementation the sandbox's agents run. The sandbox pins
+/// it (the agent's own default, `auto`, would pick the kernel wherever the
+/// module exists), so probes know where to look: the userspace daemon's UAPI
+/// socket is in `/var/run/wireguard` (reachable from the host namespace), the
+/// kernel interface only from inside the node's namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireguardBackend {
+    /// `wireguard-go`, one daemon per node (the default: runs on any machine).
+    #[default]
+    Userspace,
+    /// The kernel module (`ip link add … type wireguard` in the node namespace).
+    Kernel,
+}
+
+impl WireguardBackend {
+    /// The value of the agent's `--wireguard` flag that pins this backend.
+    pub fn agent_flag(self) -> &'static str {
+        match self {
+            Self::Userspace => "userspace",
+            Self::Kernel => "kernel",
+        }
+    }
+}
+
 /// Everything a running sandbox is made of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -113,6 +138,10 @@ pub struct SandboxState {
     pub underlay_netns: String,
     /// Underlay subnet.
     pub underlay_subnet: String,
+    /// WireGuard backend of every agent (`userspace` in state files written
+    /// before the field existed: that was the only one the sandbox ran).
+    #[serde(default)]
+    pub wireguard_backend: WireguardBackend,
     /// Nodes.
     pub nodes: Vec<NodeState>,
     /// Networks.
@@ -204,4 +233,40 @@ impl SandboxState {
 /// Writes a file atomically (`privnet_sys::file`).
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), StateError> {
     Ok(privnet_sys::file::write_atomic(path, text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(backend: WireguardBackend) -> SandboxState {
+        SandboxState {
+            schema_version: SCHEMA_VERSION,
+            name: "t".into(),
+            root: "/run/privnet-sandbox/t".into(),
+            underlay_netns: "t-ul".into(),
+            underlay_subnet: "192.168.213.0/24".into(),
+            wireguard_backend: backend,
+            nodes: Vec::new(),
+            networks: Vec::new(),
+            containers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_backend_is_in_the_status_json_and_old_state_files_read_as_userspace() {
+        let json = serde_json::to_value(state(WireguardBackend::Kernel)).unwrap();
+        assert_eq!(json["wireguardBackend"], "kernel");
+        assert_eq!(
+            json["underlaySubnet"], "192.168.213.0/24",
+            "old fields kept"
+        );
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("wireguardBackend");
+        let read: SandboxState = serde_json::from_value(old).unwrap();
+        assert_eq!(read.wireguard_backend, WireguardBackend::Userspace);
+        // Control: a recorded backend is read back as it was.
+        let read: SandboxState = serde_json::from_value(json).unwrap();
+        assert_eq!(read.wireguard_backend, WireguardBackend::Kernel);
+    }
 }

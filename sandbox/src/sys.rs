@@ -3,6 +3,8 @@
 
 use std::process::{Command, Stdio};
 
+use super::state::WireguardBackend;
+
 /// A failed command.
 #[derive(Debug, thiserror::Error)]
 #[error("failed to run `{command}`: {stderr}")]
@@ -52,14 +54,30 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
     out
 }
 
-/// Checks the tools the sandbox needs; the error names the apt command.
-pub fn check_tools() -> Result<(), String> {
-    let tools = [
+/// Checks the tools the sandbox needs for `backend` (`wireguard-go` only for
+/// the userspace one; the kernel one needs the module); the error names the
+/// apt command or the flag to use instead.
+pub fn check_tools(backend: WireguardBackend) -> Result<(), String> {
+    let mut tools = vec![
         ("ip", "iproute2"),
         ("nft", "nftables"),
-        ("wireguard-go", "wireguard-go"),
         ("wg", "wireguard-tools"),
     ];
+    match backend {
+        WireguardBackend::Userspace => tools.push(("wireguard-go", "wireguard-go")),
+        WireguardBackend::Kernel => {
+            // Loaded on demand by the first `ip link add … type wireguard`
+            // where modprobe works; present in /sys/module once loaded.
+            let _ = run("modprobe", &["-q", "wireguard"]);
+            if !std::path::Path::new("/sys/module/wireguard").exists() {
+                return Err(
+                    "kernel WireGuard is not available on this machine (no wireguard \
+                     module): use `--wireguard-backend userspace`"
+                        .into(),
+                );
+            }
+        }
+    }
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(t, _)| {
@@ -75,6 +93,32 @@ pub fn check_tools() -> Result<(), String> {
             "missing tools: run `apt-get install -y {}`",
             missing.join(" ")
         ))
+    }
+}
+
+/// `wg show <ifname> <what>` for a node, where its backend can be seen: the
+/// userspace daemon answers on its UAPI socket in `/var/run/wireguard` (the
+/// host namespace's view), the kernel interface only from inside the node's
+/// namespace (`nsenter --net`, so the mount namespace stays the host's).
+pub fn wg_show(
+    backend: WireguardBackend,
+    node_netns: &str,
+    ifname: &str,
+    what: &str,
+) -> Result<String, CommandError> {
+    match backend {
+        WireguardBackend::Userspace => run("wg", &["show", ifname, what]),
+        WireguardBackend::Kernel => run(
+            "nsenter",
+            &[
+                &format!("--net=/run/netns/{node_netns}"),
+                "--",
+                "wg",
+                "show",
+                ifname,
+                what,
+            ],
+        ),
     }
 }
 

@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::state::NodeState;
+use super::state::{NodeState, WireguardBackend};
 use super::sys::{CommandError, ip};
 
 /// Underlay subnet of every sandbox (inside its own namespaces only).
@@ -51,11 +51,13 @@ pub fn create_node(underlay: &str, node: &NodeState) -> Result<(), CommandError>
 }
 
 /// Starts the node's agent inside its namespace as a detached process
-/// (own process group, output to its log); returns its pid.
+/// (own process group, output to its log), pinned to the sandbox's WireGuard
+/// backend; returns its pid.
 pub fn start_agent(
     privnet: &Path,
     node: &NodeState,
     source_dir: &Path,
+    backend: WireguardBackend,
 ) -> Result<u32, CommandError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -104,7 +106,7 @@ pub fn start_agent(
         ])
         .args([
             "--wireguard",
-            "auto",
+            backend.agent_flag(),
             "--endpoint",
             &endpoint,
             "--no-dns-forward",

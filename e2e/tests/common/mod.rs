@@ -46,6 +46,13 @@ impl Sandbox {
         Self::up_with(tag, scenario, &["--no-agents"])
     }
 
+    /// `privnet sandbox up --wireguard-backend <backend>`: for tests that are
+    /// specific to one backend (the others run on the sandbox's default, or
+    /// on `PRIVNET_SANDBOX_WIREGUARD_BACKEND` when set).
+    pub fn up_pinned(tag: &str, scenario: Option<&str>, backend: &str) -> Self {
+        Self::up_with(tag, scenario, &["--wireguard-backend", backend])
+    }
+
     fn up_with(tag: &str, scenario: Option<&str>, extra: &[&str]) -> Self {
         assert!(
             nix_is_root(),
@@ -138,6 +145,43 @@ impl Sandbox {
             .find(|n| n["project"] == project)
             .unwrap()
             .clone()
+    }
+
+    /// The WireGuard backend the sandbox's agents run (`userspace` or `kernel`).
+    pub fn wireguard_backend(&self) -> String {
+        self.status()["wireguardBackend"]
+            .as_str()
+            .expect("status has wireguardBackend")
+            .to_string()
+    }
+
+    /// `wg show <node's interface> <what…>`, asked where the backend can be
+    /// seen: the userspace daemon's UAPI socket is in /var/run/wireguard (the
+    /// host namespace), the kernel interface only inside the node's namespace.
+    pub fn wg_show(&self, node: &str, what: &[&str]) -> Output {
+        let status = self.status();
+        let n = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap_or_else(|| panic!("no node {node}"));
+        let ifname = n["wireguardInterface"].as_str().unwrap();
+        let mut cmd = match status["wireguardBackend"].as_str() {
+            Some("kernel") => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{}", n["netns"].as_str().unwrap()))
+                    .args(["--", "wg"]);
+                c
+            }
+            Some("userspace") => Command::new("wg"),
+            other => panic!("unknown wireguardBackend {other:?}"),
+        };
+        cmd.args(["show", ifname])
+            .args(what)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Runs a command inside a namespace.
@@ -250,4 +294,38 @@ pub fn client(
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Fails the calling test at once, with one line, unless it runs as root:
+/// `<test>: needs root (network namespaces); run scripts/test-all as root`.
+/// A macro so the line names the test (its function's path).
+macro_rules! require_root {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        $crate::common::fail_unless_root(
+            path.trim_end_matches("::here")
+                .trim_end_matches("::{{closure}}"),
+        )
+    }};
+}
+pub(crate) use require_root;
+
+/// The body of [`require_root!`]: the one line, then an unwind that skips the
+/// panic hook (no "panicked at" location deep in a helper).
+pub fn fail_unless_root(test: &str) {
+    // Effective uid from /proc (no libc call needed): the second field of `Uid:`.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        let line = format!("{test}: needs root (network namespaces); run scripts/test-all as root");
+        eprintln!("{line}");
+        std::panic::resume_unwind(Box::new(line));
+    }
 }

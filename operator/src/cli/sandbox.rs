@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use privnet_sandbox::ops::{self, Binaries};
 use privnet_sandbox::scenario::Scenario;
-use privnet_sandbox::state::SandboxState;
+use privnet_sandbox::state::{SandboxState, WireguardBackend};
 
 /// Arguments of `privnet sandbox`.
 #[derive(Args)]
@@ -25,6 +25,25 @@ enum Output {
     Json,
 }
 
+/// The sandbox's WireGuard backend (the agent's `auto` is not offered: the
+/// sandbox's probes must know where the interface is).
+#[derive(Clone, Copy, ValueEnum)]
+enum SandboxWgBackend {
+    /// `wireguard-go`, one daemon per node: runs on any machine.
+    Userspace,
+    /// The kernel module (needs it on this machine).
+    Kernel,
+}
+
+impl From<SandboxWgBackend> for WireguardBackend {
+    fn from(b: SandboxWgBackend) -> Self {
+        match b {
+            SandboxWgBackend::Userspace => WireguardBackend::Userspace,
+            SandboxWgBackend::Kernel => WireguardBackend::Kernel,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum SandboxCommand {
     /// Build the sandbox (default scenario: 3 nodes, 2 projects).
@@ -39,6 +58,15 @@ enum SandboxCommand {
         /// stand-in for the primary CNI first); `start-agents` installs privnet.
         #[arg(long)]
         no_agents: bool,
+        /// WireGuard backend of every agent (see docs/SANDBOX.md for why the default is
+        /// `userspace`, not the agent's `auto`).
+        #[arg(
+            long,
+            value_enum,
+            default_value = "userspace",
+            env = "PRIVNET_SANDBOX_WIREGUARD_BACKEND"
+        )]
+        wireguard_backend: SandboxWgBackend,
     },
     /// Start the agents of a sandbox built with `up --no-agents`, then its containers.
     StartAgents,
@@ -101,7 +129,9 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             nodes,
             scenario,
             no_agents,
+            wireguard_backend,
         } => {
+            let backend = wireguard_backend.into();
             let mut s = match scenario {
                 Some(p) => load_scenario(&p)?,
                 None => Scenario::default_scenario(),
@@ -112,10 +142,10 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             }
             let bins = Binaries::beside_current_exe()?;
             if no_agents {
-                print_text(&ops::up_without_agents(&name, &s, &bins)?);
+                print_text(&ops::up_without_agents(&name, &s, &bins, backend)?);
                 return Ok(());
             }
-            let state = ops::up(&name, &s, &bins)?;
+            let state = ops::up(&name, &s, &bins, backend)?;
             print_text(&state);
             // The exact command lines to paste: this binary's path and the name.
             let me = std::env::current_exe()
@@ -198,7 +228,7 @@ pub fn run(args: SandboxArgs) -> Result<()> {
 }
 
 fn print_text(s: &SandboxState) {
-    println!("NODES");
+    println!("NODES (WireGuard: {})", s.wireguard_backend.agent_flag());
     for n in &s.nodes {
         println!(
             "  {:<4} netns={:<12} underlay={:<16} vtep={:<14} agent_pid={}",

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::containers::{self};
 use crate::readiness::{wait_converged, wait_ready};
 use crate::scenario::Scenario;
-use crate::state::{NodeState, SandboxState, StateError, root_of, write_atomic};
+use crate::state::{NodeState, SandboxState, StateError, WireguardBackend, root_of, write_atomic};
 use crate::sys::{self, netns_with_prefix};
 use crate::teardown::down;
 use crate::topology::{self, UNDERLAY_SUBNET};
@@ -15,9 +15,14 @@ use super::controller_role::{publish_networks, wait_for_mesh};
 use super::workloads::{apply, converge_containers};
 use super::{Binaries, SandboxError, cluster_dir, cni_log, progress};
 
-/// Builds the sandbox; returns its state.
-pub fn up(name: &str, scenario: &Scenario, bins: &Binaries) -> Result<SandboxState, SandboxError> {
-    up_staged(name, scenario, bins, false)
+/// Builds the sandbox with its agents on WireGuard `backend`; returns its state.
+pub fn up(
+    name: &str,
+    scenario: &Scenario,
+    bins: &Binaries,
+    backend: WireguardBackend,
+) -> Result<SandboxState, SandboxError> {
+    up_staged(name, scenario, bins, backend, false)
 }
 
 /// Builds the underlay and the nodes but starts no agent: the nodes are
@@ -27,14 +32,16 @@ pub fn up_without_agents(
     name: &str,
     scenario: &Scenario,
     bins: &Binaries,
+    backend: WireguardBackend,
 ) -> Result<SandboxState, SandboxError> {
-    up_staged(name, scenario, bins, true)
+    up_staged(name, scenario, bins, backend, true)
 }
 
 fn up_staged(
     name: &str,
     scenario: &Scenario,
     bins: &Binaries,
+    backend: WireguardBackend,
     hold_agents: bool,
 ) -> Result<SandboxState, SandboxError> {
     if !sys::is_root() {
@@ -42,14 +49,14 @@ fn up_staged(
             "the sandbox needs root (network namespaces): run it with sudo".into(),
         ));
     }
-    sys::check_tools().map_err(SandboxError::Precondition)?;
+    sys::check_tools(backend).map_err(SandboxError::Precondition)?;
     if SandboxState::path(name).exists() || !netns_with_prefix(&format!("{name}-")).is_empty() {
         return Err(SandboxError::Precondition(format!(
             "sandbox {name:?} already exists: run `privnet sandbox down --name {name}` first"
         )));
     }
     let started = Instant::now();
-    let result = build(name, scenario, bins, hold_agents);
+    let result = build(name, scenario, bins, backend, hold_agents);
     match result {
         Ok(state) => {
             progress(&format!(
@@ -76,6 +83,7 @@ fn build(
     name: &str,
     scenario: &Scenario,
     bins: &Binaries,
+    backend: WireguardBackend,
     hold_agents: bool,
 ) -> Result<SandboxState, SandboxError> {
     let root = root_of(name);
@@ -93,6 +101,7 @@ fn build(
         root: root.display().to_string(),
         underlay_netns: format!("{name}-ul"),
         underlay_subnet: UNDERLAY_SUBNET.into(),
+        wireguard_backend: backend,
         nodes: Vec::new(),
         networks: Vec::new(),
         containers: Vec::new(),
@@ -141,13 +150,14 @@ pub fn start_agents(name: &str, bins: &Binaries) -> Result<SandboxState, Sandbox
         source: e,
     })?;
     let scenario = Scenario::parse(&text)?;
+    let backend = state.wireguard_backend;
     progress("starting the agents");
     for n in state
         .nodes
         .iter_mut()
         .filter(|n| !topology::alive(n.agent_pid))
     {
-        n.agent_pid = topology::start_agent(&bins.privnet, n, &cluster_dir(name))?;
+        n.agent_pid = topology::start_agent(&bins.privnet, n, &cluster_dir(name), backend)?;
     }
     state.save()?;
     finish(&mut state, &scenario, bins)?;
@@ -203,7 +213,12 @@ pub(super) fn add_node(
     )?;
     topology::create_node(&state.underlay_netns, &n)?;
     if start_agent {
-        n.agent_pid = topology::start_agent(&bins.privnet, &n, &cluster_dir(&state.name))?;
+        n.agent_pid = topology::start_agent(
+            &bins.privnet,
+            &n,
+            &cluster_dir(&state.name),
+            state.wireguard_backend,
+        )?;
     }
     state.nodes.push(n);
     Ok(())
@@ -250,7 +265,12 @@ pub fn agent_control(
         .ok_or_else(|| SandboxError::Precondition(format!("no node {node:?}")))?;
     if start {
         if !topology::alive(state.nodes[idx].agent_pid) {
-            let pid = topology::start_agent(&bins.privnet, &state.nodes[idx], &cluster_dir(name))?;
+            let pid = topology::start_agent(
+                &bins.privnet,
+                &state.nodes[idx],
+                &cluster_dir(name),
+                state.wireguard_backend,
+            )?;
             state.nodes[idx].agent_pid = pid;
             state.save()?;
             wait_ready(&state, Instant::now() + Duration::from_secs(15))?;

@@ -12,6 +12,8 @@
 //! (wireguard-go spawn, reaping, stop), `uapi` (the `WGApi` adapter); the kernel link and the
 //! interface's convergence stay here.
 
+mod api;
+use api::{fix_key_and_port, sync_peers};
 mod daemon;
 mod key;
 mod plan;
@@ -21,10 +23,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use defguard_wireguard_rs::host::Host;
 use defguard_wireguard_rs::peer::Peer;
 use ipnet::Ipv4Net;
 use rtnetlink::LinkWireguard;
+use rtnetlink::packet_route::link::LinkMessage;
 
 use super::links::{self, LinkError};
 use super::netns::{self, NetnsError, NetnsFd};
@@ -182,10 +184,7 @@ impl Wireguard {
         if backend == Backend::Userspace && !wg.uapi_answers().await {
             wg.start_daemon().await?;
         }
-        let host = wg.read_host().await?;
-        if host.private_key.as_ref() != Some(&key) || host.listen_port != wg.config.listen_port {
-            let mut fixed = Host::new(wg.config.listen_port, key);
-            fixed.peers = host.peers;
+        if let Some(fixed) = fix_key_and_port(wg.read_host().await?, &key, wg.config.listen_port) {
             wg.call("configure key and port", move |api| api.write(&fixed))
                 .await?;
         }
@@ -220,19 +219,8 @@ impl Wireguard {
     /// `wg set <if> peer … remove`); unchanged peers are not touched. Returns the plan applied.
     pub async fn set_peers(&self, peers: &[MeshPeer]) -> Result<PeerPlan, WireguardError> {
         let desired: Vec<Peer> = peers.iter().map(desired_peer).collect::<Result<_, _>>()?;
-        let current = self.read_host().await?.peers;
-        let plan = plan_peers(&current, &desired);
-        let configure: Vec<Peer> = desired
-            .into_iter()
-            .filter(|p| plan.configure.contains(&p.public_key))
-            .collect();
-        let remove = plan.remove.clone();
-        self.call("configure peers", move |api| {
-            configure.iter().try_for_each(|p| api.peer(p))?;
-            remove.iter().try_for_each(|k| api.unpeer(k))
-        })
-        .await?;
-        Ok(plan)
+        self.call("configure peers", move |api| sync_peers(api, desired))
+            .await
     }
 
     /// The peers as the interface reports them (`wg show <if> dump`).
@@ -274,11 +262,40 @@ impl Wireguard {
     }
 }
 
+/// The rtnetlink message of `ip link add <ifname> type wireguard`.
+fn kernel_link(ifname: &str) -> LinkMessage {
+    LinkWireguard::new(ifname).build()
+}
+
 /// `ip link add <ifname> type wireguard`.
 async fn create_kernel(h: &rtnetlink::Handle, ifname: &str) -> Result<(), LinkError> {
     h.link()
-        .add(LinkWireguard::new(ifname).build())
+        .add(kernel_link(ifname))
         .execute()
         .await
         .map_err(links::err("create wireguard link", ifname))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_link_is_a_wireguard_link_of_that_name() {
+        use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
+        let msg = kernel_link("pnwg1");
+        assert!(
+            msg.attributes
+                .contains(&LinkAttribute::IfName("pnwg1".into()))
+        );
+        assert!(msg.attributes.iter().any(|a| matches!(
+            a,
+            LinkAttribute::LinkInfo(infos) if infos.contains(&LinkInfo::Kind(InfoKind::Wireguard))
+        )));
+        // Control: another name is not matched.
+        assert!(
+            !msg.attributes
+                .contains(&LinkAttribute::IfName("pnwg2".into()))
+        );
+    }
 }

@@ -5,11 +5,10 @@
 
 use defguard_wireguard_rs::error::WireguardInterfaceError;
 use defguard_wireguard_rs::host::Host;
-use defguard_wireguard_rs::key::Key;
-use defguard_wireguard_rs::peer::Peer;
-use defguard_wireguard_rs::{Kernel, Userspace, WGApi, WireguardInterfaceApi};
+use defguard_wireguard_rs::{Kernel, Userspace, WGApi};
 
 use super::super::netns;
+use super::api::{KernelOps, WgOps};
 use super::{Backend, Wireguard, WireguardError};
 
 impl Wireguard {
@@ -27,7 +26,7 @@ impl Wireguard {
         let (backend, ifname) = (self.backend, self.config.ifname.clone());
         let name = ifname.clone();
         netns::run_in_async(&self.ns, move || match backend {
-            Backend::Kernel => f(&WGApi::<Kernel>::new(ifname)?),
+            Backend::Kernel => f(&KernelOps(WGApi::<Kernel>::new(ifname)?)),
             Backend::Userspace => f(&WGApi::<Userspace>::new(ifname)?),
         })
         .await?
@@ -44,56 +43,5 @@ fn api_err(
         action,
         ifname,
         reason: e.to_string(),
-    }
-}
-
-/// The few UAPI/netlink operations used, over both `WGApi` flavours.
-pub(super) trait WgOps {
-    fn read(&self) -> Result<Host, WireguardInterfaceError>;
-    fn write(&self, host: &Host) -> Result<(), WireguardInterfaceError>;
-    fn peer(&self, peer: &Peer) -> Result<(), WireguardInterfaceError>;
-    fn unpeer(&self, key: &Key) -> Result<(), WireguardInterfaceError>;
-}
-
-impl WgOps for WGApi<Userspace> {
-    fn read(&self) -> Result<Host, WireguardInterfaceError> {
-        self.read_interface_data()
-    }
-    fn write(&self, host: &Host) -> Result<(), WireguardInterfaceError> {
-        Ok(self.write_host(host)?)
-    }
-    fn peer(&self, peer: &Peer) -> Result<(), WireguardInterfaceError> {
-        self.configure_peer(peer)
-    }
-    fn unpeer(&self, key: &Key) -> Result<(), WireguardInterfaceError> {
-        self.remove_peer(key)
-    }
-}
-
-impl WgOps for WGApi<Kernel> {
-    fn read(&self) -> Result<Host, WireguardInterfaceError> {
-        self.read_interface_data()
-    }
-    fn write(&self, host: &Host) -> Result<(), WireguardInterfaceError> {
-        let config = defguard_wireguard_rs::InterfaceConfiguration {
-            name: String::new(),
-            prvkey: host
-                .private_key
-                .as_ref()
-                .map(Key::to_string)
-                .unwrap_or_default(),
-            addresses: Vec::new(),
-            port: host.listen_port,
-            peers: host.peers.values().cloned().collect(),
-            mtu: None,
-            fwmark: None,
-        };
-        self.configure_interface(&config)
-    }
-    fn peer(&self, peer: &Peer) -> Result<(), WireguardInterfaceError> {
-        self.configure_peer(peer)
-    }
-    fn unpeer(&self, key: &Key) -> Result<(), WireguardInterfaceError> {
-        self.remove_peer(key)
     }
 }
