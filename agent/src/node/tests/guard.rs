@@ -44,7 +44,7 @@ async fn attach_answers_with_the_port_already_guarded() {
     let h = Harness::ready().await;
     // The first attach brings the network up with its port in the guard.
     let a = h.attach("c1").await;
-    assert_eq!(guarded(&h), [a.host_ifname.clone()], "no pass needed");
+    assert_eq!(guarded(&h), sorted(&[&a.host_ifname]), "no pass needed");
     // A later one adds its port incrementally, before answering.
     h.dp.clear_calls();
     let b = h.attach("c2").await;
@@ -83,7 +83,7 @@ async fn a_failed_guard_is_rolled_back() {
     assert_eq!(records.len(), 1, "c2 is not booked");
     assert_eq!(h.store.keys(), ["c1"]);
     assert_eq!(h.source.state().claims.len(), 1, "c2's claim released");
-    assert_eq!(guarded(&h), [a.host_ifname.clone()]);
+    assert_eq!(guarded(&h), sorted(&[&a.host_ifname]));
     // Healed, the same request works and is guarded at once.
     h.dp.heal(Step::UpdatePorts);
     h.dp.heal(Step::SetPorts);
@@ -106,7 +106,7 @@ async fn a_failure_after_the_guard_removes_the_port() {
     *h.store.fail_put.lock().unwrap() = true;
     let e = h.agent.attach(request("c2", None)).await.unwrap_err();
     assert!(matches!(e, AttachError::Store(_)), "{e}");
-    assert_eq!(guarded(&h), [a.host_ifname.clone()]);
+    assert_eq!(guarded(&h), sorted(&[&a.host_ifname]));
     assert!(
         guard_calls(&h).contains(&Call::PurgePorts(
             h.netns(),
