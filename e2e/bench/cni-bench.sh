@@ -1,6 +1,8 @@
 #!/bin/sh
-# ADD/DEL latency of privnet-cni vs the reference bridge+host-local plugins,
-# against the real agent of a sandbox node (e2e/src/bin/bench-cni.rs).
+# ADD/DEL latency and ADD -> first reply (exec of ADD to the first ICMP echo
+# reply from the gateway) of privnet-cni vs the reference bridge+host-local
+# plugins (isGateway), against the real agent of a sandbox node
+# (e2e/src/bin/bench-cni.rs).
 # Needs root. Extra arguments go to bench-cni, e.g.
 #   e2e/bench/cni-bench.sh --runs 200 --parallel 16
 set -eu

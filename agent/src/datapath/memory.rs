@@ -264,7 +264,9 @@ impl NodeDatapath for MemoryDatapath {
     ) -> Result<(), DatapathError> {
         let call = Call::PurgePorts(spec.netns.clone(), table.retired.iter().cloned().collect());
         let mut inner = self.enter(Step::PurgePorts, call)?;
-        present(&mut inner, spec, Step::PurgePorts)?;
+        // Their map elements go: a purged name no longer forwards, live or not.
+        present(&mut inner, spec, Step::PurgePorts)?
+            .retain(|p| !table.retired.contains(&p.host_ifname));
         Ok(())
     }
 

@@ -1,9 +1,17 @@
 //! The Attach verb. Its side effects (book entry, cluster-wide address
-//! claim, persisted record) are recorded as they happen; if a later step
-//! fails, exactly those are undone, newest first.
+//! claim, the port's guard rules, persisted record) are recorded as they
+//! happen; if a later step fails, exactly those are undone, newest first.
+//!
+//! ADD answers only once the port forwards: the guard drops frames of a
+//! `pv*` port it does not know (fail closed), so the port's map element and
+//! chain are installed here, one incremental nft transaction, before the
+//! plugin creates the veth (nft matches interface names, not indexes). Left
+//! to the convergence pass, the container's first ARP would be dropped and
+//! its first packet would wait for the kernel's ~1 s ARP retry.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use privnet_core::rpc::{AttachRequest, Attachment, AttachmentKey, ErrorKind, NetworkSelector};
 use privnet_core::view::{ClusterView, NetworkInfo};
@@ -14,6 +22,7 @@ use super::plan::{ports_of, zone_endpoint};
 use super::rpc::attachment_of;
 use super::{Agent, Phase, State};
 use crate::datapath::NodeDatapath;
+use crate::datapath::guard::{GuardedPort, PortTable};
 use crate::local_network::{LocalNetwork, LocalNetworkError};
 use crate::source::Source;
 
@@ -31,6 +40,8 @@ enum Done {
         ip: Ipv4Addr,
         owner: String,
     },
+    /// The port's guard rules are installed in the network's namespace.
+    Guarded { network: String, port: GuardedPort },
     /// The record is persisted.
     Stored(AttachmentKey),
 }
@@ -87,6 +98,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let view = self.current_view();
         let network = resolve(&view, &req.network)?.clone();
         let (numbers, mut fenced) = self.in_use_elsewhere(&view, &network, req);
+        // The verb's I/O shell reads the clock once (guard bookkeeping).
+        let now = Instant::now();
         let mut st = self.state.lock().await;
         let mut steps = Steps::default();
         let result = async {
@@ -123,16 +136,22 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                     Err(source) => return Err(AttachError::Claim { ip, source }),
                 }
             };
-            if !existed {
-                st.store.put(&record).map_err(AttachError::Store)?;
-                steps.0.push(Done::Stored(record.key.clone()));
-            }
-            self.ensure_local_network(&mut st, &network)
+            self.ensure_local_network(&mut st, &network, now)
                 .await
                 .map_err(|source| AttachError::Network {
                     id: network.id.clone(),
                     source,
                 })?;
+            let port = self.guard_port(&mut st, &network.id, &record, now).await?;
+            if !existed {
+                steps.0.push(Done::Guarded {
+                    network: network.id.clone(),
+                    port,
+                });
+                // Persisted last: a record on disk is an attachment that works.
+                st.store.put(&record).map_err(AttachError::Store)?;
+                steps.0.push(Done::Stored(record.key.clone()));
+            }
             Ok(record)
         }
         .await;
@@ -234,6 +253,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                         tracing::warn!(error = %crate::error_chain(&e), "rollback: failed to release a claim");
                     }
                 }
+                Done::Guarded { network, port } => self.unguard_port(st, &network, &port).await,
                 Done::Booked(key) => {
                     st.book.release(&key);
                 }
@@ -241,11 +261,81 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
     }
 
-    /// Brings `network` up on this node if it is not yet.
+    /// Installs the guard of `record`'s port (with the rest of the network's
+    /// ports as the book has them: the same set the pass computes, so the
+    /// pass finds nothing to do). Returns the port.
+    async fn guard_port(
+        &self,
+        st: &mut State,
+        network: &str,
+        record: &crate::store::AttachmentRecord,
+        now: Instant,
+    ) -> Result<GuardedPort, AttachError> {
+        let ports = ports_of(st.book.records().filter(|r| r.network_id == network));
+        let fail = |source| AttachError::Guard {
+            id: network.to_string(),
+            port: record.host_ifname.clone(),
+            source,
+        };
+        let port = ports
+            .iter()
+            .find(|p| p.host_ifname == record.host_ifname)
+            .cloned()
+            .ok_or_else(|| {
+                fail(crate::datapath::DatapathError::Network {
+                    step: crate::datapath::Step::UpdatePorts,
+                    netns: st.networks[network].spec.netns.clone(),
+                    source: Box::new(
+                        crate::datapath::guard::GuardError::InvalidIfname(
+                            record.host_ifname.clone(),
+                        )
+                        .into(),
+                    ),
+                })
+            })?;
+        let spec = &st.networks[network].spec;
+        let mut guards = self.guards.lock().await;
+        self.apply_ports(&mut guards, network, spec, &ports, now)
+            .await
+            .map_err(fail)?;
+        Ok(port)
+    }
+
+    /// Undoes [`Self::guard_port`]: deletes the port's element and chain at
+    /// once (not a retirement: the book no longer has the port, and its
+    /// name must not stay open). A failure leaves it retired, for the pass
+    /// to purge.
+    async fn unguard_port(&self, st: &mut State, network: &str, port: &GuardedPort) {
+        let Some(local) = st.networks.get(network) else {
+            return;
+        };
+        let mut guards = self.guards.lock().await;
+        let Some((table, _)) = guards.get_mut(network) else {
+            return;
+        };
+        table.live.retain(|p| p != port);
+        let gone = PortTable {
+            live: Vec::new(),
+            retired: [port.host_ifname.clone()].into(),
+        };
+        match self.datapath.purge_retired_ports(&local.spec, &gone).await {
+            Ok(()) => {
+                table.retired.remove(&port.host_ifname);
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "rollback: failed to remove a port's guard");
+                table.retired.insert(port.host_ifname.clone());
+            }
+        }
+    }
+
+    /// Brings `network` up on this node if it is not yet, its guard with
+    /// the ports the book has for it (recorded as applied at `now`).
     pub(super) async fn ensure_local_network(
         &self,
         st: &mut State,
         network: &NetworkInfo,
+        now: Instant,
     ) -> Result<(), LocalNetworkError> {
         if st.networks.contains_key(&network.id) {
             return Ok(());
@@ -266,6 +356,14 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         )
         .await?;
         st.networks.insert(network.id.clone(), local);
+        let table = PortTable {
+            live: ports,
+            retired: Default::default(),
+        };
+        self.guards
+            .lock()
+            .await
+            .insert(network.id.clone(), (table, now));
         Ok(())
     }
 }

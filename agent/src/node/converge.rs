@@ -11,11 +11,11 @@ use tracing::Instrument;
 
 use super::error::ConvergeError;
 use super::plan::{self, PortAction, Purge};
-use super::{Agent, ConvergeState, Phase};
+use super::{Agent, ConvergeState, Phase, PortGuards};
 use crate::datapath::guard::{GuardedPort, PortTable};
 use crate::datapath::network::NetworkDatapath;
 use crate::datapath::wireguard::WireguardConfig;
-use crate::datapath::{MeshSpec, NodeDatapath};
+use crate::datapath::{DatapathError, MeshSpec, NodeDatapath};
 use crate::local_network::{LocalNetwork, family};
 use crate::source::Source;
 use crate::store::AttachmentRecord;
@@ -81,9 +81,12 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             // No mesh address yet: nothing below can be set up.
             return Ok(outcome);
         }
-        self.converge_networks(&view).await?;
-        // Snapshot under the state lock, then do the I/O without it.
-        let (records, locals) = {
+        self.converge_networks(&view, now).await?;
+        // Snapshot under the state lock, then do the I/O without it. The
+        // port guards are taken before the state is let go, so an Attach
+        // that comes in now installs its port after this pass's, never
+        // under a stale snapshot (no retire-then-re-add flapping).
+        let (records, locals, mut guards) = {
             let st = self.state.lock().await;
             let records: Vec<AttachmentRecord> = st.book.records().cloned().collect();
             let locals: Vec<_> = st
@@ -91,17 +94,22 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 .values()
                 .map(|l| (l.info.clone(), l.spec.clone(), l.zone.clone()))
                 .collect();
-            (records, locals)
+            (records, locals, self.guards.lock().await)
         };
-        for (info, spec, zone) in &locals {
+        for (info, spec, _) in &locals {
             let id = &info.id;
             let ports = plan::ports_of(records.iter().filter(|r| &r.network_id == id));
             if let Some(wake) = self
-                .converge_ports(&mut conv, id, spec, &ports, now)
+                .converge_ports(&mut guards, id, spec, &ports, now)
                 .await?
             {
                 outcome.wakes.push(wake);
             }
+        }
+        guards.retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
+        drop(guards);
+        for (info, spec, zone) in &locals {
+            let id = &info.id;
             let desired = plan::network_fdb(&self.cfg.node, &view, id).map_err(|source| {
                 ConvergeError::FdbPlan {
                     id: id.clone(),
@@ -123,8 +131,6 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 tracing::warn!(network = %id, error = %e, "zone rejected an endpoint");
             }
         }
-        conv.port_tables
-            .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         conv.applied_fdb
             .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         self.converge_published(&view, &records, &mut conv).await;
@@ -132,12 +138,12 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         Ok(outcome)
     }
 
-    /// The port guard of one network: a full table the first time (or after
-    /// drift), increments afterwards; retired ports are purged in one batch
-    /// (see [`plan::purge_decision`]). Returns when to come back for a purge.
+    /// The port guard of one network: brought to `ports` (see
+    /// [`Self::apply_ports`]); retired ports are purged in one batch (see
+    /// [`plan::purge_decision`]). Returns when to come back for a purge.
     async fn converge_ports(
         &self,
-        conv: &mut ConvergeState,
+        guards: &mut PortGuards,
         id: &str,
         spec: &NetworkDatapath,
         ports: &[GuardedPort],
@@ -147,14 +153,44 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             id: id.to_string(),
             source,
         };
+        self.apply_ports(guards, id, spec, ports, now)
+            .await
+            .map_err(fail)?;
+        let (table, changed_at) = guards.get_mut(id).expect("just applied");
+        Ok(match plan::purge_decision(table, *changed_at, now) {
+            Purge::Nothing => None,
+            Purge::Now => {
+                self.datapath
+                    .purge_retired_ports(spec, table)
+                    .await
+                    .map_err(fail)?;
+                table.retired.clear();
+                None
+            }
+            Purge::After(d) => Some(d),
+        })
+    }
+
+    /// Makes `ports` the live ports of a network's guard: a full table the
+    /// first time (or after drift), an increment otherwise, nothing when it
+    /// is already right, so Attach and the pass never redo each other's
+    /// work. Records the table and when its live set changed.
+    pub(super) async fn apply_ports(
+        &self,
+        guards: &mut PortGuards,
+        id: &str,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        now: Instant,
+    ) -> Result<(), DatapathError> {
         let whole = || PortTable {
             live: ports.to_vec(),
             retired: Default::default(),
         };
-        let last = conv.port_tables.get(id);
-        let mut table = match plan::port_action(last.map(|(t, _)| t), ports) {
+        let last = guards.get(id);
+        let table = match plan::port_action(last.map(|(t, _)| t), ports) {
             PortAction::SetAll => {
-                self.datapath.set_ports(spec, ports).await.map_err(fail)?;
+                self.datapath.set_ports(spec, ports).await?;
                 whole()
             }
             PortAction::Keep(table) => table,
@@ -163,27 +199,15 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                     Ok(after) => after,
                     // The table changed behind our back: rebuild it whole.
                     Err(_) => {
-                        self.datapath.set_ports(spec, ports).await.map_err(fail)?;
+                        self.datapath.set_ports(spec, ports).await?;
                         whole()
                     }
                 }
             }
         };
-        let changed_at = plan::ports_changed_at(conv.port_tables.get(id), &table.live, now);
-        let wake = match plan::purge_decision(&table, changed_at, now) {
-            Purge::Nothing => None,
-            Purge::Now => {
-                self.datapath
-                    .purge_retired_ports(spec, &table)
-                    .await
-                    .map_err(fail)?;
-                table.retired.clear();
-                None
-            }
-            Purge::After(d) => Some(d),
-        };
-        conv.port_tables.insert(id.to_string(), (table, changed_at));
-        Ok(wake)
+        let changed_at = plan::ports_changed_at(guards.get(id), &table.live, now);
+        guards.insert(id.to_string(), (table, changed_at));
+        Ok(())
     }
 
     async fn converge_mesh(
@@ -258,7 +282,11 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
 
     /// Brings up networks that have attachments, removes those that have
     /// none and namespaces of ours nobody owns.
-    async fn converge_networks(&self, view: &ClusterView) -> Result<(), ConvergeError> {
+    async fn converge_networks(
+        &self,
+        view: &ClusterView,
+        now: Instant,
+    ) -> Result<(), ConvergeError> {
         let mut st = self.state.lock().await;
         let wanted = st.book.networks().into_iter().map(str::to_string).collect();
         let up = st
@@ -273,7 +301,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let todo =
             plan::plan_networks(&wanted, view, &up, &present, |vni| self.cfg.netns_name(vni));
         for info in &todo.bring_up {
-            self.ensure_local_network(&mut st, info)
+            self.ensure_local_network(&mut st, info, now)
                 .await
                 .map_err(|source| ConvergeError::NetworkUp {
                     id: info.id.clone(),

@@ -72,6 +72,18 @@ pub enum AttachError {
         #[source]
         source: LocalNetworkError,
     },
+    /// The port's guard rules could not be installed (the port would drop
+    /// the container's first packets).
+    #[error("failed to install the guard of port {port} in network {id}")]
+    Guard {
+        /// Network id.
+        id: String,
+        /// The bridge-side port.
+        port: String,
+        /// Cause.
+        #[source]
+        source: DatapathError,
+    },
 }
 
 impl AttachError {
@@ -91,7 +103,8 @@ impl AttachError {
             AttachError::Held(_)
             | AttachError::Claim { .. }
             | AttachError::Store(_)
-            | AttachError::Network { .. } => ErrorKind::Internal,
+            | AttachError::Network { .. }
+            | AttachError::Guard { .. } => ErrorKind::Internal,
         }
     }
 }

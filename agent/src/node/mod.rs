@@ -77,13 +77,17 @@ pub(crate) struct State {
 pub(crate) struct ConvergeState {
     /// WireGuard and the node guard are up.
     pub mesh_up: bool,
-    /// Per network: the guard's port table and when its live set last changed.
-    pub port_tables: BTreeMap<String, (PortTable, Instant)>,
     pub applied_fdb: BTreeMap<String, BTreeSet<privnet_core::fdb::FdbEntry>>,
     pub published: BTreeMap<AttachmentKey, EndpointInfo>,
     /// Peers without a handshake, since when.
     pub peer_timers: plan::PeerTimers,
 }
+
+/// Per network: the port guard as applied and when its live set last
+/// changed. Its own lock, shared by Attach (which installs a port's rules
+/// before answering) and the convergence pass (which keeps the whole set
+/// right and purges retired ports). Lock order: `state`, then `guards`.
+pub(crate) type PortGuards = BTreeMap<String, (PortTable, Instant)>;
 
 /// The agent, over a source of cluster views and a datapath (the kernel's
 /// unless a test gives it the in-memory fake).
@@ -94,6 +98,7 @@ pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
     pub(crate) public_key: String,
     pub(crate) state: tokio::sync::Mutex<State>,
     pub(crate) conv: tokio::sync::Mutex<ConvergeState>,
+    pub(crate) guards: tokio::sync::Mutex<PortGuards>,
     pub(crate) view: RwLock<Arc<ClusterView>>,
     pub(crate) phase: RwLock<Phase>,
     pub(crate) wake: Arc<tokio::sync::Notify>,
@@ -165,6 +170,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 networks: BTreeMap::new(),
             }),
             conv: tokio::sync::Mutex::new(ConvergeState::default()),
+            guards: tokio::sync::Mutex::new(PortGuards::new()),
             view: RwLock::new(Arc::new(ClusterView::default())),
             phase: RwLock::new(Phase::WaitingForMesh),
             wake: Arc::new(tokio::sync::Notify::new()),

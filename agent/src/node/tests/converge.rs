@@ -120,9 +120,10 @@ async fn a_failed_increment_rebuilds_the_guard_whole() {
     let h = Harness::ready().await;
     h.attach("c1").await;
     h.agent.converge_at(Instant::now()).await.unwrap();
-    h.attach("c2").await;
+    // The increment (made by Attach, before it answers) fails.
     h.dp.fail(Step::UpdatePorts);
     h.dp.clear_calls();
+    h.attach("c2").await;
     h.agent.converge_at(Instant::now()).await.unwrap();
     assert!(
         h.dp.calls()

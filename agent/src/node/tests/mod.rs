@@ -3,6 +3,7 @@
 
 mod attach;
 mod converge;
+mod guard;
 mod plan;
 mod restart;
 
