@@ -120,6 +120,7 @@ fn nft(sb: &Sandbox, netns: &str, rule: &str) {
 
 #[test]
 fn the_first_ping_after_add_is_answered() {
+    common::require_root!();
     let sb = Sandbox::up("fp", Some(SCENARIO));
     let status = sb.status();
     let n1 = status["nodes"]
