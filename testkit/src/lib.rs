@@ -3,5 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod fake_api;
+pub mod root;
 
 pub use fake_api::FakeApi;
