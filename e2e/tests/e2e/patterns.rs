@@ -1,7 +1,7 @@
 //! Application patterns on the private network: a proxy in front of a
 //! private backend, and cluster discovery through the type name.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! interfaces, joins a sandbox network, talks to a sandbox container by
 //! private IP and name, and `podman rm` leaves nothing behind.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -2,7 +2,7 @@
 //! else), namespace selector, denial, JSONPatch, dry-run, failure policy,
 //! timeout.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

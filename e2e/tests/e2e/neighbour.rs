@@ -7,7 +7,7 @@
 //! with (its port and VNIs on the primary's, its WireGuard port taken) stop
 //! an agent at start with one line naming the other party and the flag.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! A node's agent stopped for good: the others keep working; once the node
 //! is removed from the scenario it disappears from every peer list and FDB.
 
-mod common;
+use crate::common;
 
 use common::Sandbox;
 

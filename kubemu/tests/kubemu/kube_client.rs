@@ -2,7 +2,7 @@
 //! watch, patches, server-side apply, status, generation, cascades and the
 //! CRDs' schema and CEL rules.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

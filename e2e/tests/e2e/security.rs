@@ -2,7 +2,7 @@
 //! control), VXLAN injected from the underlay reaches no bridge, spoofing
 //! from a container is dropped.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

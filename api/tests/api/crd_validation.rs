@@ -2,7 +2,7 @@
 //! message a user sees from the API server (evaluated client-side by kube-cel),
 //! and by the schema's bounds (`maxItems`, `maxLength`, list-type `set`).
 
-mod schema_bounds;
+use crate::schema_bounds;
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;

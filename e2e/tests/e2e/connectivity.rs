@@ -1,7 +1,7 @@
 //! Cross-node connectivity inside a network (TCP, UDP, ICMP, broadcast),
 //! the DNS table of the design from every container, env vars and MTU.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -9,7 +9,7 @@
 //! installed): the first ping fails. Restoring the element makes the port
 //! talk again, so the failure was the missing rule and nothing else.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

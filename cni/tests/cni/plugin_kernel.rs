@@ -1,7 +1,7 @@
 //! The real `privnet-cni` binary against the real agent (kernel datapath,
 //! in process), in fresh network namespaces (needs root, as CI runs).
 
-mod common;
+use crate::common;
 
 use common::{Agent, TestNetns, VERSIONS, addrs_of, ip, links, run_plugin, snapshot, with_prev};
 use serde_json::Value;

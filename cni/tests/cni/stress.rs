@@ -1,7 +1,7 @@
 //! Concurrency and leak tests of the real binary against the real agent
 //! (needs root).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -2,7 +2,7 @@
 //! 100 % of flows inside a project succeed, 0 % across (TCP, UDP, ICMP,
 //! broadcast, ARP, the other network's gateway and DNS).
 
-mod common;
+use crate::common;
 
 use common::{Sandbox, client, spawn_server};
 

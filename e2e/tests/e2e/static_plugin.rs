@@ -5,7 +5,7 @@
 //! Positive control: the dynamically linked debug build cannot even start in
 //! the same root, so the root really lacks a libc.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,12 @@ workloads:
   - {project: st, application: peer, processes: {web: 1}, nodes: [n2]}
 "#;
 
-/// The static release plugin, built by `scripts/build-cni-static` (test-all runs it).
+/// The static plugin: `$PRIVNET_STATIC_CNI` (test-all sets it to its static-check
+/// build), else the release one `scripts/build-cni-static` writes.
 fn static_plugin() -> PathBuf {
+    if let Some(path) = std::env::var_os("PRIVNET_STATIC_CNI") {
+        return PathBuf::from(path);
+    }
     let out = Command::new("rustc")
         .arg("-vV")
         .output()

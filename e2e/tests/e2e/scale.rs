@@ -1,7 +1,7 @@
 //! Scale up/down: names and FDB follow; 100 scale cycles leak no IP, veth,
 //! namespace or claim.
 
-mod common;
+use crate::common;
 
 use common::Sandbox;
 

@@ -4,7 +4,7 @@
 //! large frame instead of one per packet (docs/ARCHITECTURE.md). The
 //! negative control turns the timeout off and sees packet-sized frames.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

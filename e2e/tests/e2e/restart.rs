@@ -6,7 +6,7 @@
 //! `wireguard-go` daemon, a process of its own, is the same one after the
 //! agent's `kill -9` (the kernel interface has no process to check).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! AF_PACKET receiver in container 2; a negative control without the guard proves the
 //! receiver would have seen the spoofed frames.
 
-mod datapath_support;
+use crate::datapath_support;
 
 use datapath_support::ping;
 use std::net::Ipv4Addr;

@@ -2,7 +2,7 @@
 //! get, apply --server-side, label, -o json, delete, get -w, and a CEL
 //! refusal worded as a cluster words it.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

@@ -3,7 +3,7 @@
 //! sends) the way the API server does and fails over its budget; the
 //! controls show the estimate refuses what the API server refuses.
 
-mod cel_cost;
+use crate::cel_cost;
 
 use cel_cost::{CRD_LIMIT, RULE_LIMIT, crd_rule_costs, over_budget, rule_cost};
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@
 //! /var/run/wireguard (the same directory in every network namespace).
 //! Needs `wireguard-go` (fails with the apt command when it is missing).
 
-mod datapath_support;
+use crate::datapath_support;
 
 use datapath_support::ping;
 use std::collections::BTreeSet;

@@ -1,0 +1,6 @@
+//! The cni crate's integration tests, one binary: each file below was its own
+//! test binary, and every one linked and monomorphised the whole stack again.
+
+mod common;
+mod plugin_kernel;
+mod stress;

@@ -1,0 +1,16 @@
+//! The e2e crate's integration tests, one binary: each file below was its own
+//! test binary, and every one linked and monomorphised the whole stack again.
+
+mod common;
+mod bulk_receive;
+mod connectivity;
+mod first_packet;
+mod isolation;
+mod neighbour;
+mod node_loss;
+mod patterns;
+mod podman;
+mod restart;
+mod scale;
+mod security;
+mod static_plugin;
