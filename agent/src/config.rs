@@ -49,9 +49,18 @@ pub struct AgentConfig {
     pub gro_flush_timeout_ns: u32,
     /// Disable the node guard (negative-control tests only).
     pub guard_disabled: bool,
+    /// When a view that takes most of this node away is held (see
+    /// [`crate::node::hold`]).
+    pub removal_hold: crate::node::hold::HoldPolicy,
 }
 
 impl AgentConfig {
+    /// The file an operator creates to apply a held removal at once
+    /// (`privnet agent confirm-removals`); the agent deletes it when it does.
+    pub fn confirm_removals_file(&self) -> PathBuf {
+        self.state_dir.join("confirm-removals")
+    }
+
     /// Namespace name of the network with this VNI on this node.
     pub fn netns_name(&self, vni: u32) -> String {
         format!("{}{vni}", self.netns_prefix)

@@ -23,6 +23,10 @@ pub struct AgentMetrics {
     pub errors: Counter,
     /// Convergence passes.
     pub converges: Counter,
+    /// 1 while a view that would take most of this node away is held.
+    pub removals_held: Gauge,
+    /// Views held by the blast-radius guard.
+    pub removal_holds: Counter,
     /// Counters of the DNS responders (shared with them).
     pub dns: DnsCounters,
     /// RPC latency.
@@ -38,6 +42,8 @@ impl Default for AgentMetrics {
             max_handshake_age: Gauge::default(),
             errors: Counter::default(),
             converges: Counter::default(),
+            removals_held: Gauge::default(),
+            removal_holds: Counter::default(),
             dns: DnsCounters::default(),
             rpc_seconds: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0]),
         }
@@ -74,6 +80,16 @@ impl AgentMetrics {
             self.errors.clone(),
         );
         r.register("converges", "Convergence passes", self.converges.clone());
+        r.register(
+            "removals_held",
+            "1 while a view that would take most of this node away is held",
+            self.removals_held.clone(),
+        );
+        r.register(
+            "removal_holds",
+            "Views held by the blast-radius guard",
+            self.removal_holds.clone(),
+        );
         r.register(
             "dns_answered",
             "DNS queries answered from a private zone",

@@ -3,6 +3,7 @@
 //! datapath and the source. Every step diffs against what is there (adopt,
 //! never flush), so a restarted agent changes nothing that is already right.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use ipnet::Ipv4Net;
 use tracing::Instrument;
 
 use super::error::ConvergeError;
+use super::hold::{Gate, LiveAttachment};
 use super::plan::{self, PortAction, Purge};
 use super::{Agent, ConvergeState, Phase, PortGuards};
 use crate::datapath::guard::{GuardedPort, PortTable};
@@ -73,8 +75,9 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     async fn pass(&self, now: Instant) -> Result<PassOutcome, ConvergeError> {
         self.metrics.converges.inc();
         let mut outcome = PassOutcome::default();
-        let view = self.current_view();
+        let raw = self.current_view();
         let mut conv = self.conv.lock().await;
+        let view = self.gate_view(&raw, &mut conv, now).await;
         self.converge_mesh(&view, &mut conv, now, &mut outcome)
             .await?;
         if !conv.mesh_up {
@@ -133,7 +136,9 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
         conv.applied_fdb
             .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
-        self.converge_published(&view, &records, &mut conv).await;
+        // Publication looks at the view as the source shows it (not the
+        // held one), so endpoints wiped from the API are published again.
+        self.converge_published(&raw, &records, &mut conv).await;
         self.update_metrics(locals.len()).await;
         Ok(outcome)
     }
@@ -325,13 +330,79 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         Ok(())
     }
 
+    /// The view this pass converges to: the source's, unless it would take
+    /// most of this node away (see [`super::hold`]); then the last good one's
+    /// items stay until the grace period or an operator's confirmation.
+    async fn gate_view(
+        &self,
+        raw: &ClusterView,
+        conv: &mut ConvergeState,
+        now: Instant,
+    ) -> ClusterView {
+        let live: BTreeSet<LiveAttachment> = {
+            let st = self.state.lock().await;
+            st.book
+                .records()
+                .map(|r| LiveAttachment {
+                    network_id: r.network_id.clone(),
+                    container_id: r.key.container_id.clone(),
+                    interface: r.key.ifname.clone(),
+                })
+                .collect()
+        };
+        let confirm_file = self.cfg.confirm_removals_file();
+        let confirmed = conv.removals.holding() && confirm_file.exists();
+        let was_holding = conv.removals.holding();
+        let policy = self.cfg.removal_hold;
+        let (view, gate) = conv
+            .removals
+            .gate(&self.cfg.node, raw, &live, &policy, confirmed, now);
+        match gate {
+            Gate::Apply => {
+                if was_holding {
+                    tracing::info!(
+                        "the held removal was withdrawn: the cluster view is whole again"
+                    );
+                }
+            }
+            Gate::Held { removal, .. } => {
+                if !was_holding {
+                    self.metrics.removal_holds.inc();
+                    tracing::warn!(
+                        %removal,
+                        grace_secs = policy.grace.as_secs(),
+                        confirm = %confirm_file.display(),
+                        "holding a cluster view that would take most of this node away; forwarding with the last good one"
+                    );
+                }
+            }
+            Gate::Released { removal, confirmed } => {
+                tracing::warn!(%removal, confirmed, "applying the held removal");
+            }
+        }
+        if confirmed && let Err(e) = std::fs::remove_file(&confirm_file) {
+            tracing::warn!(error = %e, "failed to remove the confirmation file");
+        }
+        self.metrics
+            .removals_held
+            .set(i64::from(conv.removals.holding()));
+        view
+    }
+
     async fn converge_published(
         &self,
         view: &ClusterView,
         records: &[AttachmentRecord],
         conv: &mut ConvergeState,
     ) {
-        let todo = plan::plan_publication(&self.cfg.node, records, view, &conv.published);
+        let todo =
+            plan::plan_publication(&self.cfg.node, records, view, &conv.published, &conv.shown);
+        for (key, _) in &todo.publish {
+            if conv.shown.contains(key) {
+                tracing::warn!(container = %key.container_id, "publishing again an endpoint wiped from the source");
+            }
+        }
+        conv.shown = todo.shown;
         for (key, ep) in todo.publish {
             match self.source.publish_endpoint(&ep).await {
                 Ok(()) => {

@@ -6,11 +6,13 @@
 //! - [`rpc`]: the other CNI verbs and the RPC dispatch.
 //! - [`converge`]: the convergence loop and pass (the I/O).
 //! - [`plan`]: the convergence decisions, pure, the clock an argument.
+//! - [`hold`]: the blast-radius guard, pure: big removals wait.
 //! - [`error`]: typed errors of the verbs and of a pass.
 
 mod attach;
 mod converge;
 pub mod error;
+pub mod hold;
 pub mod plan;
 mod rpc;
 #[cfg(test)]
@@ -79,8 +81,12 @@ pub(crate) struct ConvergeState {
     pub mesh_up: bool,
     pub applied_fdb: BTreeMap<String, BTreeSet<privnet_core::fdb::FdbEntry>>,
     pub published: BTreeMap<AttachmentKey, EndpointInfo>,
+    /// Published endpoints the source's view has shown.
+    pub shown: BTreeSet<AttachmentKey>,
     /// Peers without a handshake, since when.
     pub peer_timers: plan::PeerTimers,
+    /// The blast-radius guard's last good view and hold.
+    pub removals: hold::RemovalGuard,
 }
 
 /// Per network: the port guard as applied and when its live set last

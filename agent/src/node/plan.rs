@@ -305,8 +305,11 @@ pub fn ports_of<'a>(records: impl Iterator<Item = &'a AttachmentRecord>) -> Vec<
 /// What to publish and withdraw so the source shows exactly our records.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PublishPlan {
-    /// Endpoints new or changed since last published.
+    /// Endpoints new or changed since last published, or wiped from the
+    /// source after it had shown them.
     pub publish: Vec<(AttachmentKey, EndpointInfo)>,
+    /// Published endpoints the view shows now.
+    pub shown: BTreeSet<AttachmentKey>,
     /// Endpoints published (now or by a previous run) but gone.
     pub withdraw: Vec<EndpointInfo>,
 }
@@ -317,14 +320,24 @@ pub fn plan_publication(
     records: &[AttachmentRecord],
     view: &ClusterView,
     published: &BTreeMap<AttachmentKey, EndpointInfo>,
+    seen: &BTreeSet<AttachmentKey>,
 ) -> PublishPlan {
     let want: BTreeMap<_, _> = records
         .iter()
         .map(|r| (r.key.clone(), endpoint_info(node, r)))
         .collect();
+    let shown: BTreeSet<AttachmentKey> = want
+        .iter()
+        .filter(|(_, ep)| view.endpoints.contains(ep))
+        .map(|(k, _)| k.clone())
+        .collect();
+    // Seen, then gone: someone deleted it from the source (a wipe, a
+    // mistaken command); this node still has the container, so it goes back.
+    // Never-seen ones wait: the view may just not have caught up yet.
+    let wiped = |k: &AttachmentKey| seen.contains(k) && !shown.contains(k);
     let publish = want
         .iter()
-        .filter(|(k, ep)| published.get(*k) != Some(*ep))
+        .filter(|(k, ep)| published.get(*k) != Some(*ep) || wiped(k))
         .map(|(k, ep)| (k.clone(), ep.clone()))
         .collect();
     let mut withdraw: Vec<EndpointInfo> = published
@@ -343,7 +356,11 @@ pub fn plan_publication(
             })
             .cloned(),
     );
-    PublishPlan { publish, withdraw }
+    PublishPlan {
+        publish,
+        shown,
+        withdraw,
+    }
 }
 
 /// The endpoint a record publishes.

@@ -1,7 +1,7 @@
 //! The agent crate's integration tests, one binary: each file below was its own
 //! test binary, and every one linked and monomorphised the whole stack again.
 
-mod datapath_support;
 mod datapath_guard;
 mod datapath_mesh;
+mod datapath_support;
 mod kube_source;

@@ -1,8 +1,8 @@
 //! The e2e crate's integration tests, one binary: each file below was its own
 //! test binary, and every one linked and monomorphised the whole stack again.
 
-mod common;
 mod bulk_receive;
+mod common;
 mod connectivity;
 mod first_packet;
 mod isolation;

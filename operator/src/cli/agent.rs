@@ -13,6 +13,7 @@ use privnet_agent::config::AgentConfig;
 use privnet_agent::datapath::neighbours;
 use privnet_agent::datapath::netns::NetnsFd;
 use privnet_agent::datapath::wireguard::{Backend, BackendChoice};
+use privnet_agent::node::hold::HoldPolicy;
 use privnet_agent::node::{Agent, Phase};
 use privnet_agent::source::{KubeSource, LocalDir, Source};
 use privnet_agent::store::DiskStore;
@@ -95,9 +96,27 @@ pub struct AgentArgs {
     /// the bridge, veth and container stack; segments with PSH are never held.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
     gro_flush_timeout_us: u32,
+    /// Hold a cluster view that takes away more than this share of this node's live
+    /// attachments, their networks or its peers (see --hold-removals-above).
+    #[arg(long, default_value_t = 0.5, value_parser = share)]
+    hold_removals_share: f64,
+    /// Removals of a kind up to this many are never held.
+    #[arg(long, default_value_t = 3)]
+    hold_removals_above: usize,
+    /// Seconds a held view must stay the same before it applies (or create
+    /// `<state-dir>/confirm-removals` to apply it now).
+    #[arg(long, default_value_t = 300)]
+    hold_removals_grace_secs: u64,
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
     insecure_disable_guard: bool,
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
 }
 
 struct Health<S: Source>(Arc<Agent<S>>);
@@ -148,6 +167,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
         domain: args.domain,
         gro_flush_timeout_ns: args.gro_flush_timeout_us * 1000,
         guard_disabled: args.insecure_disable_guard,
+        removal_hold: HoldPolicy {
+            max_share: args.hold_removals_share,
+            min_count: args.hold_removals_above,
+            grace: std::time::Duration::from_secs(args.hold_removals_grace_secs),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

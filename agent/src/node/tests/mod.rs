@@ -4,6 +4,7 @@
 mod attach;
 mod converge;
 mod guard;
+mod hold;
 mod plan;
 mod restart;
 
@@ -181,6 +182,7 @@ pub fn config(state: &std::path::Path) -> AgentConfig {
         domain: "private-network.internal".into(),
         gro_flush_timeout_ns: 20_000,
         guard_disabled: false,
+        removal_hold: Default::default(),
     }
 }
 

@@ -164,7 +164,7 @@ fn publication_adds_changes_and_withdraws() {
         node: "n2".into(),
         ..endpoint_info(NODE, &rec("theirs"))
     });
-    let p = plan_publication(NODE, &records, &v, &published);
+    let p = plan_publication(NODE, &records, &v, &published, &BTreeSet::new());
     assert_eq!(
         p.publish
             .iter()
@@ -174,4 +174,35 @@ fn publication_adds_changes_and_withdraws() {
     );
     let gone: Vec<_> = p.withdraw.iter().map(|e| e.container_id.as_str()).collect();
     assert_eq!(gone, ["old", "stale-from-last-run"]);
+}
+
+#[test]
+fn an_endpoint_wiped_from_the_source_is_published_again_once_seen() {
+    let rec = AttachmentRecord {
+        key: key("a"),
+        network_id: NET.into(),
+        address: "10.240.0.5/22".parse().unwrap(),
+        mac: "0a:58:0a:f0:00:05".into(),
+        application_id: "app".into(),
+        process_type: "web".into(),
+        container_number: 1,
+        netns: "/x".into(),
+        host_ifname: "pv0".into(),
+    };
+    let records = [rec.clone()];
+    let ep = endpoint_info(NODE, &rec);
+    let published = BTreeMap::from([(key("a"), ep.clone())]);
+    // Published, the view has not caught up yet: nothing to do.
+    let p = plan_publication(NODE, &records, &view(), &published, &BTreeSet::new());
+    assert!(p.publish.is_empty() && p.shown.is_empty(), "{p:?}");
+    // The view shows it: remembered as shown, nothing to do.
+    let mut v = view();
+    v.endpoints.push(ep);
+    let p = plan_publication(NODE, &records, &v, &published, &BTreeSet::new());
+    assert!(p.publish.is_empty(), "{p:?}");
+    assert_eq!(p.shown, BTreeSet::from([key("a")]));
+    // Wiped from the source after it was shown: published again.
+    let p = plan_publication(NODE, &records, &view(), &published, &p.shown);
+    assert_eq!(p.publish.len(), 1, "{p:?}");
+    assert!(p.shown.is_empty());
 }
