@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use privnet_core::vni::VniRange;
@@ -49,6 +50,9 @@ pub struct AgentConfig {
     pub gro_flush_timeout_ns: u32,
     /// Disable the node guard (negative-control tests only).
     pub guard_disabled: bool,
+    /// How often the datapath is read back and repaired (and the longest
+    /// wait between convergence passes).
+    pub resync: Duration,
 }
 
 impl AgentConfig {

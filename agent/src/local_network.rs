@@ -201,6 +201,7 @@ mod tests {
             domain: "private-network.internal".into(),
             gro_flush_timeout_ns: 0,
             guard_disabled: false,
+            resync: crate::node::plan::RESYNC,
         }
     }
 

@@ -6,12 +6,16 @@
 //! - [`rpc`]: the other CNI verbs and the RPC dispatch.
 //! - [`converge`]: the convergence loop and pass (the I/O).
 //! - [`plan`]: the convergence decisions, pure, the clock an argument.
+//! - [`repair`], [`repair_plan`]: the periodic read-back and repair of the datapath, and its
+//!   pure decisions.
 //! - [`error`]: typed errors of the verbs and of a pass.
 
 mod attach;
 mod converge;
 pub mod error;
 pub mod plan;
+mod repair;
+pub mod repair_plan;
 mod rpc;
 #[cfg(test)]
 mod tests;
@@ -81,6 +85,8 @@ pub(crate) struct ConvergeState {
     pub published: BTreeMap<AttachmentKey, EndpointInfo>,
     /// Peers without a handshake, since when.
     pub peer_timers: plan::PeerTimers,
+    /// Drifts the last read-back left unrepaired.
+    pub repairs: repair_plan::RepairTracker,
 }
 
 /// Per network: the port guard as applied and when its live set last
@@ -101,6 +107,8 @@ pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
     pub(crate) guards: tokio::sync::Mutex<PortGuards>,
     pub(crate) view: RwLock<Arc<ClusterView>>,
     pub(crate) phase: RwLock<Phase>,
+    /// A repair that keeps failing (the agent is unready meanwhile).
+    pub(crate) repair_failing: RwLock<Option<String>>,
     pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) dns_counters: Arc<DnsCounters>,
     pub(crate) metrics: AgentMetrics,
@@ -173,6 +181,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             guards: tokio::sync::Mutex::new(PortGuards::new()),
             view: RwLock::new(Arc::new(ClusterView::default())),
             phase: RwLock::new(Phase::WaitingForMesh),
+            repair_failing: RwLock::new(None),
             wake: Arc::new(tokio::sync::Notify::new()),
             dns_counters: Arc::new(metrics.dns.clone()),
             metrics,
@@ -184,9 +193,13 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         &self.public_key
     }
 
-    /// Current readiness.
+    /// Current readiness: degraded while a repair keeps failing.
     pub fn phase(&self) -> Phase {
-        self.phase.read().expect("phase lock").clone()
+        let phase = self.phase.read().expect("phase lock").clone();
+        match (phase, &*self.repair_failing.read().expect("repair lock")) {
+            (Phase::Ready, Some(failing)) => Phase::Degraded(failing.clone()),
+            (phase, _) => phase,
+        }
     }
 
     /// The datapath the agent drives.

@@ -214,6 +214,7 @@ impl TestAgent {
             domain: "private-network.internal".into(),
             gro_flush_timeout_ns: 20_000,
             guard_disabled: false,
+            resync: privnet_agent::node::plan::RESYNC,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -95,6 +95,10 @@ pub struct AgentArgs {
     /// the bridge, veth and container stack; segments with PSH are never held.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
     gro_flush_timeout_us: u32,
+    /// How often the agent reads its datapath back and repairs what drifted (guard tables,
+    /// devices, addresses, FDB, WireGuard daemon and peers, DNS responders), milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    resync_ms: u64,
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
     insecure_disable_guard: bool,
@@ -148,6 +152,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         domain: args.domain,
         gro_flush_timeout_ns: args.gro_flush_timeout_us * 1000,
         guard_disabled: args.insecure_disable_guard,
+        resync: std::time::Duration::from_millis(args.resync_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

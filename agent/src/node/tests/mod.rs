@@ -5,6 +5,7 @@ mod attach;
 mod converge;
 mod guard;
 mod plan;
+mod repair;
 mod restart;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -181,6 +182,7 @@ pub fn config(state: &std::path::Path) -> AgentConfig {
         domain: "private-network.internal".into(),
         gro_flush_timeout_ns: 20_000,
         guard_disabled: false,
+        resync: crate::node::plan::RESYNC,
     }
 }
 
