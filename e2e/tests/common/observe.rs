@@ -63,7 +63,9 @@ impl UnderlayCapture {
         let file = std::env::temp_dir().join(format!("{}-{tag}.pcap", sb.name));
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &format!("{}-ul", sb.name)])
-            .args(["tcpdump", "-i", "ul0", "-n", "-U", "-w"])
+            // Immediate mode: every packet is written as it comes, not when
+            // the kernel's ring block times out (which a stop could cut off).
+            .args(["tcpdump", "--immediate-mode", "-i", "ul0", "-n", "-U", "-w"])
             .arg(&file)
             .stdout(Stdio::null());
         let child = spawn_until_stderr(cmd, "listening on", Duration::from_secs(10));
