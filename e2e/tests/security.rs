@@ -420,11 +420,8 @@ fn send_garp(sb: &Sandbox, c: &serde_json::Value, mac: &str, ip: &str) -> usize 
         String::from_utf8_lossy(&out.stderr)
     );
     let seen = watcher.wait_with_output().unwrap();
-    let frames = String::from_utf8_lossy(&seen.stdout)
+    String::from_utf8_lossy(&seen.stdout)
         .lines()
-        .filter(|l| {
-            l.contains(&format!("who-has {ip}")) || l.contains(&format!("Request who-has {ip}"))
-        })
-        .count();
-    frames
+        .filter(|l| l.contains(&format!("who-has {ip}")))
+        .count()
 }

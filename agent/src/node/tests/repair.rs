@@ -243,8 +243,8 @@ fn the_tracker_logs_once_counts_repairs_and_reports_what_keeps_failing() {
     let gw = Drift::new(What::Gateway, "br0", "addresses []");
     let r = t.record("ns", &[fdb.clone(), gw.clone()], std::slice::from_ref(&gw));
     assert_eq!(r.new, [fdb.clone(), gw.clone()]);
-    assert_eq!(r.repaired, [fdb.clone()]);
-    assert_eq!(r.first_failure, [gw.clone()]);
+    assert_eq!(r.repaired, std::slice::from_ref(&fdb));
+    assert_eq!(r.first_failure, std::slice::from_ref(&gw));
     assert_eq!(t.failing(), None);
     // Same gateway problem, another detail: not new, not a first failure.
     let gw2 = Drift::new(What::Gateway, "br0", "addresses [10.0.0.9/8]");
