@@ -32,6 +32,46 @@ pub async fn table_rules(ns: &NetnsFd, table: &str) -> Result<Option<usize>, Gua
     Ok(Some(rules))
 }
 
+/// Rules per table of every table in `ns` (`nft -j list ruleset`: one command for all of a
+/// network namespace's tables, which holds only privnet's).
+pub async fn ruleset_rules(ns: &NetnsFd) -> Result<Vec<(String, usize)>, GuardError> {
+    let out = netns::command_in(ns, "nft", &["-j", "list", "ruleset"], None)
+        .await
+        .map_err(GuardError::Nft)?;
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut tables: Vec<(String, usize)> = Vec::new();
+    for item in json["nftables"].as_array().into_iter().flatten() {
+        let name = |o: &Value| {
+            format!(
+                "{} {}",
+                o["family"].as_str().unwrap_or(""),
+                o["table"].as_str().or(o["name"].as_str()).unwrap_or("")
+            )
+        };
+        if let Some(t) = item.get("table") {
+            tables.push((name(t), 0));
+        } else if let Some(r) = item.get("rule") {
+            let key = name(r);
+            if let Some(entry) = tables.iter_mut().find(|(t, _)| *t == key) {
+                entry.1 += 1;
+            }
+        }
+    }
+    Ok(tables)
+}
+
+/// A drift of `what` for each of `wanted` that is missing or has no rules in `tables`.
+pub fn missing_tables(tables: &[(String, usize)], wanted: &[&str], what: What) -> Vec<Drift> {
+    wanted
+        .iter()
+        .filter_map(|w| match tables.iter().find(|(t, _)| t == w) {
+            None => Some(Drift::new(what, *w, "table missing")),
+            Some((_, 0)) => Some(Drift::new(what, *w, "table has no rules")),
+            Some(_) => None,
+        })
+        .collect()
+}
+
 /// Whether `table` is present with rules, as a drift of `what` when not.
 pub async fn table_drift(
     ns: &NetnsFd,
@@ -130,9 +170,12 @@ pub async fn network(
             "ip_forward is on",
         ));
     }
-    for table in [guard::PORTS_TABLE, guard::GATEWAY_TABLE] {
-        out.extend(table_drift(&ns, table, What::NetworkGuard).await?);
-    }
+    let tables = ruleset_rules(&ns).await?;
+    out.extend(missing_tables(
+        &tables,
+        &[guard::PORTS_TABLE, guard::GATEWAY_TABLE],
+        What::NetworkGuard,
+    ));
     if let Some(bridge) = bridge_index {
         for port in ports {
             let Some(link) = links::get(&h, &port.host_ifname).await? else {
@@ -151,4 +194,27 @@ pub async fn network(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_empty_tables_are_drifts_and_others_ignored() {
+        let tables = vec![
+            ("bridge privnet-ports".to_string(), 12),
+            ("inet privnet-gw".to_string(), 0),
+            ("inet someone-else".to_string(), 3),
+        ];
+        let d = missing_tables(
+            &tables,
+            &["bridge privnet-ports", "inet privnet-gw", "inet privnet-x"],
+            What::NetworkGuard,
+        );
+        let subjects: Vec<&str> = d.iter().map(|d| d.subject.as_str()).collect();
+        assert_eq!(subjects, ["inet privnet-gw", "inet privnet-x"]);
+        assert_eq!(d[0].detail, "table has no rules");
+        assert_eq!(d[1].detail, "table missing");
+    }
 }
