@@ -162,7 +162,7 @@ fn run_fault(
         d.map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
     };
     println!(
-        "FAULT {name}: repaired in {}, traffic back after {}, DNS after {}, lost {} of {sent} pings (50 ms apart), \
+        "FAULT {name}: repaired in {}, a ping answered by {}, DNS answered by {}, lost {} of {sent} pings (50 ms apart), \
          underlay: {} WireGuard / {} clear VXLAN / {} clear private-address packets",
         secs(repair),
         secs(traffic),

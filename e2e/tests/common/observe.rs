@@ -161,3 +161,17 @@ impl Drop for PingStream {
         }
     }
 }
+
+/// Waits (up to 10 s) until a TCP socket listens on `port` in `netns`
+/// (`ss -Hltn sport = :<port>`); panics if none does.
+pub fn wait_listening(netns: &str, port: u16) {
+    let listening = wait_for(Duration::from_secs(10), || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", netns, "ss", "-Hltn"])
+            .arg(format!("sport = :{port}"))
+            .output()
+            .unwrap();
+        out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    });
+    assert!(listening.is_some(), "nothing listens on {port} in {netns}");
+}
