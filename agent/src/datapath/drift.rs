@@ -33,6 +33,8 @@ pub enum What {
     Fdb,
     /// A container port is off the bridge or down.
     Port,
+    /// A container's host veth is gone (its container lost its interface).
+    PortGone,
     /// The network's DNS responder stopped.
     Dns,
 }
@@ -53,6 +55,7 @@ impl What {
             What::Forwarding => "forwarding",
             What::Fdb => "fdb",
             What::Port => "port",
+            What::PortGone => "port_gone",
             What::Dns => "dns",
         }
     }

@@ -315,7 +315,7 @@ impl NodeDatapath for MemoryDatapath {
     async fn observe_network(
         &self,
         spec: &NetworkDatapath,
-        _ports: &[GuardedPort],
+        ports: &[GuardedPort],
         fdb: &BTreeSet<FdbEntry>,
     ) -> Result<Vec<Drift>, DatapathError> {
         let call = Call::ObserveNetwork(spec.netns.clone());
@@ -329,6 +329,10 @@ impl NodeDatapath for MemoryDatapath {
             .get(&spec.netns)
             .cloned()
             .unwrap_or_default();
+        // A gone port is only seen while it is still asked about.
+        out.retain(|d| {
+            d.what != What::PortGone || ports.iter().any(|p| p.host_ifname == d.subject)
+        });
         if inner.kernel.fdb.get(&spec.netns) != Some(fdb) {
             out.push(Drift::new(What::Fdb, &spec.vxlan, "entries differ"));
         }

@@ -87,7 +87,7 @@ pub async fn table_drift(
 
 /// Everything that differs in the network's namespace: the namespace itself, bridge, gateway
 /// address, VXLAN device (parameters, underlay, master, up), `ip_forward`, the guard tables,
-/// the FDB against `fdb`, and the container `ports` that exist but are off the bridge or down.
+/// the FDB against `fdb`, and the container `ports` that are gone, off the bridge or down.
 pub async fn network(
     agent_ns: &NetnsFd,
     spec: &NetworkDatapath,
@@ -179,6 +179,8 @@ pub async fn network(
     if let Some(bridge) = bridge_index {
         for port in ports {
             let Some(link) = links::get(&h, &port.host_ifname).await? else {
+                let detail = "host veth gone: retiring the port";
+                out.push(Drift::new(What::PortGone, &port.host_ifname, detail));
                 continue;
             };
             let mut wrong = Vec::new();

@@ -111,7 +111,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         };
         for (info, spec, _) in &locals {
             let id = &info.id;
-            let ports = plan::ports_of(records.iter().filter(|r| &r.network_id == id));
+            let ports = self.live_ports(records.iter().filter(|r| &r.network_id == id));
             if let Some(wake) = self
                 .converge_ports(&mut guards, id, spec, &ports, now)
                 .await?

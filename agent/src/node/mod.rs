@@ -109,6 +109,9 @@ pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
     pub(crate) phase: RwLock<Phase>,
     /// A repair that keeps failing (the agent is unready meanwhile).
     pub(crate) repair_failing: RwLock<Option<String>>,
+    /// Host veths found gone: their ports are retired from the guard and
+    /// CHECK reports them, until the attachment is released.
+    pub(crate) gone_ports: RwLock<BTreeSet<String>>,
     pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) dns_counters: Arc<DnsCounters>,
     pub(crate) metrics: AgentMetrics,
@@ -182,6 +185,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             view: RwLock::new(Arc::new(ClusterView::default())),
             phase: RwLock::new(Phase::WaitingForMesh),
             repair_failing: RwLock::new(None),
+            gone_ports: RwLock::new(BTreeSet::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
             dns_counters: Arc::new(metrics.dns.clone()),
             metrics,
@@ -210,6 +214,17 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// The attachments of this node, by key.
     pub async fn attachments(&self) -> Vec<AttachmentRecord> {
         self.state.lock().await.book.records().cloned().collect()
+    }
+
+    /// The guarded ports of `records`, less those whose host veth is gone.
+    pub(crate) fn live_ports<'a>(
+        &self,
+        records: impl Iterator<Item = &'a AttachmentRecord>,
+    ) -> Vec<super::datapath::guard::GuardedPort> {
+        let gone = self.gone_ports.read().expect("gone ports lock");
+        let mut ports = plan::ports_of(records);
+        ports.retain(|p| !gone.contains(&p.host_ifname));
+        ports
     }
 
     pub(crate) fn current_view(&self) -> Arc<ClusterView> {

@@ -136,7 +136,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// The live ports of a network, from the book.
     async fn ports(&self, id: &str) -> Vec<GuardedPort> {
         let st = self.state.lock().await;
-        plan::ports_of(st.book.records().filter(|r| r.network_id == id))
+        self.live_ports(st.book.records().filter(|r| r.network_id == id))
     }
 
     async fn repair_network(
@@ -147,13 +147,27 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         fdb: &BTreeSet<FdbEntry>,
         now: Instant,
     ) -> Result<(), DatapathError> {
+        if !todo.retire.is_empty() {
+            // Retired like a departed port: out of the live set in one
+            // increment, purged with the next batch.
+            self.gone_ports
+                .write()
+                .expect("gone ports lock")
+                .extend(todo.retire.iter().cloned());
+            let (ports, mut guards) = {
+                let st = self.state.lock().await;
+                let ports = self.live_ports(st.book.records().filter(|r| r.network_id == id));
+                (ports, self.guards.lock().await)
+            };
+            self.apply_ports(&mut guards, id, spec, &ports, now).await?;
+        }
         if !todo.network.is_empty() {
             // The ports as the book has them now, with the port guards held
             // (state, then guards), so an Attach cannot slip a port in that
             // a whole-guard rewrite would miss.
             let (ports, mut guards) = {
                 let st = self.state.lock().await;
-                let ports = plan::ports_of(st.book.records().filter(|r| r.network_id == id));
+                let ports = self.live_ports(st.book.records().filter(|r| r.network_id == id));
                 (ports, self.guards.lock().await)
             };
             self.datapath

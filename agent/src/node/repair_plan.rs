@@ -55,6 +55,9 @@ pub struct Repair {
     pub fdb: bool,
     /// Restart the DNS responder.
     pub dns: bool,
+    /// Container ports whose host veth is gone: retire them (guard and
+    /// CHECK); their records stay until the runtime's DEL.
+    pub retire: Vec<String>,
 }
 
 /// A network's repair for `drifts`.
@@ -79,6 +82,11 @@ pub fn network_repair(drifts: &[Drift]) -> Repair {
             What::Port => {
                 if !r.network.ports.contains(&d.subject) {
                     r.network.ports.push(d.subject.clone());
+                }
+            }
+            What::PortGone => {
+                if !r.retire.contains(&d.subject) {
+                    r.retire.push(d.subject.clone());
                 }
             }
             What::Fdb => r.fdb = true,

@@ -9,6 +9,7 @@ use crate::datapath::drift::{Drift, NetworkRepair, What};
 use crate::datapath::memory::Call;
 use crate::node::Phase;
 use crate::node::repair_plan::{self, RepairTracker};
+use crate::rpc_server::RpcHandler;
 
 /// Ready, one container attached, a remote one on n2 (so the FDB has
 /// entries), converged: a healthy node.
@@ -213,6 +214,53 @@ async fn a_repair_that_keeps_failing_makes_the_agent_unready_until_it_holds() {
     h.agent.check_at(Instant::now()).await;
     assert_eq!(h.agent.phase(), Phase::Ready);
     assert!(repairs(&h, "gateway"));
+}
+
+#[tokio::test]
+async fn a_gone_host_veth_retires_the_port_and_check_reports_it() {
+    let h = healthy().await;
+    h.attach("c2").await;
+    h.agent.converge_at(Instant::now()).await.unwrap();
+    let c1_port = h.agent.attachments().await[0].host_ifname.clone();
+    assert_eq!(h.dp.kernel().networks[&h.netns()].len(), 2);
+    h.dp.with_kernel(|k| {
+        k.network_drift.insert(
+            h.netns(),
+            vec![Drift::new(What::PortGone, &c1_port, "host veth gone")],
+        );
+    });
+    h.dp.clear_calls();
+    h.agent.check_at(Instant::now()).await;
+    let live: Vec<String> = h.dp.kernel().networks[&h.netns()]
+        .iter()
+        .map(|p| p.host_ifname.clone())
+        .collect();
+    assert!(!live.contains(&c1_port), "retired: {live:?}");
+    assert_eq!(live.len(), 1, "c2's port untouched: {live:?}");
+    assert!(repairs(&h, "port_gone"));
+    assert_eq!(h.agent.phase(), Phase::Ready);
+    let checked = h
+        .agent
+        .handle(privnet_core::rpc::Request::Check(key("c1")))
+        .await;
+    assert!(
+        matches!(&checked, privnet_core::rpc::Response::Error { message, .. } if message.contains("is gone")),
+        "{checked:?}"
+    );
+    // Control: c2 is still fine, and a pass does not bring c1's port back.
+    let checked = h
+        .agent
+        .handle(privnet_core::rpc::Request::Check(key("c2")))
+        .await;
+    assert!(
+        matches!(checked, privnet_core::rpc::Response::Attached(_)),
+        "{checked:?}"
+    );
+    h.agent.converge_at(Instant::now()).await.unwrap();
+    assert_eq!(h.dp.kernel().networks[&h.netns()].len(), 1);
+    // The runtime's DEL releases it; the name is forgotten.
+    assert_eq!(h.agent.release(&key("c1")).await, 1);
+    assert!(h.agent.gone_ports.read().unwrap().is_empty());
 }
 
 #[test]
