@@ -424,3 +424,41 @@ fn a_corrupted_record_at_start_is_dropped_and_its_address_stays_taken() {
         "{metrics}"
     );
 }
+
+/// A container's host veth deleted: the agent retires its port (the guard's
+/// map element goes with the next purge) and counts it; the other
+/// container's traffic is untouched.
+#[test]
+fn a_deleted_host_veth_has_its_port_retired() {
+    common::require_root!();
+    let sb = Sandbox::up("v", Some(SCENARIO));
+    let t = target(&sb);
+    let veths = sh_ok(&t.net_ns, "ip -o link show type veth");
+    let names: Vec<String> = veths
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 1, "app-web-1's port only: {veths}");
+    let port = &names[0];
+    let in_map =
+        || sh_ok(&t.net_ns, "nft list map bridge privnet-ports ports").contains(port.as_str());
+    assert!(in_map(), "the port is guarded before");
+    let t0 = Instant::now();
+    sh_ok(&t.net_ns, &format!("ip link del {port}"));
+    let retired = wait_for(RESYNC + SLACK + Duration::from_secs(3), || !in_map());
+    println!(
+        "FAULT host-veth-deleted: port retired and purged after {:?}",
+        retired.map(|_| t0.elapsed())
+    );
+    assert!(retired.is_some(), "the gone port's guard was not retired");
+    let metrics = agent_metrics(&sb, &t);
+    assert!(
+        metrics.contains("privnet_agent_repairs_total{what=\"port_gone\"} 1"),
+        "{metrics}"
+    );
+    // Control: the other node's container still talks to its gateway.
+    let gateway = t.gateway.split('/').next().unwrap();
+    let out = sb.exec_ok("app-web-2", &["ping", "-c1", "-w4", gateway]);
+    assert!(out.contains("1 received"), "{out}");
+}
