@@ -446,7 +446,7 @@ fn a_deleted_host_veth_has_its_port_retired() {
     assert!(in_map(), "the port is guarded before");
     let t0 = Instant::now();
     sh_ok(&t.net_ns, &format!("ip link del {port}"));
-    let retired = wait_for(RESYNC + SLACK + Duration::from_secs(3), || !in_map());
+    let retired = wait_for(RESYNC + SLACK + Duration::from_secs(5), || !in_map());
     println!(
         "FAULT host-veth-deleted: port retired and purged after {:?}",
         retired.map(|_| t0.elapsed())
