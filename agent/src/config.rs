@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use privnet_core::vni::VniRange;
@@ -52,6 +53,9 @@ pub struct AgentConfig {
     /// When a view that takes most of this node away is held (see
     /// [`crate::node::hold`]).
     pub removal_hold: crate::node::hold::HoldPolicy,
+    /// How often the datapath is read back and repaired (and the longest
+    /// wait between convergence passes).
+    pub resync: Duration,
 }
 
 impl AgentConfig {

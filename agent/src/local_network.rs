@@ -202,6 +202,7 @@ mod tests {
             gro_flush_timeout_ns: 0,
             guard_disabled: false,
             removal_hold: Default::default(),
+            resync: crate::node::plan::RESYNC,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Prometheus metrics of the agent.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -31,6 +33,15 @@ pub struct AgentMetrics {
     pub dns: DnsCounters,
     /// RPC latency.
     pub rpc_seconds: Histogram,
+    /// Repairs of drifted datapath state, by what was repaired.
+    pub repairs: Family<RepairLabels, Counter>,
+}
+
+/// Labels of `privnet_agent_repairs_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    /// What was repaired (`node_guard`, `vxlan`, `fdb`, …).
+    pub what: String,
 }
 
 impl Default for AgentMetrics {
@@ -46,11 +57,21 @@ impl Default for AgentMetrics {
             removal_holds: Counter::default(),
             dns: DnsCounters::default(),
             rpc_seconds: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0]),
+            repairs: Family::default(),
         }
     }
 }
 
 impl AgentMetrics {
+    /// Counts one repair of `what`.
+    pub fn repaired(&self, what: &str) {
+        self.repairs
+            .get_or_create(&RepairLabels {
+                what: what.to_string(),
+            })
+            .inc();
+    }
+
     /// Text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut r = Registry::with_prefix("privnet_agent");
@@ -111,6 +132,11 @@ impl AgentMetrics {
             "Latency of CNI requests",
             self.rpc_seconds.clone(),
         );
+        r.register(
+            "repairs",
+            "Repairs of datapath state found drifted on read-back, by what was repaired",
+            self.repairs.clone(),
+        );
         let mut out = String::new();
         encode(&mut out, &r).expect("writing to a String cannot fail");
         out
@@ -127,7 +153,13 @@ mod tests {
         m.attachments.set(3);
         m.errors.inc();
         m.dns.answered.inc();
+        m.repaired("node_guard");
         let text = m.encode();
+        assert!(
+            text.contains("privnet_agent_repairs_total{what=\"node_guard\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("what=\"vxlan\""), "{text}");
         assert!(text.contains("privnet_agent_attachments 3"), "{text}");
         assert!(text.contains("privnet_agent_errors_total 1"), "{text}");
         assert!(

@@ -48,14 +48,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// A record could not be decoded.
-    #[error("failed to decode attachment record {path}: {message}")]
-    Decode {
-        /// File concerned.
-        path: String,
-        /// Decoder message.
-        message: String,
-    },
     /// A key cannot be stored (characters outside the CNI container-id alphabet).
     #[error("invalid attachment key {0:?}: container id and ifname must match [A-Za-z0-9_.-]+")]
     InvalidKey(String),
@@ -141,11 +133,24 @@ impl AttachmentStore for DiskStore {
                 continue;
             }
             let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            let record = serde_json::from_str(&text).map_err(|e| StoreError::Decode {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            out.push(record);
+            match serde_json::from_str(&text) {
+                Ok(record) => out.push(record),
+                // A truncated or corrupted record must not keep the agent
+                // down: it is moved aside (kept for inspection, never read
+                // again) and said so. Its address stays claimed in the
+                // cluster under the container's owner, so no new attachment
+                // can be given it (the claim's compare-and-swap fences it).
+                Err(e) => {
+                    let aside = path.with_extension("json.corrupt");
+                    tracing::warn!(
+                        record = %path.display(),
+                        moved_to = %aside.display(),
+                        error = %e,
+                        "dropping a corrupted attachment record"
+                    );
+                    std::fs::rename(&path, &aside).map_err(|e| io(&path, e))?;
+                }
+            }
         }
         out.sort_by(|a: &AttachmentRecord, b| a.key.cmp(&b.key));
         Ok(out)
@@ -204,6 +209,26 @@ mod tests {
         store.remove(&record("b").key).unwrap();
         let again = DiskStore::open(dir.path()).unwrap();
         assert_eq!(again.load().unwrap(), vec![record("a")]);
+    }
+
+    #[test]
+    fn a_corrupted_record_is_moved_aside_and_the_rest_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = DiskStore::open(dir.path()).unwrap();
+        store.put(&record("a")).unwrap();
+        store.put(&record("b")).unwrap();
+        let b = dir.path().join("attachments/b+eth1.json");
+        let text = std::fs::read_to_string(&b).unwrap();
+        std::fs::write(&b, &text[..text.len() / 2]).unwrap();
+        assert_eq!(store.load().unwrap(), vec![record("a")]);
+        assert!(!b.exists());
+        let aside = dir.path().join("attachments/b+eth1.json.corrupt");
+        assert_eq!(
+            std::fs::read_to_string(aside).unwrap(),
+            text[..text.len() / 2]
+        );
+        // Control: nothing else was touched, and a second load agrees.
+        assert_eq!(store.load().unwrap(), vec![record("a")]);
     }
 
     #[test]

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use privnet_core::fdb::FdbEntry;
 use privnet_core::zone::Zone;
 
+use super::drift::{Drift, NetworkRepair, What};
 use super::fdb;
 use super::guard::{self, GuardedPort, PortTable};
 use super::netns::{self, NetnsFd};
 use super::network::{self, NetworkDatapath, NetworkError};
+use super::observe;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
 use super::wireguard::{MeshPeer, PeerStatus, Wireguard, WireguardError};
 use crate::dns::forward::Forwarder;
@@ -218,5 +220,57 @@ impl NodeDatapath for KernelDatapath {
                 netns: spec.netns.clone(),
                 source: Box::new(source),
             })
+    }
+
+    async fn observe_mesh(
+        &self,
+        mesh: &MeshSpec,
+        peers: &[MeshPeer],
+    ) -> Result<Vec<Drift>, DatapathError> {
+        let Ok(wg) = self.wg(Step::ObserveMesh) else {
+            return Ok(Vec::new());
+        };
+        let mut out = wg.observe(peers).await.map_err(wg_err(Step::ObserveMesh))?;
+        if !mesh.guard_disabled {
+            let node_guard =
+                observe::table_drift(&self.agent_ns, guard::AGENT_TABLE, What::NodeGuard)
+                    .await
+                    .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
+            out.extend(node_guard);
+        }
+        Ok(out)
+    }
+
+    async fn observe_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        fdb: &BTreeSet<FdbEntry>,
+    ) -> Result<Vec<Drift>, DatapathError> {
+        observe::network(&self.agent_ns, spec, ports, fdb)
+            .await
+            .map_err(net_err(Step::ObserveNetwork, spec))
+    }
+
+    async fn repair_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        repair: &NetworkRepair,
+    ) -> Result<(), DatapathError> {
+        let fail = net_err(Step::RepairNetwork, spec);
+        let result = async {
+            if repair.devices {
+                network::ensure_devices(&self.agent_ns, spec).await?;
+            }
+            if repair.guard {
+                network::set_ports(spec, ports).await?;
+            }
+            if !repair.ports.is_empty() {
+                network::reattach_ports(spec, &repair.ports).await?;
+            }
+            Ok(())
+        };
+        result.await.map_err(fail)
     }
 }

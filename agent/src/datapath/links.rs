@@ -34,6 +34,8 @@ pub struct LinkState {
     pub vxlan: Option<(u32, Option<Ipv4Addr>, u16, bool)>,
     /// Bridge port learning flag, when enslaved to a bridge.
     pub port_learning: Option<bool>,
+    /// VXLAN: index of the underlay device (`dev …`) in the namespace that created it.
+    pub vxlan_lower: Option<u32>,
 }
 
 fn parse(msg: &LinkMessage) -> LinkState {
@@ -66,6 +68,7 @@ fn parse_info(infos: &[LinkInfo], state: &mut LinkState) {
                         InfoVxlan::Local(ip) => local = Some(*ip),
                         InfoVxlan::Port(p) => port = *p,
                         InfoVxlan::Learning(l) => learning = *l,
+                        InfoVxlan::Link(l) => state.vxlan_lower = Some(*l),
                         _ => {}
                     }
                 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use privnet_core::fdb::FdbEntry;
 use privnet_core::zone::Zone;
 
+use super::drift::{Drift, NetworkRepair, What};
 use super::guard::{self, GuardedPort, PortTable};
 use super::network::NetworkDatapath;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
@@ -46,6 +47,12 @@ pub enum Call {
     PurgePorts(String, Vec<String>),
     /// `sync_fdb` (namespace, entries).
     SyncFdb(String, BTreeSet<FdbEntry>),
+    /// `observe_mesh`.
+    ObserveMesh,
+    /// `observe_network` (namespace).
+    ObserveNetwork(String),
+    /// `repair_network` (namespace, what).
+    RepairNetwork(String, NetworkRepair),
 }
 
 /// What the fake "kernel" holds.
@@ -63,6 +70,11 @@ pub struct FakeKernel {
     pub fdb: BTreeMap<String, BTreeSet<FdbEntry>>,
     /// Container namespaces that exist (paths).
     pub containers: BTreeSet<String>,
+    /// Drifts of the mesh a test injected (daemon, link, node guard; peers
+    /// and FDB drift are read from the state above).
+    pub mesh_drift: Vec<Drift>,
+    /// Drifts of a network a test injected, by namespace.
+    pub network_drift: BTreeMap<String, Vec<Drift>>,
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +154,8 @@ impl NodeDatapath for MemoryDatapath {
             Call::EnsureMesh(mesh.wireguard.ifname.clone()),
         )?;
         inner.kernel.mesh_up = true;
+        // Bringing the mesh up again fixes the daemon, the link and the guard.
+        inner.kernel.mesh_drift.retain(|d| d.what == What::Peers);
         Ok(())
     }
 
@@ -280,6 +294,89 @@ impl NodeDatapath for MemoryDatapath {
         present(&mut inner, spec, Step::SyncFdb)?;
         inner.kernel.fdb.insert(spec.netns.clone(), entries.clone());
         Ok(())
+    }
+
+    async fn observe_mesh(
+        &self,
+        _mesh: &MeshSpec,
+        peers: &[MeshPeer],
+    ) -> Result<Vec<Drift>, DatapathError> {
+        let inner = self.enter(Step::ObserveMesh, Call::ObserveMesh)?;
+        if !inner.kernel.mesh_up {
+            return Ok(Vec::new());
+        }
+        let mut out = inner.kernel.mesh_drift.clone();
+        if inner.kernel.peers != peers {
+            out.push(Drift::new(What::Peers, "wg", "peers differ"));
+        }
+        Ok(out)
+    }
+
+    async fn observe_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        fdb: &BTreeSet<FdbEntry>,
+    ) -> Result<Vec<Drift>, DatapathError> {
+        let call = Call::ObserveNetwork(spec.netns.clone());
+        let inner = self.enter(Step::ObserveNetwork, call)?;
+        if !inner.kernel.networks.contains_key(&spec.netns) {
+            return Ok(vec![Drift::new(What::Namespace, &spec.netns, "missing")]);
+        }
+        let mut out = inner
+            .kernel
+            .network_drift
+            .get(&spec.netns)
+            .cloned()
+            .unwrap_or_default();
+        // A gone port is only seen while it is still asked about.
+        out.retain(|d| {
+            d.what != What::PortGone || ports.iter().any(|p| p.host_ifname == d.subject)
+        });
+        if inner.kernel.fdb.get(&spec.netns) != Some(fdb) {
+            out.push(Drift::new(What::Fdb, &spec.vxlan, "entries differ"));
+        }
+        Ok(out)
+    }
+
+    async fn repair_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        repair: &NetworkRepair,
+    ) -> Result<(), DatapathError> {
+        let call = Call::RepairNetwork(spec.netns.clone(), repair.clone());
+        let mut inner = self.enter(Step::RepairNetwork, call)?;
+        let kernel = &mut inner.kernel;
+        if repair.devices {
+            let drifts = kernel.network_drift.get(&spec.netns);
+            let recreated = !kernel.networks.contains_key(&spec.netns)
+                || drifts.is_some_and(|d| d.iter().any(|d| d.what == What::Vxlan));
+            kernel.networks.entry(spec.netns.clone()).or_default();
+            if recreated {
+                // A new VXLAN device starts with an empty FDB.
+                kernel.fdb.insert(spec.netns.clone(), BTreeSet::new());
+            }
+        }
+        if repair.guard {
+            kernel.networks.insert(spec.netns.clone(), ports.to_vec());
+        }
+        if let Some(drifts) = kernel.network_drift.get_mut(&spec.netns) {
+            drifts.retain(|d| !fixed_by(d, repair));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `drift` is one `repair` fixes.
+fn fixed_by(drift: &Drift, repair: &NetworkRepair) -> bool {
+    match drift.what {
+        What::NetworkGuard => repair.guard,
+        What::Port => repair.ports.contains(&drift.subject),
+        What::Namespace | What::Bridge | What::Gateway | What::Vxlan | What::Forwarding => {
+            repair.devices
+        }
+        _ => false,
     }
 }
 

@@ -11,8 +11,10 @@
 //! - [`wireguard`]: the node's WireGuard interface and peers.
 //! - [`seam`]: the [`NodeDatapath`] trait the agent calls; [`kernel`] implements it on the
 //!   modules above, [`memory`] is the in-memory fake for unit tests.
+//! - [`drift`], [`observe`]: what the read-back found wrong, and the read-back of a network.
 //! - [`snapshot`]: normalised kernel state, for "restart leaves the kernel identical" tests.
 
+pub mod drift;
 pub mod fdb;
 pub mod guard;
 pub mod kernel;
@@ -21,10 +23,12 @@ pub mod memory;
 pub mod neighbours;
 pub mod netns;
 pub mod network;
+pub mod observe;
 pub mod seam;
 pub mod snapshot;
 pub mod wireguard;
 
+pub use drift::{Drift, What};
 pub use fdb::FdbEntry;
 pub use guard::GuardedPort;
 pub use kernel::KernelDatapath;

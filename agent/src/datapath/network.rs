@@ -42,6 +42,9 @@ pub enum NetworkError {
     /// The guard rules could not be applied.
     #[error("failed to apply the network guard")]
     Guard(#[from] GuardError),
+    /// The VXLAN device's FDB could not be read.
+    #[error("failed to read the VXLAN FDB")]
+    Fdb(#[from] super::fdb::FdbError),
     /// A device the spec relies on is missing.
     #[error("failed to find device {0}")]
     Missing(String),
@@ -149,6 +152,16 @@ pub async fn ensure(
     spec: &NetworkDatapath,
     ports: &[GuardedPort],
 ) -> Result<(), NetworkError> {
+    ensure_devices(agent_ns, spec).await?;
+    set_ports(spec, ports).await
+}
+
+/// [`ensure`] without the guard: namespace, bridge, VXLAN port, gateway address and sysctls,
+/// each fixed only where it differs (the repair of a device leaves the guard alone).
+pub async fn ensure_devices(
+    agent_ns: &NetnsFd,
+    spec: &NetworkDatapath,
+) -> Result<(), NetworkError> {
     spec.validate()?;
     netns::create(&spec.netns)?;
     let ns = NetnsFd::named(&spec.netns)?;
@@ -171,7 +184,29 @@ pub async fn ensure(
     if let Err(e) = tune_receive(&ns, spec).await {
         tracing::warn!(netns = %spec.netns, error = %crate::error_chain(&e), "receive path left untuned");
     }
-    set_ports(spec, ports).await
+    Ok(())
+}
+
+/// Puts container ports back on the bridge and up (`ip link set <port> master br0 up`);
+/// ports that no longer exist are left to their release.
+pub async fn reattach_ports(spec: &NetworkDatapath, names: &[String]) -> Result<(), NetworkError> {
+    let ns = NetnsFd::named(&spec.netns)?;
+    let h = netns::handle_in(&ns).await?;
+    let bridge = links::get(&h, &spec.bridge)
+        .await?
+        .ok_or_else(|| NetworkError::Missing(spec.bridge.clone()))?;
+    for name in names {
+        let Some(port) = links::get(&h, name).await? else {
+            continue;
+        };
+        if port.controller != Some(bridge.index) {
+            links::set_controller(&h, port.index, bridge.index).await?;
+        }
+        if !port.up {
+            links::set_up(&h, port.index).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Settings of `br_netfilter` (present only when that module is loaded, as on most
@@ -294,9 +329,22 @@ async fn ensure_bridge(h: &Handle, spec: &NetworkDatapath) -> Result<u32, Networ
     Ok(state.index)
 }
 
-fn vxlan_matches(state: &links::LinkState, spec: &NetworkDatapath) -> bool {
+/// Whether an existing VXLAN device is the one `spec` asks for, on the current underlay
+/// device (`lower`: a WireGuard link that was recreated has a new index, and a VXLAN device
+/// still bound to the old one sends nothing).
+pub fn vxlan_matches(state: &links::LinkState, spec: &NetworkDatapath, lower: Option<u32>) -> bool {
     state.kind.as_deref() == Some("vxlan")
         && state.vxlan == Some((spec.vni, Some(spec.vtep), spec.vxlan_port, false))
+        && (lower.is_none() || state.vxlan_lower == lower)
+}
+
+/// Index of the underlay (WireGuard) device in the agent namespace, if it exists.
+pub async fn underlay_index(
+    agent_ns: &NetnsFd,
+    spec: &NetworkDatapath,
+) -> Result<Option<u32>, NetworkError> {
+    let a = netns::handle_in(agent_ns).await?;
+    Ok(links::get(&a, &spec.underlay_dev).await?.map(|l| l.index))
 }
 
 async fn ensure_vxlan(
@@ -307,7 +355,8 @@ async fn ensure_vxlan(
     bridge: u32,
 ) -> Result<(), NetworkError> {
     let mut state = links::get(h, &spec.vxlan).await?;
-    if let Some(s) = state.as_ref().filter(|s| !vxlan_matches(s, spec)) {
+    let lower = underlay_index(agent_ns, spec).await?;
+    if let Some(s) = state.as_ref().filter(|s| !vxlan_matches(s, spec, lower)) {
         links::delete(h, s.index).await?;
         state = None;
     }

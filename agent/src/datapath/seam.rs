@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use privnet_core::fdb::FdbEntry;
 use privnet_core::zone::Zone;
 
+use super::drift::{Drift, NetworkRepair};
 use super::guard::{GuardError, GuardedPort, PortTable};
 use super::netns::NetnsError;
 use super::network::{NetworkDatapath, NetworkError};
@@ -60,6 +61,12 @@ pub enum Step {
     PurgePorts,
     /// [`NodeDatapath::sync_fdb`].
     SyncFdb,
+    /// [`NodeDatapath::observe_mesh`].
+    ObserveMesh,
+    /// [`NodeDatapath::observe_network`].
+    ObserveNetwork,
+    /// [`NodeDatapath::repair_network`].
+    RepairNetwork,
 }
 
 impl std::fmt::Display for Step {
@@ -77,6 +84,9 @@ impl std::fmt::Display for Step {
             Step::UpdatePorts => "update the port guard",
             Step::PurgePorts => "purge retired ports",
             Step::SyncFdb => "sync the FDB",
+            Step::ObserveMesh => "read back the mesh",
+            Step::ObserveNetwork => "read back the network",
+            Step::RepairNetwork => "repair the network",
         })
     }
 }
@@ -216,5 +226,29 @@ pub trait NodeDatapath: Send + Sync + 'static {
         &self,
         spec: &NetworkDatapath,
         entries: &BTreeSet<FdbEntry>,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+
+    /// Reads the mesh back: the WireGuard daemon and link, the node guard,
+    /// and the peers against `peers` (`wg show`, `ip addr`, `nft list`).
+    /// Empty when the mesh is not up yet (convergence brings it up).
+    fn observe_mesh(
+        &self,
+        mesh: &MeshSpec,
+        peers: &[MeshPeer],
+    ) -> impl Future<Output = Result<Vec<Drift>, DatapathError>> + Send;
+    /// Reads a network back: namespace, bridge, gateway, VXLAN, forwarding,
+    /// guard tables, the FDB against `fdb`, and the container `ports`.
+    fn observe_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        fdb: &BTreeSet<FdbEntry>,
+    ) -> impl Future<Output = Result<Vec<Drift>, DatapathError>> + Send;
+    /// Redoes what `repair` names in a network, leaving the rest alone.
+    fn repair_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        repair: &NetworkRepair,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
 }

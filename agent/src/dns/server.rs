@@ -117,6 +117,12 @@ impl Responder {
         })
     }
 
+    /// Whether every UDP thread is still serving (one that died takes its
+    /// socket's share of the queries with it).
+    pub fn is_running(&self) -> bool {
+        self.udp_threads.iter().all(|t| !t.is_finished())
+    }
+
     /// Stops the responder and waits for its threads and tasks.
     pub async fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);

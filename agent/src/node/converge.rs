@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::error::ConvergeError;
 use super::hold::{Gate, LiveAttachment};
 use super::plan::{self, PortAction, Purge};
+use super::repair_plan;
 use super::{Agent, ConvergeState, Phase, PortGuards};
 use crate::datapath::guard::{GuardedPort, PortTable};
 use crate::datapath::network::NetworkDatapath;
@@ -33,8 +34,10 @@ pub struct PassOutcome {
 
 impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// Runs convergence passes forever (woken by changes, by the wake-ups a
-    /// pass asks for, and every [`plan::RESYNC`] at the latest).
+    /// pass asks for, and every resync at the latest); every resync
+    /// (`cfg.resync`) the datapath is also read back and repaired.
     pub async fn converge_loop(self: Arc<Self>) {
+        let mut last_check = Instant::now();
         loop {
             let wait = match self.converge_at(Instant::now()).await {
                 Ok(outcome) => plan::next_wait(&outcome.wakes),
@@ -43,6 +46,16 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                     plan::RESYNC
                 }
             };
+            let now = Instant::now();
+            if repair_plan::until_check(last_check, now, self.cfg.resync).is_zero() {
+                self.check_at(now).await;
+                last_check = Instant::now();
+            }
+            let wait = wait.min(self.cfg.resync).min(repair_plan::until_check(
+                last_check,
+                Instant::now(),
+                self.cfg.resync,
+            ));
             if tokio::time::timeout(wait, self.wake.notified())
                 .await
                 .is_ok()
@@ -101,7 +114,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         };
         for (info, spec, _) in &locals {
             let id = &info.id;
-            let ports = plan::ports_of(records.iter().filter(|r| &r.network_id == id));
+            let ports = self.live_ports(records.iter().filter(|r| &r.network_id == id));
             if let Some(wake) = self
                 .converge_ports(&mut guards, id, spec, &ports, now)
                 .await?
@@ -270,7 +283,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         Ok(())
     }
 
-    fn mesh_spec(&self, address: Ipv4Net) -> MeshSpec {
+    pub(super) fn mesh_spec(&self, address: Ipv4Net) -> MeshSpec {
         MeshSpec {
             wireguard: WireguardConfig {
                 ifname: self.cfg.wg_ifname.clone(),

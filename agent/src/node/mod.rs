@@ -7,6 +7,8 @@
 //! - [`converge`]: the convergence loop and pass (the I/O).
 //! - [`plan`]: the convergence decisions, pure, the clock an argument.
 //! - [`hold`]: the blast-radius guard, pure: big removals wait.
+//! - [`repair`], [`repair_plan`]: the periodic read-back and repair of the datapath, and its
+//!   pure decisions.
 //! - [`error`]: typed errors of the verbs and of a pass.
 
 mod attach;
@@ -14,6 +16,8 @@ mod converge;
 pub mod error;
 pub mod hold;
 pub mod plan;
+mod repair;
+pub mod repair_plan;
 mod rpc;
 #[cfg(test)]
 mod tests;
@@ -87,6 +91,8 @@ pub(crate) struct ConvergeState {
     pub peer_timers: plan::PeerTimers,
     /// The blast-radius guard's last good view and hold.
     pub removals: hold::RemovalGuard,
+    /// Drifts the last read-back left unrepaired.
+    pub repairs: repair_plan::RepairTracker,
 }
 
 /// Per network: the port guard as applied and when its live set last
@@ -107,6 +113,11 @@ pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
     pub(crate) guards: tokio::sync::Mutex<PortGuards>,
     pub(crate) view: RwLock<Arc<ClusterView>>,
     pub(crate) phase: RwLock<Phase>,
+    /// A repair that keeps failing (the agent is unready meanwhile).
+    pub(crate) repair_failing: RwLock<Option<String>>,
+    /// Host veths found gone: their ports are retired from the guard and
+    /// CHECK reports them, until the attachment is released.
+    pub(crate) gone_ports: RwLock<BTreeSet<String>>,
     pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) dns_counters: Arc<DnsCounters>,
     pub(crate) metrics: AgentMetrics,
@@ -179,6 +190,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             guards: tokio::sync::Mutex::new(PortGuards::new()),
             view: RwLock::new(Arc::new(ClusterView::default())),
             phase: RwLock::new(Phase::WaitingForMesh),
+            repair_failing: RwLock::new(None),
+            gone_ports: RwLock::new(BTreeSet::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
             dns_counters: Arc::new(metrics.dns.clone()),
             metrics,
@@ -190,9 +203,13 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         &self.public_key
     }
 
-    /// Current readiness.
+    /// Current readiness: degraded while a repair keeps failing.
     pub fn phase(&self) -> Phase {
-        self.phase.read().expect("phase lock").clone()
+        let phase = self.phase.read().expect("phase lock").clone();
+        match (phase, &*self.repair_failing.read().expect("repair lock")) {
+            (Phase::Ready, Some(failing)) => Phase::Degraded(failing.clone()),
+            (phase, _) => phase,
+        }
     }
 
     /// The datapath the agent drives.
@@ -203,6 +220,17 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// The attachments of this node, by key.
     pub async fn attachments(&self) -> Vec<AttachmentRecord> {
         self.state.lock().await.book.records().cloned().collect()
+    }
+
+    /// The guarded ports of `records`, less those whose host veth is gone.
+    pub(crate) fn live_ports<'a>(
+        &self,
+        records: impl Iterator<Item = &'a AttachmentRecord>,
+    ) -> Vec<super::datapath::guard::GuardedPort> {
+        let gone = self.gone_ports.read().expect("gone ports lock");
+        let mut ports = plan::ports_of(records);
+        ports.retain(|p| !gone.contains(&p.host_ifname));
+        ports
     }
 
     pub(crate) fn current_view(&self) -> Arc<ClusterView> {

@@ -20,6 +20,10 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let Some(record) = st.book.release(key) else {
             return 0;
         };
+        self.gone_ports
+            .write()
+            .expect("gone ports lock")
+            .remove(&record.host_ifname);
         if let Err(e) = st.store.remove(key) {
             tracing::warn!(error = %crate::error_chain(&e), "failed to remove an attachment record");
         }
@@ -51,6 +55,21 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
 
     async fn check(&self, key: &AttachmentKey) -> Response {
         let st = self.state.lock().await;
+        if let Some(r) = st.book.get(key)
+            && self
+                .gone_ports
+                .read()
+                .expect("gone ports lock")
+                .contains(&r.host_ifname)
+        {
+            return err(
+                ErrorKind::Internal,
+                format!(
+                    "container {} ({}): its host interface {} is gone; its port was retired",
+                    key.container_id, key.ifname, r.host_ifname
+                ),
+            );
+        }
         match st.book.get(key).and_then(|r| {
             st.networks
                 .get(&r.network_id)
@@ -73,6 +92,10 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let mut st = self.state.lock().await;
         let freed = st.book.gc(network_id, &valid);
         for r in &freed {
+            self.gone_ports
+                .write()
+                .expect("gone ports lock")
+                .remove(&r.host_ifname);
             if let Err(e) = st.store.remove(&r.key) {
                 tracing::warn!(error = %crate::error_chain(&e), "failed to remove an attachment record");
             }

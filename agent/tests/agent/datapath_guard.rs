@@ -11,7 +11,6 @@ use datapath_support::ping;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use privnet_agent::datapath::guard::{self, GuardedPort, NetworkGuard};
 use privnet_agent::datapath::netns::{self, NetnsFd};
@@ -51,6 +50,7 @@ def csum(b):
     return (~s) & 0xffff
 if mode == 'recv':
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((ifname, 0))
+    print('ready', file=sys.stderr, flush=True)
     marker = ip(sys.argv[3]); s.settimeout(0.2); n = 0; end = time.time() + float(sys.argv[4])
     while time.time() < end:
         try: f = s.recv(2048)
@@ -58,7 +58,7 @@ if mode == 'recv':
         # only crafted frames: UDP with our payload from marker, or gratuitous ARP (sender = target = marker)
         # (a VLAN tag may arrive stripped into metadata: then it looks like plain UDP), or a frame
         # of another L2 protocol carrying the test payload and the marker
-        if (f[12:14] == b'\x08\x00' and f[26:30] == marker and b'privnet-guard-test' in f) or (f[12:14] == b'\x08\x06' and f[28:32] == marker and f[38:42] == marker) or (f[12:14] == b'\x81\x00' and f[30:34] == marker and b'privnet-guard-test' in f) or (f[12:14] == b'\x88\xb5' and b'privnet-guard-test' + marker in f): n += 1
+        if (f[12:14] == b'\x08\x00' and f[26:30] == marker and b'privnet-guard-test' in f) or (f[12:14] == b'\x08\x06' and f[28:32] == marker and f[38:42] == marker) or (f[12:14] == b'\x81\x00' and f[30:34] == marker and b'privnet-guard-test' in f) or (f[12:14] == b'\x88\xb5' and b'privnet-guard-test' + marker in f) or (f[12:14] == b'\x86\xdd' and b'privnet-guard-test' + marker in f): n += 1
     print(n)
 else:
     kind, smac, dmac, sip, dip = sys.argv[3:8]
@@ -66,6 +66,11 @@ else:
     eth = mac(dmac) + mac(smac)
     if kind == 'arp':
         frame = eth + b'\x08\x06' + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 1) + mac(smac) + ip(sip) + b'\x00'*6 + ip(dip)
+    elif kind == 'icmp6':
+        # ICMPv6 of type `sport` (134: router advertisement) from fe80::1 to all nodes.
+        icmp = struct.pack('!BBH', sport, 0, 0) + b'privnet-guard-test' + ip(sip)
+        src, dst = bytes.fromhex('fe80' + '00' * 13 + '01'), bytes.fromhex('ff02' + '00' * 13 + '01')
+        frame = eth + b'\x86\xdd' + struct.pack('!IHBB', 0x60000000, len(icmp), 58, 255) + src + dst + icmp
     elif kind == 'other':
         frame = eth + b'\x88\xb5' + b'privnet-guard-test' + ip(sip) + b'\x00' * 24
     else:
@@ -99,14 +104,19 @@ fn deliver(
     sport: u16,
     marker: &str,
 ) -> u32 {
-    let recv = Command::new("ip")
+    let mut recv = Command::new("ip")
         .args([
             "netns", "exec", &t.c2, "python3", "-c", PY, "recv", "eth1", marker, "1.5",
         ])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the receiver's socket is bound (it says so), never a fixed sleep.
+    let mut ready = String::new();
+    let mut err = std::io::BufReader::new(recv.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut err, &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready", "receiver failed to start");
     let sport = sport.to_string();
     let dip = if kind == "arp" { sip } else { IP2 };
     let send = Command::new("ip")
@@ -243,6 +253,16 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
         "gratuitous ARP for another IP"
     );
 
+    assert!(
+        deliver(&t, "icmp6", MAC1, "33:33:00:00:00:01", IP1, 128, IP1) > 0,
+        "legit ICMPv6 (echo request)"
+    );
+    assert_eq!(
+        deliver(&t, "icmp6", MAC1, "33:33:00:00:00:01", IP1, 134, IP1),
+        0,
+        "router advertisement from a container"
+    );
+
     // Negative control: without the guard the same spoofed frames arrive.
     guard::apply(
         &ns,
@@ -250,6 +270,8 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
     )
     .await
     .unwrap();
+    let n = deliver(&t, "udp", "0a:58:de:ad:be:ef", MAC2, IP1, 40000, IP1);
+    assert!(n > 0, "control: a spoofed source MAC passes unguarded");
     assert!(
         deliver(&t, "udp", MAC1, MAC2, "10.240.0.77", 40000, "10.240.0.77") > 0,
         "control: spoofed IP passes unguarded"
@@ -265,6 +287,14 @@ async fn port_guard_drops_spoofed_frames_and_passes_legit_ones() {
     assert!(
         deliver(&t, "other", MAC1, MAC2, IP1, 0, IP1) > 0,
         "control: another L2 protocol passes unguarded"
+    );
+    assert!(
+        deliver(&t, "udp", MAC1, MAC2, IP1, 67, IP1) > 0,
+        "control: a DHCP server reply passes unguarded"
+    );
+    assert!(
+        deliver(&t, "icmp6", MAC1, "33:33:00:00:00:01", IP1, 134, IP1) > 0,
+        "control: a router advertisement passes unguarded"
     );
 }
 

@@ -7,7 +7,6 @@
 use crate::common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::Sandbox;
 
@@ -39,7 +38,7 @@ fn average_rx_frame(sb: &Sandbox, from: &str, to: &str, port: u16) -> u64 {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    common::observe::wait_listening(netns, port);
     let before = rx_counters(sb, netns, ifname);
     let out = sb.exec(
         from,

@@ -160,21 +160,48 @@ fn default_scenario_connectivity_dns_env_and_mtu() {
             &ip(worker),
         ],
     );
-    let too_big = sb.exec(
+    // One byte more must fail on the path, not in the sender: with the
+    // container's own interface one byte larger the packet is sent (ping
+    // transmits it, no local "message too long") and dropped on the way.
+    sb.exec_ok(
         web1,
-        &[
-            "ping",
-            "-c1",
-            "-W2",
-            "-M",
-            "do",
-            "-s",
-            &(mtu - 27).to_string(),
-            &ip(worker),
-        ],
+        &["ip", "link", "set", "eth1", "mtu", &(mtu + 1).to_string()],
+    );
+    let ping = |size: u64| {
+        sb.exec(
+            web1,
+            &[
+                "ping",
+                "-c1",
+                "-W2",
+                "-M",
+                "do",
+                "-s",
+                &size.to_string(),
+                &ip(worker),
+            ],
+        )
+    };
+    // Control: the larger interface MTU does not break what fits.
+    assert!(
+        ping(mtu - 28).status.success(),
+        "MTU-sized ping with eth1 at MTU+1"
+    );
+    let too_big = ping(mtu - 27);
+    let (out, err) = (
+        String::from_utf8_lossy(&too_big.stdout).into_owned(),
+        String::from_utf8_lossy(&too_big.stderr).into_owned(),
+    );
+    sb.exec_ok(
+        web1,
+        &["ip", "link", "set", "eth1", "mtu", &mtu.to_string()],
     );
     assert!(
         !too_big.status.success(),
-        "one byte more than the MTU must not pass"
+        "one byte more than the MTU must not pass: {out}"
+    );
+    assert!(
+        out.contains("1 packets transmitted") && !err.contains("too long"),
+        "the oversized packet must leave the sender and be dropped on the path: {out} {err}"
     );
 }

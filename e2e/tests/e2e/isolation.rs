@@ -1,9 +1,12 @@
 //! Isolation matrix: two projects on the same nodes, both on 10.240.0.0/22.
 //! 100 % of flows inside a project succeed, 0 % across (TCP, UDP, ICMP,
-//! broadcast, ARP, the other network's gateway and DNS).
+//! broadcast, ARP, the other network's gateway and DNS), each probe with a
+//! positive control; a listener on the gateway is reachable only with the
+//! guard off or from the gateway's own namespace.
 
 use crate::common;
 
+use common::observe::spawn_until_stderr;
 use common::{Sandbox, client, spawn_server};
 
 const SCENARIO: &str = r#"
@@ -118,20 +121,53 @@ fn projects_sharing_a_subnet_are_isolated() {
             "{project} gateway is {neigh}, expected {want}"
         );
     }
-    // DNS: beta's names do not resolve from alpha; the gateway only serves DNS and ICMP.
+    // Positive controls of the ARP and DNS probes: the same probes inside a project answer.
+    sb.exec_ok(
+        &name(&alpha[0]),
+        &["arping", "-c1", "-w1", "-I", "eth1", &ip(&alpha[1])],
+    );
+    let alpha_zone = sb.network("alpha")["zone"].as_str().unwrap().to_string();
+    let own = sb.exec_ok(&name(&alpha[0]), &["host", &format!("a.{alpha_zone}")]);
+    assert!(own.contains(&ip(&alpha[1])), "{own}");
+    // DNS: beta's names do not resolve from alpha: NXDOMAIN (an answer), not a timeout.
     let beta_zone = sb.network("beta")["zone"].as_str().unwrap().to_string();
     across_total += 1;
-    if sb
-        .exec(&name(&alpha[0]), &["host", &format!("b.{beta_zone}")])
-        .status
-        .success()
-    {
+    let other = sb.exec(&name(&alpha[0]), &["host", &format!("b.{beta_zone}")]);
+    if other.status.success() {
         across_ok += 1;
     }
+    let text = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        text.contains("NXDOMAIN"),
+        "beta's name must be NXDOMAIN: {text}"
+    );
+
+    // The gateway serves only DNS and ICMP: a listener on the gateway address is
+    // unreachable from containers, reachable from the gateway's own namespace.
+    let gw_ns = network_netns(&sb, &alpha[0], "alpha");
+    let mut listener = gateway_listener(&gw_ns, 7022);
     across_total += 1;
-    if client(&sb, &name(&alpha[0]), "tcp", "10.240.0.1", 22, "gw").is_some() {
+    if client(&sb, &name(&alpha[0]), "tcp", "10.240.0.1", 7022, "gw").is_some() {
         across_ok += 1;
     }
+    let local = sb.in_netns(
+        &gw_ns,
+        &[
+            "python3",
+            "-c",
+            common::PY_CLIENT,
+            "tcp",
+            "10.240.0.1",
+            "7022",
+            "local",
+            "2",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout).trim(),
+        "ack:local",
+        "positive control: the gateway's listener answers in its own namespace"
+    );
 
     eprintln!("inside: {inside_ok}/{inside_total} ok, across: {across_ok}/{across_total} ok");
     assert_eq!(
@@ -139,4 +175,65 @@ fn projects_sharing_a_subnet_are_isolated() {
         "every flow inside a project succeeds"
     );
     assert_eq!(across_ok, 0, "no flow crosses projects");
+
+    // Positive control: with the gateway's guard off (its agent stopped, or it
+    // would repair it) the container reaches the listener: the guard is what blocks.
+    let node = alpha[0]["node"].as_str().unwrap();
+    assert!(sb.privnet(&["agent", node, "kill"]).status.success());
+    assert!(
+        sb.in_netns(&gw_ns, &["nft", "delete", "table", "inet", "privnet-gw"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        client(&sb, &name(&alpha[0]), "tcp", "10.240.0.1", 7022, "open").as_deref(),
+        Some("ack:open"),
+        "without the guard the gateway's listener is reachable"
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
+}
+
+/// The namespace of `project`'s network on `c`'s node.
+fn network_netns(sb: &Sandbox, c: &serde_json::Value, project: &str) -> String {
+    let status = sb.status();
+    let node = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == c["node"])
+        .unwrap()
+        .clone();
+    let vni = sb.network(project)["vni"].as_u64().unwrap();
+    format!("{}{vni}", node["networkNetnsPrefix"].as_str().unwrap())
+}
+
+/// A TCP server on the gateway address inside the network namespace,
+/// answering `ack:<data>` to every connection; returned once bound.
+fn gateway_listener(netns: &str, port: u16) -> std::process::Child {
+    const PY: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.240.0.1", int(sys.argv[1]))); s.listen(8)
+print("bound", file=sys.stderr, flush=True)
+while True:
+    c, _ = s.accept(); c.settimeout(2)
+    try:
+        c.sendall(b"ack:" + c.recv(1024))
+    except Exception:
+        pass
+    c.close()
+"#;
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        netns,
+        "python3",
+        "-c",
+        PY,
+        &port.to_string(),
+    ])
+    .stdout(std::process::Stdio::null());
+    spawn_until_stderr(cmd, "bound", std::time::Duration::from_secs(10))
 }

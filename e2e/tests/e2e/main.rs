@@ -4,6 +4,7 @@
 mod bulk_receive;
 mod common;
 mod connectivity;
+mod faults;
 mod first_packet;
 mod isolation;
 mod neighbour;

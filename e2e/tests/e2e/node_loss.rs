@@ -83,9 +83,23 @@ fn losing_a_node_keeps_the_rest_working() {
         &["bridge", "fdb", "show"],
     );
     assert!(
-        !String::from_utf8_lossy(&fdb.stdout).contains(&n3_vtep),
-        "FDB still points at n3"
+        fdb.status.success(),
+        "bridge fdb show: {}",
+        String::from_utf8_lossy(&fdb.stderr)
     );
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    assert!(!fdb.contains(&n3_vtep), "FDB still points at n3: {fdb}");
+    // Positive control: the same read shows the node that is still there.
+    let n2_vtep = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "n2")
+        .unwrap()["vtep"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(fdb.contains(&n2_vtep), "FDB lost n2 too: {fdb}");
     // Every container (re-placed off n3) is reachable and named.
     let cs = sb.containers();
     assert_eq!(cs.len(), 3);

@@ -5,7 +5,9 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
+use common::observe::spawn_until_stderr;
 use common::{Sandbox, client, spawn_server};
 
 const SCENARIO: &str = r#"
@@ -23,9 +25,32 @@ const PY_PROXY: &str = r#"
 import socket, sys
 backend = (sys.argv[1], int(sys.argv[2]))
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 8080)); s.listen(1); s.settimeout(10)
+print("bound", file=sys.stderr, flush=True)
 c, _ = s.accept(); data = c.recv(1024)
 b = socket.create_connection(backend, timeout=5); b.sendall(data); c.sendall(b.recv(1024))
 "#;
+
+/// tcpdump on a container's eth1 for frames from the outside's address
+/// (172.31.99.1) in `direction`, for 4 s at most; returned once listening.
+fn watch(netns: &str, direction: &str) -> std::process::Child {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "timeout", "4", "tcpdump"])
+        .args(["--immediate-mode", "-i", "eth1", "-n", "-Q", direction])
+        .arg("src host 172.31.99.1")
+        .stdout(std::process::Stdio::piped());
+    spawn_until_stderr(cmd, "listening on", Duration::from_secs(10))
+}
+
+/// Packets a [`watch`] saw.
+fn seen(watcher: std::process::Child) -> Vec<String> {
+    let out = watcher.wait_with_output().unwrap();
+    // tcpdump ends an interrupted line with a newline: only packets count.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 fn run(cmd: &[&str]) {
     let st = Command::new(cmd[0]).args(&cmd[1..]).status().unwrap();
@@ -82,20 +107,18 @@ fn proxy_in_front_of_a_private_backend() {
     ]);
 
     let backend = spawn_server(&sb, "back-api-1", "tcp", 9000);
-    let proxy = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            web_ns,
-            "python3",
-            "-c",
-            PY_PROXY,
-            api["ip"].as_str().unwrap(),
-            "9000",
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    let mut proxy_cmd = Command::new("ip");
+    proxy_cmd.args([
+        "netns",
+        "exec",
+        web_ns,
+        "python3",
+        "-c",
+        PY_PROXY,
+        api["ip"].as_str().unwrap(),
+        "9000",
+    ]);
+    let proxy = spawn_until_stderr(proxy_cmd, "bound", Duration::from_secs(10));
     let through = sb.in_netns(
         &out,
         &[
@@ -118,24 +141,83 @@ fn proxy_in_front_of_a_private_backend() {
     let _ = proxy.wait_with_output();
     let _ = backend.wait_with_output();
 
+    // The backend has a route back to the outside through the web
+    // container, so forwarding by the web container would be observable:
+    // frames from the outside's address leaving the web container's eth1.
+    let api_ns = api["netns"].as_str().unwrap();
+    let web_ip = web["ip"].as_str().unwrap();
+    run(&[
+        "ip",
+        "-n",
+        api_ns,
+        "route",
+        "add",
+        "172.31.99.0/24",
+        "via",
+        web_ip,
+        "dev",
+        "eth1",
+    ]);
+    let direct = |port: &str| {
+        sb.in_netns(
+            &out,
+            &[
+                "python3",
+                "-c",
+                common::PY_CLIENT,
+                "tcp",
+                api["ip"].as_str().unwrap(),
+                port,
+                "direct",
+                "2",
+            ],
+        )
+    };
     let backend = spawn_server(&sb, "back-api-1", "tcp", 9001);
-    let direct = sb.in_netns(
-        &out,
-        &[
-            "python3",
-            "-c",
-            common::PY_CLIENT,
-            "tcp",
-            api["ip"].as_str().unwrap(),
-            "9001",
-            "direct",
-            "2",
-        ],
-    );
+    let forwarded = watch(web_ns, "out");
+    let arrived = watch(api_ns, "in");
     assert!(
-        !direct.status.success(),
+        !direct("9001").status.success(),
         "the private backend must not be reachable from outside"
     );
+    assert_eq!(
+        seen(forwarded),
+        [] as [String; 0],
+        "the web container forwarded"
+    );
+    assert_eq!(seen(arrived), [] as [String; 0]);
+    // Positive control: with forwarding on in the web container the capture
+    // sees it forward, and the port guard still drops the foreign source.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        web_ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    let forwarded = watch(web_ns, "out");
+    let arrived = watch(api_ns, "in");
+    assert!(!direct("9001").status.success());
+    assert!(
+        !seen(forwarded).is_empty(),
+        "positive control: a forwarding container is seen forwarding"
+    );
+    assert_eq!(
+        seen(arrived),
+        [] as [String; 0],
+        "the guard drops a forwarded source"
+    );
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        web_ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=0",
+    ]);
     let ping = sb.in_netns(&out, &["ping", "-c1", "-W1", api["ip"].as_str().unwrap()]);
     assert!(!ping.status.success());
     drop(backend);

@@ -98,7 +98,7 @@ fn agent_kill_keeps_connections_and_kernel_state() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    common::observe::wait_listening(b["netns"].as_str().unwrap(), 7100);
     let source = Command::new("ip")
         .args([
             "netns",

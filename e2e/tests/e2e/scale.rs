@@ -13,19 +13,35 @@ workloads:
   - {project: sc, application: app, processes: {web: 3, worker: 1}}
 "#;
 
+/// The address `name` resolves to from `from`; `None` only for NXDOMAIN
+/// (a name that is gone), any other failure (timeout, SERVFAIL) panics.
 fn resolves(sb: &Sandbox, from: &str, name: &str) -> Option<String> {
-    let out = sb.exec(from, &["host", "-t", "A", name]);
+    let out = sb.exec(from, &["host", "-W", "2", "-t", "A", name]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    out.status.success().then(|| {
+    if !out.status.success() {
+        assert!(
+            text.contains("NXDOMAIN"),
+            "`host {name}` from {from} failed without NXDOMAIN: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(
         text.split(" has address ")
             .nth(1)
             .unwrap_or("")
             .trim()
-            .to_string()
-    })
+            .to_string(),
+    )
 }
 
+/// Non-empty lines of a command that must succeed.
 fn count_lines(out: std::process::Output) -> usize {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::Sandbox;
+use common::observe::{UnderlayCapture, spawn_until_stderr, wait_for};
 use privnet_core::defaults::{VXLAN_PORT, WIREGUARD_PORT};
 
 const SCENARIO: &str = r#"
@@ -18,68 +19,29 @@ workloads:
   - {project: sec, application: app, processes: {web: 2, worker: 1}}
 "#;
 
-/// tcpdump on the underlay bridge, writing a pcap.
-struct Capture {
-    child: Child,
-    file: std::path::PathBuf,
-}
+/// tcpdump on the underlay bridge (started once it listens), counting
+/// packets per filter when stopped.
+struct Capture(UnderlayCapture);
 
 impl Capture {
     fn start(sb: &Sandbox, tag: &str) -> Self {
-        let file = std::env::temp_dir().join(format!("{}-{tag}.pcap", sb.name));
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &format!("{}-ul", sb.name),
-                "tcpdump",
-                "-i",
-                "ul0",
-                "-n",
-                "-U",
-                "-w",
-            ])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tcpdump runs (apt-get install tcpdump)");
-        std::thread::sleep(Duration::from_millis(700));
-        Capture { child, file }
+        Capture(UnderlayCapture::start(sb, tag))
     }
 
-    /// Stops and counts packets matching `filter`.
     fn count(mut self, filters: &[&str]) -> Vec<usize> {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = nix_kill(self.child.id());
-        let _ = self.child.wait();
-        filters
-            .iter()
-            .map(|f| {
-                let out = Command::new("tcpdump")
-                    .args(["-n", "-r"])
-                    .arg(&self.file)
-                    .arg(f)
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).lines().count()
-            })
-            .collect()
+        self.0.stop_and_count(filters)
     }
 }
 
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = std::fs::remove_file(&self.file);
-    }
-}
-
-fn nix_kill(pid: u32) -> std::io::Result<()> {
-    Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .map(|_| ())
+/// Stops the agent of `node` (`kill -9`), so that a guard a negative
+/// control removes stays removed (a running agent repairs it within a resync).
+fn stop_agent(sb: &Sandbox, node: &str) {
+    let out = sb.privnet(&["agent", node, "kill"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -150,7 +112,9 @@ fn underlay_sees_only_wireguard_and_the_guard_fails_closed() {
         "with the guard, VXLAN never leaves outside WireGuard"
     );
 
-    // Negative control: without the guard the same traffic leaks in clear.
+    // Negative control: without the guard the same traffic leaks in clear
+    // (the agent stopped first, or it would put the guard back).
+    stop_agent(&sb, c1["node"].as_str().unwrap());
     assert!(
         sb.in_netns(&n1, &["nft", "delete", "table", "inet", "privnet-guard"])
             .status
@@ -179,16 +143,14 @@ for _ in range(5):
 "#;
 
 /// tcpdump on a network's bridge for the injected ARP (sender 10.240.0.99),
-/// for 4 s at most; its stdout is empty when nothing arrived.
+/// for 4 s at most, returned once it listens; its stdout is empty when
+/// nothing arrived.
 fn watch_bridge_for_injected_arp(netns: &str) -> Child {
-    let child = Command::new("ip")
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "timeout", "4"])
         .args([
-            "netns",
-            "exec",
-            netns,
-            "timeout",
-            "4",
             "tcpdump",
+            "--immediate-mode",
             "-i",
             "br0",
             "-n",
@@ -196,12 +158,8 @@ fn watch_bridge_for_injected_arp(netns: &str) -> Child {
             "1",
             "arp host 10.240.0.99",
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    child
+        .stdout(Stdio::piped());
+    spawn_until_stderr(cmd, "listening on", Duration::from_secs(10))
 }
 
 #[test]
@@ -280,7 +238,9 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
         "injected VXLAN reached the bridge"
     );
 
-    // Negative control: without the node guard the same packets do reach the bridge.
+    // Negative control: without the node guard the same packets do reach the
+    // bridge (the agent stopped first, or it would put the guard back).
+    stop_agent(&sb, &node);
     let node_ns = format!("{}-{node}", sb.name);
     assert!(
         sb.in_netns(
@@ -307,6 +267,22 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
     assert!(
         !String::from_utf8_lossy(&seen.stdout).trim().is_empty(),
         "negative control: without the guard the injected frame reaches the bridge"
+    );
+    // The agent started again puts the guard back.
+    let started = sb.privnet(&["agent", &node, "start"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let guard_back = wait_for(Duration::from_secs(10), || {
+        sb.in_netns(&node_ns, &["nft", "list", "table", "inet", "privnet-guard"])
+            .status
+            .success()
+    });
+    assert!(
+        guard_back.is_some(),
+        "the restarted agent restores the node guard"
     );
 
     // Spoofing from a container: a forged source IP, then a forged MAC.
@@ -344,13 +320,108 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
     // Gratuitous ARP claiming the neighbour's IP does not poison its peers.
     let mac = c1["mac"].as_str().unwrap().to_string();
     sb.exec_ok("app-web-1", &["ip", "link", "set", "eth1", "address", &mac]);
-    let _ = sb.exec(
-        "app-web-1",
-        &["arping", "-c2", "-U", "-I", "eth1", "-s", &target, &target],
-    );
-    let worker_neigh = sb.exec_ok("app-worker-1", &["ip", "neigh"]);
+    // The victim has a real entry for the target first.
+    sb.exec_ok("app-worker-1", &["ping", "-c1", "-W2", &target]);
+    let entry = || neighbour_mac(&sb, "app-worker-1", &target);
+    let before = entry().expect("the victim has an entry for the target before the GARP");
+    assert_ne!(before, mac);
+    let sent = send_garp(&sb, &c1, &mac, &target);
     assert!(
-        !worker_neigh.contains(&mac) || !worker_neigh.contains(&format!("{target} ")),
-        "ARP poisoned: {worker_neigh}"
+        sent > 0,
+        "the GARP frames were sent (seen leaving app-web-1)"
     );
+    std::thread::sleep(Duration::from_millis(300)); // let a poisoned update land, if any
+    assert_eq!(
+        entry(),
+        Some(before.clone()),
+        "ARP poisoned: the victim's entry for {target} changed"
+    );
+
+    // Positive control: with the port guard of app-web-1's node gone (its
+    // agent stopped, or it would repair it), the same GARP does poison.
+    let c1_node = c1["node"].as_str().unwrap();
+    stop_agent(&sb, c1_node);
+    let c1_net_ns = format!("{}-{c1_node}-net-{vni}", sb.name);
+    assert!(
+        sb.in_netns(
+            &c1_net_ns,
+            &["nft", "delete", "table", "bridge", "privnet-ports"]
+        )
+        .status
+        .success()
+    );
+    // The kernel ignores updates within `locktime` (1 s) of the last one: retry.
+    let poisoned = wait_for(Duration::from_secs(6), || {
+        send_garp(&sb, &c1, &mac, &target);
+        entry().as_deref() == Some(mac.as_str())
+    });
+    assert!(
+        poisoned.is_some(),
+        "positive control: without the guard the GARP poisons the entry ({:?})",
+        entry()
+    );
+}
+
+/// Two gratuitous ARP requests on eth1: "`ip` is at `mac`" (sender and
+/// target address both `ip`), broadcast.
+const PY_GARP: &str = r#"
+import socket, sys
+mac, ip = bytes.fromhex(sys.argv[1].replace(":", "")), socket.inet_aton(sys.argv[2])
+arp = bytes.fromhex("0001080006040001") + mac + ip + b"\x00" * 6 + ip
+frame = b"\xff" * 6 + mac + b"\x08\x06" + arp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth1", 0))
+for _ in range(2):
+    s.send(frame)
+"#;
+
+/// The MAC a container's neighbour table has for `ip` (`ip neigh show`).
+fn neighbour_mac(sb: &Sandbox, container: &str, ip: &str) -> Option<String> {
+    let out = sb.exec_ok(container, &["ip", "neigh", "show", ip, "dev", "eth1"]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "lladdr")?;
+    Some(words.get(i + 1)?.to_lowercase())
+}
+
+/// Sends two gratuitous ARPs from `c` claiming `ip`, with a capture on its
+/// interface (started once listening); returns how many left it.
+fn send_garp(sb: &Sandbox, c: &serde_json::Value, mac: &str, ip: &str) -> usize {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        c["netns"].as_str().unwrap(),
+        "timeout",
+        "3",
+    ])
+    .args([
+        "tcpdump",
+        "--immediate-mode",
+        "-i",
+        "eth1",
+        "-n",
+        "-c",
+        "2",
+        "-Q",
+        "out",
+    ])
+    .arg(format!("arp and ether src {mac}"))
+    .stdout(Stdio::piped());
+    let watcher = spawn_until_stderr(cmd, "listening on", Duration::from_secs(10));
+    // arping cannot claim an address that is not the container's own (it
+    // binds to it), so the frames are built by hand.
+    let out = sb.exec(
+        c["name"].as_str().unwrap(),
+        &["python3", "-c", PY_GARP, mac, ip],
+    );
+    assert!(
+        out.status.success(),
+        "GARP sender failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = watcher.wait_with_output().unwrap();
+    String::from_utf8_lossy(&seen.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("who-has {ip}")))
+        .count()
 }

@@ -107,6 +107,10 @@ pub struct AgentArgs {
     /// `<state-dir>/confirm-removals` to apply it now).
     #[arg(long, default_value_t = 300)]
     hold_removals_grace_secs: u64,
+    /// How often the agent reads its datapath back and repairs what drifted (guard tables,
+    /// devices, addresses, FDB, WireGuard daemon and peers, DNS responders), milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    resync_ms: u64,
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
     insecure_disable_guard: bool,
@@ -172,6 +176,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             min_count: args.hold_removals_above,
             grace: std::time::Duration::from_secs(args.hold_removals_grace_secs),
         },
+        resync: std::time::Duration::from_millis(args.resync_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -15,6 +15,7 @@
 mod api;
 use api::{fix_key_and_port, sync_peers};
 mod daemon;
+mod health;
 mod key;
 mod plan;
 mod uapi;

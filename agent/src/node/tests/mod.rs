@@ -6,6 +6,7 @@ mod converge;
 mod guard;
 mod hold;
 mod plan;
+mod repair;
 mod restart;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,6 +184,7 @@ pub fn config(state: &std::path::Path) -> AgentConfig {
         gro_flush_timeout_ns: 20_000,
         guard_disabled: false,
         removal_hold: Default::default(),
+        resync: crate::node::plan::RESYNC,
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use privnet_agent::config::AgentConfig;
+use privnet_agent::datapath::drift::{Drift, NetworkRepair};
 use privnet_agent::datapath::guard::{GuardedPort, PortTable};
 use privnet_agent::datapath::network::NetworkDatapath;
 use privnet_agent::datapath::wireguard::{BackendChoice, MeshPeer, PeerStatus};
@@ -115,6 +116,29 @@ impl NodeDatapath for TestDatapath {
     ) -> Result<(), DatapathError> {
         self.kernel.sync_fdb(spec, entries).await
     }
+    async fn observe_mesh(
+        &self,
+        mesh: &MeshSpec,
+        peers: &[MeshPeer],
+    ) -> Result<Vec<Drift>, DatapathError> {
+        self.mesh.observe_mesh(mesh, peers).await
+    }
+    async fn observe_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        fdb: &BTreeSet<FdbEntry>,
+    ) -> Result<Vec<Drift>, DatapathError> {
+        self.kernel.observe_network(spec, ports, fdb).await
+    }
+    async fn repair_network(
+        &self,
+        spec: &NetworkDatapath,
+        ports: &[GuardedPort],
+        repair: &NetworkRepair,
+    ) -> Result<(), DatapathError> {
+        self.kernel.repair_network(spec, ports, repair).await
+    }
 }
 
 /// A single-node cluster: the view is set by the test, claims always win.
@@ -215,6 +239,7 @@ impl TestAgent {
             gro_flush_timeout_ns: 20_000,
             guard_disabled: false,
             removal_hold: Default::default(),
+            resync: privnet_agent::node::plan::RESYNC,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

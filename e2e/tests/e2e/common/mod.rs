@@ -2,6 +2,8 @@
 //! when the test fails.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod observe;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
