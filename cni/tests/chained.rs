@@ -54,16 +54,17 @@ fn refuse(kind: ErrorKind) -> Response {
 
 /// What the primary plugin returned (flannel-like, one interface `eth0`).
 fn primary_result() -> Value {
-    json!({ "cniVersion": "1.0.0",
+    json!({ "cniVersion": "0.3.1",
             "interfaces": [{ "name": "eth0", "mac": "0a:58:0a:f4:00:05", "sandbox": "/var/run/netns/x" }],
-            "ips": [{ "address": "10.244.0.5/24", "gateway": "10.244.0.1", "interface": 0 }],
+            "ips": [{ "version": "4", "address": "10.244.0.5/24", "gateway": "10.244.0.1", "interface": 0 }],
             "routes": [{ "dst": "0.0.0.0/0" }],
             "dns": { "nameservers": ["10.96.0.10"] } })
 }
 
 fn conf(socket: &Path, chained: bool) -> Vec<u8> {
     serde_json::to_vec(&json!({
-        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "privnet-cni",
+        // Most primary CNIs' conflists (Calico, Flannel, Cilium, kindnet) say 0.3.1.
+        "cniVersion": "0.3.1", "name": "k8s-pod-network", "type": "privnet-cni",
         "agentSocket": socket, "interfaceName": "eth1", "chained": chained,
         "prevResult": primary_result(),
     }))
@@ -96,9 +97,7 @@ fn add_passes_pods_privnet_did_not_admit_through_unchanged() {
     let out = plugin::run(&vars("ADD", &netns), &conf(&socket, true));
     assert_eq!(out.exit_code, 0, "{}", out.stdout);
     let result: Value = serde_json::from_str(&out.stdout).unwrap();
-    let mut want = primary_result();
-    want["cniVersion"] = json!("1.0.0");
-    assert_eq!(result, want, "prevResult unchanged");
+    assert_eq!(result, primary_result(), "prevResult unchanged");
     assert_eq!(*seen.lock().unwrap(), ["attach"]);
     // Nothing was created in the pod.
     assert!(

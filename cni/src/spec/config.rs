@@ -246,7 +246,7 @@ mod tests {
                 r#"{"cniVersion":"1.0.0","name":"n","type":"p","logLevel":"loud"}"#,
                 7,
             ),
-            (r#"{"cniVersion":"0.3.1","name":"n","type":"p"}"#, 1),
+            (r#"{"cniVersion":"0.2.0","name":"n","type":"p"}"#, 1),
             (r#"{"cniVersion":"2.0.0","name":"n","type":"p"}"#, 1),
         ];
         for (input, code) in cases {
