@@ -35,7 +35,7 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "privnet-controller")]
     lease_name: String,
     /// Lease duration, seconds.
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_seconds: u64,
     /// DNS domain of the private zones.
     #[arg(long, default_value = privnet_core::naming::DEFAULT_DOMAIN)]
