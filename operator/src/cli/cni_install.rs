@@ -102,6 +102,28 @@ fn install_of(args: &CniInstallArgs) -> Result<Install> {
     })
 }
 
+/// What chaining would do to this node's primary configuration (read only).
+fn primary_note(install: &Install) -> String {
+    let files = match privnet_cni::install::config_files(&install.conf_dir) {
+        Ok(files) => files,
+        Err(e) => return privnet_agent::error_chain(&e),
+    };
+    let Some(primary) = files.first() else {
+        return format!("no CNI configuration in {} yet", install.conf_dir.display());
+    };
+    let name = primary.display().to_string();
+    match std::fs::read_to_string(primary)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            privnet_cni::install::conflist::insert(&t, &install.entry, &name)
+                .map_err(|e| privnet_agent::error_chain(&e))
+        }) {
+        Ok(Some(_)) => format!("primary configuration {name}: privnet's entry would be added"),
+        Ok(None) => format!("primary configuration {name}: privnet's entry is in place"),
+        Err(e) => format!("primary configuration {name} cannot be chained: {e}"),
+    }
+}
+
 /// Installs, then (chained, not `--once`) keeps privnet chained until
 /// SIGTERM/SIGINT and takes the entry out.
 pub fn run(args: CniInstallArgs) -> Result<()> {
@@ -111,6 +133,9 @@ pub fn run(args: CniInstallArgs) -> Result<()> {
         check::note_missing(&mut notes, "CNI configuration directory", &args.conf_dir);
         check::note_missing(&mut notes, "CNI binary directory", &args.bin_dir);
         check::note_missing(&mut notes, "plugin", &args.plugin);
+        if matches!(install.mode, Mode::Chained) && args.conf_dir.is_dir() {
+            notes.push(primary_note(&install));
+        }
         let config = json!({
             "mode": format!("{:?}", args.mode).to_lowercase(),
             "confDir": args.conf_dir, "binDir": args.bin_dir, "plugin": args.plugin,
