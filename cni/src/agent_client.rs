@@ -77,6 +77,17 @@ impl AgentError {
         )
     }
 
+    /// The pod is not privnet's (its webhook did not admit it).
+    pub fn is_not_admitted(&self) -> bool {
+        matches!(
+            self,
+            Self::Agent {
+                kind: ErrorKind::NotAdmitted,
+                ..
+            }
+        )
+    }
+
     /// Maps to the plugin error for a verb talking to `socket`.
     pub fn into_cni(self, socket: &Path) -> CniError {
         match self {
@@ -85,7 +96,7 @@ impl AgentError {
                 reason: e.to_string(),
             },
             Self::Agent {
-                kind: ErrorKind::UnknownNetwork | ErrorKind::Invalid,
+                kind: ErrorKind::UnknownNetwork | ErrorKind::Invalid | ErrorKind::NotAdmitted,
                 message,
             } => CniError::config("network", message),
             Self::Agent {
@@ -256,6 +267,8 @@ mod tests {
         assert_eq!(agent(ErrorKind::NotReady).into_cni(p).code(), 11);
         assert_eq!(agent(ErrorKind::UnknownNetwork).into_cni(p).code(), 7);
         assert_eq!(agent(ErrorKind::Invalid).into_cni(p).code(), 7);
+        // Outside chained mode a pod the webhook did not admit is a config error.
+        assert_eq!(agent(ErrorKind::NotAdmitted).into_cni(p).code(), 7);
         assert_eq!(agent(ErrorKind::Exhausted).into_cni(p).code(), 102);
         assert_eq!(agent(ErrorKind::NotFound).into_cni(p).code(), 103);
         assert_eq!(agent(ErrorKind::Internal).into_cni(p).code(), 999);

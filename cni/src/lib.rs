@@ -5,6 +5,7 @@
 pub mod agent_client;
 pub mod env;
 pub mod error;
+pub mod install;
 pub mod link;
 pub mod log;
 pub mod netns;

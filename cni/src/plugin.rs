@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(out.exit_code, 0);
         let v: Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(v["cniVersion"], "0.4.0");
-        assert_eq!(v["supportedVersions"].as_array().unwrap().len(), 3);
+        assert_eq!(v["supportedVersions"].as_array().unwrap().len(), 5);
     }
 
     #[test]
@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(
             code(&run(
                 &vars(&add),
-                br#"{"cniVersion":"0.3.0","name":"n","type":"t"}"#
+                br#"{"cniVersion":"0.2.0","name":"n","type":"t"}"#
             )),
             1
         );

@@ -147,6 +147,9 @@ pub enum ErrorKind {
     Invalid,
     /// The key is not attached (CHECK).
     NotFound,
+    /// The pod was not admitted by privnet's webhook: not a privnet workload
+    /// (chained mode passes `prevResult` through; otherwise CNI 7).
+    NotAdmitted,
     /// Anything else (CNI 999).
     Internal,
 }

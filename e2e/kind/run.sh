@@ -36,25 +36,22 @@ step "image"
 docker build -f docker/Dockerfile -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-step "multus + privnet"
-kubectl apply -f "$MULTUS"
-kubectl -n kube-system rollout status ds/kube-multus-ds --timeout=180s
+# ATTACH=multus (default: Multus installed, the controller keeps a
+# NetworkAttachmentDefinition per project namespace and the webhook adds the
+# networks annotation) or ATTACH=chained (privnet chained into kindnet's
+# conflist by the agent's cni-chain sidecar; no Multus).
+ATTACH=${ATTACH:-multus}
+step "privnet ($ATTACH)"
+if [[ "$ATTACH" == multus ]]; then
+  kubectl apply -f "$MULTUS"
+  kubectl -n kube-system rollout status ds/kube-multus-ds --timeout=180s
+fi
 helm install privnet charts/privnet -n "$NS" --create-namespace \
   --set image.repository="${IMAGE%%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
-  --set wireguard.backend=userspace
+  --set wireguard.backend=userspace --set attachment.mode="$ATTACH"
 kubectl -n "$NS" rollout status deploy/privnet-controller --timeout=180s
 kubectl -n "$NS" rollout status ds/privnet-agent --timeout=180s
-# Multus' secondary network: the NetworkAttachmentDefinition refers to the installed conflist.
-for ns in alpha beta; do
-  kubectl create namespace "$ns"
-  kubectl apply -n "$ns" -f - <<'YAML'
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: privnet}
-spec:
-  config: '{"cniVersion":"1.1.0","name":"privnet","plugins":[{"type":"privnet-cni"}]}'
-YAML
-done
+for ns in alpha beta; do kubectl create namespace "$ns"; done
 
 step "projects"
 for p in alpha beta; do
@@ -84,7 +81,6 @@ spec:
   template:
     metadata:
       labels: {app: web, privnet.io/application: shop, privnet.io/process-type: web}
-      annotations: {k8s.v1.cni.cncf.io/networks: privnet}
     spec:
       containers:
         - {name: main, image: busybox:1.36, command: [sleep, "3600"]}
@@ -106,7 +102,7 @@ in_pod alpha "$A0" nslookup "1.web.shop.$PN_ALPHA.$DOMAIN" >/dev/null || fail "1
 if in_pod beta "$B0" nslookup "shop.$PN_ALPHA.$DOMAIN" 2>/dev/null | grep -q "10.240."; then fail "alpha's names resolve from beta"; fi
 
 step "isolation"
-A1_IP=$(in_pod alpha "$A1" ip -4 -o addr show net1 | awk '{print $4}' | cut -d/ -f1)
+A1_IP=$(in_pod alpha "$A1" ip -4 -o addr show eth1 | awk '{print $4}' | cut -d/ -f1)
 in_pod alpha "$A0" ping -c 2 -W 2 "$A1_IP" >/dev/null || fail "alpha pods cannot reach each other privately"
 if in_pod beta "$B0" ping -c 2 -W 2 "$A1_IP" >/dev/null 2>&1; then
   # Overlapping subnets: beta may own the same address in its own network;

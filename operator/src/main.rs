@@ -1,4 +1,4 @@
-//! The `privnet` binary: `crds`, `agent`, `sandbox`, `controller`.
+//! The `privnet` binary: `crds`, `agent`, `sandbox`, `controller`, `cni-install`.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,6 +24,8 @@ enum Command {
     Sandbox(cli::sandbox::SandboxArgs),
     /// Run the cluster controller and admission webhook.
     Controller(Box<cli::controller::ControllerArgs>),
+    /// Install the CNI plugin on the node (Multus conflist or chained).
+    CniInstall(cli::cni_install::CniInstallArgs),
 }
 
 fn main() -> Result<()> {
@@ -38,10 +40,19 @@ fn main() -> Result<()> {
     } else {
         builder.init();
     }
-    match Cli::parse().command {
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // `--check-config` answers 0 or 1, a usage error included.
+        if e.use_stderr() && std::env::args().any(|a| a == "--check-config") {
+            let _ = e.print();
+            std::process::exit(1);
+        }
+        e.exit()
+    });
+    match cli.command {
         Command::Crds(args) => cli::crds::run(args),
         Command::Agent(args) => cli::agent::run(*args),
         Command::Sandbox(args) => cli::sandbox::run(args),
         Command::Controller(args) => cli::controller::run(*args),
+        Command::CniInstall(args) => cli::cni_install::run(args),
     }
 }

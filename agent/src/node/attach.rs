@@ -91,10 +91,12 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     }
 
     async fn try_attach(&self, req: &AttachRequest) -> Result<Attachment, AttachError> {
+        // Whether the pod is privnet's at all comes first: a chained plugin
+        // passes other pods through even while the mesh is not up yet.
+        let req = &self.complete_workload(req).await?;
         if self.phase() == Phase::WaitingForMesh {
             return Err(AttachError::NotReady);
         }
-        let req = &self.complete_workload(req).await?;
         let view = self.current_view();
         let network = resolve(&view, &req.network)?.clone();
         let (numbers, mut fenced) = self.in_use_elsewhere(&view, &network, req);

@@ -98,7 +98,8 @@ impl AttachError {
                 ..
             })) => ErrorKind::Exhausted,
             AttachError::Book(BookError::Ipam(_)) => ErrorKind::Internal,
-            AttachError::Book(_) | AttachError::NotAdmitted(_) => ErrorKind::Invalid,
+            AttachError::NotAdmitted(_) => ErrorKind::NotAdmitted,
+            AttachError::Book(_) => ErrorKind::Invalid,
             AttachError::Pod { .. } => ErrorKind::Internal,
             AttachError::Held(_)
             | AttachError::Claim { .. }

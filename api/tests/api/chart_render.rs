@@ -115,12 +115,17 @@ fn default_values_render_the_design() {
             .privileged,
         Some(true)
     );
+    // Multus mode: the installer (atomic writes, privnet_cni::install) runs
+    // once as an init container; no chaining sidecar.
     let install = &pod.init_containers.unwrap()[0];
-    let script = install.args.as_ref().unwrap().join("\n");
-    assert!(
-        script.contains("mv -f /host/cni-bin/.privnet-cni.tmp /host/cni-bin/privnet-cni"),
-        "atomic install: {script}"
-    );
+    let install_args = install.args.as_ref().unwrap();
+    for want in ["cni-install", "--mode=multus", "--once"] {
+        assert!(
+            install_args.iter().any(|a| a == want),
+            "{want} not in {install_args:?}"
+        );
+    }
+    assert_eq!(pod.containers.len(), 1, "no sidecar in multus mode");
     assert!(pod.volumes.unwrap().iter().any(|v| {
         v.host_path
             .as_ref()
@@ -258,10 +263,61 @@ fn non_default_values_reach_the_manifests() {
     let w = find(&docs, "MutatingWebhookConfiguration", "privnet");
     assert_eq!(w["webhooks"][0]["failurePolicy"], "Ignore");
     assert_eq!(w["webhooks"][0]["clientConfig"]["caBundle"], "Zm9v");
-    let cm: ConfigMap = typed(find(&docs, "ConfigMap", "privnet-cni"));
-    let conflist: Value = serde_json::from_str(&cm.data.unwrap()["05-privnet.conflist"]).unwrap();
-    assert_eq!(conflist["name"], "private");
-    assert_eq!(conflist["plugins"][0]["type"], "privnet-cni");
+    let ds = find(&docs, "DaemonSet", "privnet-agent");
+    let install = &ds["spec"]["template"]["spec"]["initContainers"][0]["args"];
+    for want in ["--conf-name=05-privnet.conflist", "--network-name=private"] {
+        assert!(
+            install.as_array().unwrap().iter().any(|a| a == want),
+            "{want} not in {install}"
+        );
+    }
+}
+
+#[test]
+fn chained_attachment_renders_a_watching_sidecar() {
+    let docs = rendered("chained");
+    parse_all(&docs);
+    let agent: DaemonSet = typed(find(&docs, "DaemonSet", "privnet-agent"));
+    let pod = agent.spec.template.spec.unwrap();
+    assert!(
+        pod.init_containers.is_none(),
+        "no one-shot install in chained mode"
+    );
+    let chain = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "cni-chain")
+        .expect("sidecar");
+    let chain_args = chain.args.as_ref().unwrap();
+    for want in [
+        "cni-install",
+        "--mode=chained",
+        "--pod-interface=net9",
+        "--poll-interval-ms=250",
+    ] {
+        assert!(
+            chain_args.iter().any(|a| a == want),
+            "{want} not in {chain_args:?}"
+        );
+    }
+    assert!(!chain_args.iter().any(|a| a == "--once"), "it watches");
+    // The primary CNI's own directory, which must already exist.
+    let conf = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "cni-conf")
+        .unwrap();
+    let host = conf.host_path.unwrap();
+    assert_eq!(
+        (host.path.as_str(), host.type_.as_deref()),
+        ("/etc/cni/net.d", Some("Directory"))
+    );
+    let controller = args(find(&docs, "Deployment", "privnet-controller"));
+    assert!(
+        controller.contains(&"--attach-mode=chained".to_string()),
+        "{controller:?}"
+    );
 }
 
 #[test]

@@ -40,3 +40,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- printf "%d-%d" (int .Values.vxlan.vniRange.first) (int .Values.vxlan.vniRange.last) -}}
 {{- end -}}
+
+{{/* Arguments of `privnet cni-install` (both attachment modes). */}}
+{{- define "privnet.cniInstallArgs" -}}
+- cni-install
+- --mode={{ .Values.attachment.mode }}
+- --conf-dir=/host/cni-conf
+- --bin-dir=/host/cni-bin
+- --plugin=/usr/local/bin/privnet-cni
+- --agent-socket=/run/privnet/agent.sock
+- --log-level={{ .Values.cni.logLevel }}
+{{- if eq .Values.attachment.mode "chained" }}
+- --pod-interface={{ .Values.attachment.podInterface }}
+- --poll-interval-ms={{ int .Values.cni.pollIntervalMs }}
+{{- else }}
+- --conf-name={{ .Values.cni.confName }}
+- --network-name={{ .Values.cni.networkName }}
+{{- end }}
+{{- end -}}

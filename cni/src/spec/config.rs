@@ -67,6 +67,12 @@ pub struct NetConf {
     /// interface next to it (e.g. `eth1`).
     #[serde(default)]
     pub interface_name: Option<String>,
+    /// Chained into the node's primary conflist: every pod of the node
+    /// reaches the plugin, and those privnet's webhook did not admit are
+    /// passed through untouched (ADD returns `prevResult`, DEL and CHECK do
+    /// nothing). Set by `privnet cni-install --mode chained`.
+    #[serde(default)]
+    pub chained: bool,
     /// Agent socket path.
     #[serde(default = "default_socket")]
     pub agent_socket: PathBuf,
@@ -240,7 +246,7 @@ mod tests {
                 r#"{"cniVersion":"1.0.0","name":"n","type":"p","logLevel":"loud"}"#,
                 7,
             ),
-            (r#"{"cniVersion":"0.3.1","name":"n","type":"p"}"#, 1),
+            (r#"{"cniVersion":"0.2.0","name":"n","type":"p"}"#, 1),
             (r#"{"cniVersion":"2.0.0","name":"n","type":"p"}"#, 1),
         ];
         for (input, code) in cases {

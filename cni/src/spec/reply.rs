@@ -51,7 +51,7 @@ mod tests {
         let v = serde_json::to_value(VersionReply::new(SpecVersion::V0_4_0)).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"cniVersion":"0.4.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]})
+            serde_json::json!({"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]})
         );
     }
 

@@ -134,7 +134,8 @@ impl CniResult {
             strip_keys(obj.get_mut("interfaces"), &IFACE_1_1_KEYS);
             strip_keys(obj.get_mut("routes"), &ROUTE_1_1_KEYS);
         }
-        if version == SpecVersion::V0_4_0
+        // 0.3.x and 0.4.0 carry the per-ip `version`.
+        if version <= SpecVersion::V0_4_0
             && let Some(Value::Array(ips)) = obj.get_mut("ips")
         {
             for ip in ips.iter_mut().filter_map(Value::as_object_mut) {
@@ -219,6 +220,24 @@ mod tests {
         let v = sample().to_value(SpecVersion::V0_4_0);
         assert_eq!(v["cniVersion"], "0.4.0");
         assert_eq!(v["ips"][0]["version"], "4");
+    }
+
+    #[test]
+    fn v0_3_results_are_0_4_results() {
+        // What most primary CNIs hand a chained plugin.
+        let prev = json!({
+            "cniVersion": "0.3.1",
+            "interfaces": [{"name": "eth0", "sandbox": "/n"}],
+            "ips": [{"version": "4", "address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 0}],
+            "routes": [],
+            "dns": {}
+        });
+        let r = CniResult::from_value(prev.clone()).unwrap();
+        let mut out = r.to_value(SpecVersion::V0_3_1);
+        assert_eq!(out["cniVersion"], "0.3.1");
+        assert_eq!(out["ips"][0]["version"], "4");
+        out.as_object_mut().unwrap().insert("dns".into(), json!({}));
+        assert_eq!(out, prev);
     }
 
     #[test]

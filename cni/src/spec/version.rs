@@ -5,6 +5,11 @@ use std::fmt;
 /// A CNI spec version this plugin speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SpecVersion {
+    /// 0.3.0: results as 0.4.0; no CHECK, no `prevResult` on DEL.
+    V0_3_0,
+    /// 0.3.1: as 0.3.0. Most primary CNIs' conflists still say 0.3.1, and
+    /// chained after them privnet is called with their version.
+    V0_3_1,
     /// 0.4.0: ips carry a `version` field; no STATUS/GC.
     V0_4_0,
     /// 1.0.0: no `version` field on ips.
@@ -15,11 +20,17 @@ pub enum SpecVersion {
 
 impl SpecVersion {
     /// Every supported version, oldest first (the VERSION reply order).
-    pub const ALL: [SpecVersion; 3] = [Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
+    pub const ALL: [SpecVersion; 5] = [
+        Self::V0_3_0,
+        Self::V0_3_1,
+        Self::V0_4_0,
+        Self::V1_0_0,
+        Self::V1_1_0,
+    ];
     /// The newest version, used when the caller's version is unknown.
     pub const LATEST: SpecVersion = Self::V1_1_0;
 
-    /// Parses `"0.4.0"`, `"1.0.0"` or `"1.1.0"`.
+    /// Parses `"0.3.0"`, `"0.3.1"`, `"0.4.0"`, `"1.0.0"` or `"1.1.0"`.
     pub fn parse(s: &str) -> Option<SpecVersion> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
@@ -27,6 +38,8 @@ impl SpecVersion {
     /// The spec string.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::V0_3_0 => "0.3.0",
+            Self::V0_3_1 => "0.3.1",
             Self::V0_4_0 => "0.4.0",
             Self::V1_0_0 => "1.0.0",
             Self::V1_1_0 => "1.1.0",
@@ -54,7 +67,7 @@ mod tests {
         for v in SpecVersion::ALL {
             assert_eq!(SpecVersion::parse(v.as_str()), Some(v));
         }
-        for bad in ["0.3.1", "0.2.0", "1.2.0", "", "1.0"] {
+        for bad in ["0.2.0", "0.1.0", "1.2.0", "", "1.0"] {
             assert_eq!(SpecVersion::parse(bad), None, "{bad}");
         }
     }

@@ -12,6 +12,7 @@ use crate::error::CniError;
 use crate::link::{VethSpec, configure_container_end, create_veth, link_by_name};
 use crate::netns::{Netns, NetnsError};
 use crate::plugin::Invocation;
+use crate::spec::{CniResult, SpecVersion};
 use privnet_core::mac::parse_mac;
 use privnet_core::rpc::{AttachRequest, Attachment, NetworkSelector, Request, Response, Workload};
 
@@ -87,6 +88,10 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
                 "agent answered Attach with {other:?}"
             )));
         }
+        // Chained: not privnet's pod; the primary's result stands as it is.
+        Err(e) if inv.conf.chained && e.is_not_admitted() => {
+            return Ok(pass_through(prev, inv.version));
+        }
         Err(e) => return Err(e.into_cni(client.socket())),
     };
     let mut rollback = Rollback::new(inv.logger.clone());
@@ -98,6 +103,12 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
     rollback.disarm();
     let result = build_add_result(prev, &attachment, ifname, &netns_path.display().to_string());
     Ok(result.to_value(inv.version))
+}
+
+/// The result of a chained ADD that leaves the pod alone: the previous
+/// plugin's result in the caller's version (an empty one if there was none).
+pub fn pass_through(prev: Option<CniResult>, version: SpecVersion) -> Value {
+    prev.unwrap_or_default().to_value(version)
 }
 
 /// Kernel side of ADD; registers an undo for each thing it creates.

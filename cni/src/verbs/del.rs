@@ -18,6 +18,15 @@ use privnet_core::rpc::{Request, Response};
 pub async fn del(inv: &Invocation) -> Result<(), CniError> {
     let client = inv.client();
     let key = inv.key();
+    // Chained, every pod of the node comes through here: an interface of
+    // the same name that the agent never attached (another plugin's) is
+    // left alone.
+    if inv.conf.chained
+        && let Err(e) = client.call(&Request::Check(key.clone())).await
+        && e.is_not_found()
+    {
+        return Ok(());
+    }
     let container = match &inv.env.netns {
         Some(path) => Netns::open_if_present(path).unwrap_or_else(|e| {
             inv.logger

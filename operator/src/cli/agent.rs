@@ -22,7 +22,7 @@ use privnet_core::defaults;
 use privnet_core::vni::VniRange;
 
 /// WireGuard backend selection.
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum WgBackend {
     /// Kernel module when present, else userspace.
     Auto,
@@ -66,7 +66,7 @@ pub struct AgentArgs {
     #[arg(long)]
     endpoint: SocketAddr,
     /// Underlay MTU.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
     underlay_mtu: u32,
     /// Mesh CIDR (the controller's --mesh-cidr).
     #[arg(long, default_value_t = defaults::MESH_CIDR)]
@@ -114,6 +114,10 @@ pub struct AgentArgs {
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
     insecure_disable_guard: bool,
+    /// Validate the flags and environment, print the effective configuration
+    /// as JSON and exit (nothing is created, bound or contacted).
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn share(s: &str) -> Result<f64, String> {
@@ -138,8 +142,20 @@ impl<S: Source> HealthSource for Health<S> {
     }
 }
 
-/// Runs the agent until SIGTERM/SIGINT; the datapath stays up.
-pub fn run(args: AgentArgs) -> Result<()> {
+/// The agent's settings from its flags (reads /etc/resolv.conf when no
+/// upstream is given; writes nothing).
+fn config_of(args: &AgentArgs) -> Result<AgentConfig> {
+    if args.node.is_empty() {
+        anyhow::bail!("invalid --node/PRIVNET_NODE: empty");
+    }
+    privnet_core::naming::validate_domain(&args.domain)
+        .with_context(|| format!("invalid --domain {:?}", args.domain))?;
+    if args.endpoint.ip().is_unspecified() || args.endpoint.port() == 0 {
+        anyhow::bail!(
+            "invalid --endpoint {}: peers need a routable address and a port",
+            args.endpoint
+        );
+    }
     let dns_upstream = if args.no_dns_forward {
         None
     } else {
@@ -149,12 +165,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
                 .and_then(|t| Forwarder::upstream_from_resolv_conf(&t))
         })
     };
-    let cfg = AgentConfig {
+    Ok(AgentConfig {
         node: args.node.clone(),
-        state_dir: args.state_dir,
-        socket: args.socket,
-        netns_prefix: args.netns_prefix,
-        wg_ifname: args.wg_ifname,
+        state_dir: args.state_dir.clone(),
+        socket: args.socket.clone(),
+        netns_prefix: args.netns_prefix.clone(),
+        wg_ifname: args.wg_ifname.clone(),
         wg_port: args.wg_port,
         wg_backend: match args.wireguard {
             WgBackend::Auto => BackendChoice::Auto,
@@ -166,9 +182,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         underlay_mtu: args.underlay_mtu,
         mesh_cidr: args.mesh_cidr,
         vxlan_port: args.vxlan_port,
-        vni_range: args.vni_range,
+        vni_range: args.vni_range.clone(),
         dns_upstream,
-        domain: args.domain,
+        domain: args.domain.clone(),
         gro_flush_timeout_ns: args.gro_flush_timeout_us * 1000,
         guard_disabled: args.insecure_disable_guard,
         removal_hold: HoldPolicy {
@@ -177,7 +193,49 @@ pub fn run(args: AgentArgs) -> Result<()> {
             grace: std::time::Duration::from_secs(args.hold_removals_grace_secs),
         },
         resync: std::time::Duration::from_millis(args.resync_ms),
-    };
+    })
+}
+
+/// Prints the effective configuration (`--check-config`).
+fn check_config(args: &AgentArgs, cfg: &AgentConfig) -> Result<()> {
+    let mut notes = Vec::new();
+    super::check::note_missing(&mut notes, "state directory", &cfg.state_dir);
+    if let Some(dir) = cfg.socket.parent() {
+        super::check::note_missing(&mut notes, "socket directory", dir);
+    }
+    if cfg.dns_upstream.is_none() && !args.no_dns_forward {
+        notes.push(
+            "no DNS upstream (none given, none in /etc/resolv.conf): other names get REFUSED"
+                .into(),
+        );
+    }
+    if cfg.guard_disabled {
+        notes.push("the node guard is DISABLED (tests only)".into());
+    }
+    let doc = serde_json::json!({
+        "node": cfg.node,
+        "source": args.source_dir.as_ref().map_or("kubernetes".to_string(), |d| format!("directory {}", d.display())),
+        "stateDir": cfg.state_dir, "socket": cfg.socket, "netnsPrefix": cfg.netns_prefix,
+        "wgIfname": cfg.wg_ifname, "wgPort": cfg.wg_port,
+        "wireguard": format!("{:?}", args.wireguard).to_lowercase(),
+        "keepalive": cfg.keepalive, "endpoint": cfg.endpoint.to_string(),
+        "underlayMtu": cfg.underlay_mtu, "meshCidr": cfg.mesh_cidr.to_string(),
+        "vxlanPort": cfg.vxlan_port, "vniRange": cfg.vni_range.to_string(),
+        "dnsUpstream": cfg.dns_upstream.map(|a| a.to_string()), "domain": cfg.domain,
+        "metricsAddr": args.metrics_addr.to_string(),
+        "groFlushTimeoutUs": args.gro_flush_timeout_us,
+        "resyncMs": args.resync_ms,
+        "holdRemovals": {"share": args.hold_removals_share, "above": args.hold_removals_above, "graceSecs": args.hold_removals_grace_secs},
+    });
+    super::check::print("agent", doc, notes)
+}
+
+/// Runs the agent until SIGTERM/SIGINT; the datapath stays up.
+pub fn run(args: AgentArgs) -> Result<()> {
+    let cfg = config_of(&args)?;
+    if args.check_config {
+        return check_config(&args, &cfg);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -223,16 +281,7 @@ async fn serve<S: Source>(cfg: AgentConfig, source: S, metrics_addr: SocketAddr)
         std::future::pending(),
     ));
     tracing::info!(%node, key = %agent.public_key(), socket = %socket.display(), "agent started");
-    rpc_server::serve(listener, agent, shutdown_signal()).await;
+    rpc_server::serve(listener, agent, super::shutdown_signal()).await;
     tracing::info!("agent stopping; the datapath stays up");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("signal handlers can be installed");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
 }

@@ -35,7 +35,7 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "privnet-controller")]
     lease_name: String,
     /// Lease duration, seconds.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_seconds: u64,
     /// DNS domain of the private zones.
     #[arg(long, default_value = privnet_core::naming::DEFAULT_DOMAIN)]
@@ -80,6 +80,10 @@ pub struct ControllerArgs {
     /// Health/metrics listen address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Validate the flags and environment, print the effective configuration
+    /// as JSON and exit (nothing is bound or contacted).
+    #[arg(long)]
+    check_config: bool,
 }
 
 struct Health(Arc<Metrics>);
@@ -94,10 +98,26 @@ impl HealthSource for Health {
     }
 }
 
-/// Runs until SIGTERM/SIGINT, or until leadership is lost.
-pub fn run(args: ControllerArgs) -> Result<()> {
+/// The controller's settings from its flags, validated (pure).
+fn config_of(args: &ControllerArgs) -> Result<ControllerConfig> {
     privnet_core::naming::validate_env_prefix(&args.env_prefix)?;
-    let config = ControllerConfig {
+    privnet_core::naming::validate_domain(&args.domain)
+        .with_context(|| format!("invalid --domain {:?}", args.domain))?;
+    privnet_core::naming::validate_domain(&args.cluster_domain)
+        .with_context(|| format!("invalid --cluster-domain {:?}", args.cluster_domain))?;
+    if args.pod_interface.is_empty()
+        || args.pod_interface.len() > 15
+        || args.pod_interface.contains(['/', ' '])
+    {
+        anyhow::bail!(
+            "invalid --pod-interface {:?}: an interface name (1-15 characters, no '/' or space)",
+            args.pod_interface
+        );
+    }
+    if args.multus_network.is_empty() {
+        anyhow::bail!("invalid --multus-network: empty");
+    }
+    Ok(ControllerConfig {
         namespace: args.namespace.clone(),
         domain: args.domain.clone(),
         mesh_cidr: args.mesh_cidr,
@@ -111,7 +131,45 @@ pub fn run(args: ControllerArgs) -> Result<()> {
             },
         },
         cluster_domain: args.cluster_domain.clone(),
+    })
+}
+
+/// Prints the effective configuration (`--check-config`).
+fn check_config(args: &ControllerArgs, config: &ControllerConfig) -> Result<()> {
+    let mut notes = Vec::new();
+    if args.identity.is_none() {
+        notes.push("no --identity/POD_NAME: the process id names this replica".to_string());
+    }
+    if args.webhook_insecure {
+        notes.push("--webhook-insecure: the webhook serves plain HTTP (development only)".into());
+    } else {
+        super::check::note_missing(&mut notes, "webhook certificate", &args.tls_cert);
+        super::check::note_missing(&mut notes, "webhook key", &args.tls_key);
+    }
+    let attach = match &config.attach {
+        AttachMode::Chained => serde_json::json!({ "mode": "chained" }),
+        AttachMode::Multus { network, interface } => {
+            serde_json::json!({ "mode": "multus", "network": network, "podInterface": interface })
+        }
     };
+    let doc = serde_json::json!({
+        "namespace": config.namespace, "identity": args.identity, "leaseName": args.lease_name,
+        "leaseSeconds": args.lease_seconds, "domain": config.domain,
+        "meshCidr": config.mesh_cidr.to_string(), "vniRange": args.vni_range.to_string(),
+        "envPrefix": config.env_prefix, "webhookAddr": args.webhook_addr.to_string(),
+        "webhookInsecure": args.webhook_insecure, "tlsCert": args.tls_cert, "tlsKey": args.tls_key,
+        "attachment": attach, "clusterDomain": config.cluster_domain,
+        "metricsAddr": args.metrics_addr.to_string(),
+    });
+    super::check::print("controller", doc, notes)
+}
+
+/// Runs until SIGTERM/SIGINT, or until leadership is lost.
+pub fn run(args: ControllerArgs) -> Result<()> {
+    let config = config_of(&args)?;
+    if args.check_config {
+        return check_config(&args, &config);
+    }
     let identity = args
         .identity
         .clone()
@@ -150,7 +208,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         tracing::info!(%identity, webhook = %args.webhook_addr, "controller started; waiting for leadership");
         tokio::select! {
             _ = leader.wait_for(|l| *l) => {},
-            _ = shutdown_signal() => return Ok(()),
+            _ = super::shutdown_signal() => return Ok(()),
         }
         metrics.leader.set(1);
         tracing::info!(%identity, "leader: reconciling");
@@ -160,7 +218,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         }));
         let outcome = tokio::select! {
             _ = leader.wait_for(|l| !*l) => Err(anyhow::anyhow!("lost the leader lease; exiting so that only one replica reconciles")),
-            _ = shutdown_signal() => Ok(()),
+            _ = super::shutdown_signal() => Ok(()),
         };
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
@@ -169,13 +227,4 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
         outcome
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("signal handlers can be installed");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
 }

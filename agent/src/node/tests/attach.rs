@@ -265,7 +265,8 @@ async fn on_kubernetes_the_workload_and_number_come_from_the_pod() {
         matches!(e, AttachError::NotAdmitted(ref p) if p == "ns/unadmitted"),
         "{e}"
     );
-    assert_eq!(e.kind(), ErrorKind::Invalid);
+    // Its own kind: a chained plugin passes such pods through untouched.
+    assert_eq!(e.kind(), ErrorKind::NotAdmitted);
     nothing_left_of(&h, "cx").await;
     // Control: outside Kubernetes the same request gets the lowest free number.
     h.source.state().admission_numbers = false;
@@ -275,4 +276,41 @@ async fn on_kubernetes_the_workload_and_number_come_from_the_pod() {
         .await
         .unwrap();
     assert_eq!(b.hostname, "1.web.shop.pn-a.private-network.internal");
+}
+
+#[tokio::test]
+async fn a_pod_privnet_did_not_admit_is_told_so_even_before_the_mesh_is_up() {
+    // A chained plugin sees every pod of the node; it passes those privnet
+    // did not admit through, so their answer must not wait for the mesh.
+    let h = Harness::start().await;
+    let mut v = view();
+    v.nodes[0].vtep = None;
+    h.agent.set_view(v);
+    h.agent.converge_at(Instant::now()).await.unwrap();
+    assert_eq!(h.agent.phase(), Phase::WaitingForMesh);
+    {
+        let mut st = h.source.state();
+        st.admission_numbers = true;
+        st.pods.insert(
+            "ns/admitted".into(),
+            Workload {
+                application_id: Some("shop".into()),
+                process_type: Some("web".into()),
+                container_number: Some(1),
+            },
+        );
+    }
+    let e = h
+        .agent
+        .attach(pod_request("c-other", "nginx"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotAdmitted, "{e}");
+    // Control: privnet's own pod waits for the mesh (the kubelet retries).
+    let e = h
+        .agent
+        .attach(pod_request("c-ours", "admitted"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotReady, "{e}");
 }
