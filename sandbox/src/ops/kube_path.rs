@@ -217,6 +217,9 @@ pub fn start_controller(
         .arg("controller")
         .args(["--namespace", SYSTEM_NAMESPACE, "--identity", &c.name])
         .args(["--lease-seconds", &LEASE_SECONDS.to_string()])
+        // Claims of deleted pods go within seconds, not minutes: the
+        // sandbox's API stores a pod milliseconds after admission claimed.
+        .args(["--claims-sweep-seconds", "2", "--claims-grace-seconds", "5"])
         .args(["--webhook-addr", &c.webhook, "--metrics-addr", &c.metrics])
         .arg("--tls-cert")
         .arg(tls.join("apiserver.crt"))
@@ -448,19 +451,25 @@ pub(super) fn converge_pods(
         &json!({"apiVersion": "v1", "kind": "Pod"}),
         objects::SCENARIO_LABEL,
     )?;
-    for pod in &existing {
-        let key = format!(
+    let key_of = |p: &Value| {
+        format!(
             "{}/{}",
-            pod["metadata"]["namespace"].as_str().unwrap_or_default(),
-            pod["metadata"]["name"].as_str().unwrap_or_default()
-        );
-        if !wanted.contains(key.as_str()) {
+            p["metadata"]["namespace"].as_str().unwrap_or_default(),
+            p["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    };
+    let have: BTreeSet<String> = existing.iter().map(key_of).collect();
+    for pod in &existing {
+        if !wanted.contains(key_of(pod).as_str()) {
             cluster.delete(pod)?;
         }
     }
-    for (_, text) in &desired {
-        let pod: Value = serde_json::from_str(text).expect("json");
-        cluster.create(&pod)?;
+    // Only the missing ones: creating an existing pod still goes through
+    // admission (as on a real API server), which would claim a number.
+    for (key, text) in &desired {
+        if !have.contains(key) {
+            cluster.create(&serde_json::from_str(text).expect("json"))?;
+        }
     }
     // The kubelets run exactly the wanted scenario pods (plus any others).
     let deadline = Instant::now() + timeout;
@@ -471,11 +480,7 @@ pub(super) fn converge_pods(
             .map(|c| format!("{}/{}", c.namespace, c.name))
             .collect();
         let extra = existing.iter().any(|p| {
-            let key = format!(
-                "{}/{}",
-                p["metadata"]["namespace"].as_str().unwrap_or_default(),
-                p["metadata"]["name"].as_str().unwrap_or_default()
-            );
+            let key = key_of(p);
             !wanted.contains(key.as_str()) && running.contains(&key)
         });
         let missing = wanted.iter().find(|k| !running.contains(**k));
