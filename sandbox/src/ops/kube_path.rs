@@ -502,10 +502,62 @@ pub(super) fn converge_pods(
     }
 }
 
-/// `apply` on the Kubernetes path (same nodes): projects and pods through the API.
-pub(super) fn apply(state: &mut SandboxState, scenario: &Scenario) -> Result<(), SandboxError> {
+/// `apply` on the Kubernetes path: nodes removed (their pods deleted
+/// through the API and detached by their kubelet, then the Node object and
+/// the node itself) and added (node, agent, Node object), then projects and
+/// pods through the API.
+pub(super) fn apply(
+    state: &mut SandboxState,
+    scenario: &Scenario,
+    bins: &Binaries,
+) -> Result<(), SandboxError> {
     let cluster = Cluster::connect(Path::new(&state.kubeconfig))?;
+    let wanted: BTreeSet<String> = scenario.node_names().into_iter().collect();
+    let gone: Vec<_> = state
+        .nodes
+        .iter()
+        .filter(|n| !wanted.contains(&n.name))
+        .cloned()
+        .collect();
+    let root = root_of(&state.name);
+    for n in &gone {
+        for pod in cluster.list(&json!({"apiVersion": "v1", "kind": "Pod"}), "")? {
+            if pod["spec"]["nodeName"] == n.name.as_str() {
+                cluster.delete(&pod)?;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while crate::kube::records::containers(&root)
+            .iter()
+            .any(|c| c.node == n.name)
+        {
+            if Instant::now() > deadline {
+                return Err(SandboxError::Timeout(format!(
+                    "the kubelet of {} did not stop its pods",
+                    n.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cluster.delete(&objects::node(&n.name, ""))?;
+        crate::teardown::remove_node(state, n);
+        state.nodes.retain(|x| x.name != n.name);
+        state.save()?;
+    }
+    let mut added = false;
+    for (i, node) in scenario.node_names().iter().enumerate() {
+        if state.node(node).is_none() {
+            add_node(state, node, i as u32 + 1, bins, true)?;
+            let n = state.node(node).expect("just added").clone();
+            cluster.apply(&objects::node(&n.name, &n.underlay_address))?;
+            added = true;
+        }
+    }
+    state.save()?;
     apply_projects(&cluster, scenario)?;
+    if added {
+        wait_for_mesh(state, &cluster, Duration::from_secs(15))?;
+    }
     wait_for_networks(state, &cluster, scenario, Duration::from_secs(15))?;
     converge_pods(state, &cluster, scenario, Duration::from_secs(30))?;
     wait_converged(state, Duration::from_secs(15))?;

@@ -94,21 +94,11 @@ pub fn apply(
 ) -> Result<SandboxState, SandboxError> {
     let mut state = SandboxState::load(name)?;
     if state.api == crate::state::ApiMode::Kube {
-        let same_nodes = scenario.node_names().len() == state.nodes.len()
-            && state
-                .nodes
-                .iter()
-                .all(|n| scenario.node_names().contains(&n.name));
-        if !same_nodes {
-            return Err(SandboxError::Precondition(
-                "adding or removing nodes is not supported on the Kubernetes path yet".into(),
-            ));
-        }
         write_atomic(
             &root_of(name).join("scenario.yaml"),
             &serde_yaml::to_string(scenario).expect("yaml"),
         )?;
-        super::kube_path::apply(&mut state, scenario)?;
+        super::kube_path::apply(&mut state, scenario, bins)?;
         return Ok(state);
     }
     write_atomic(
