@@ -59,6 +59,13 @@ impl Sandbox {
         Self::up_with(tag, scenario, &["--api", "kube"])
     }
 
+    /// `privnet sandbox up --api files`: cluster state from local files, for
+    /// runtimes outside Kubernetes (podman, a bare plugin call) whose
+    /// containers have no pod to own their endpoint.
+    pub fn up_files(tag: &str, scenario: Option<&str>) -> Self {
+        Self::up_with(tag, scenario, &["--api", "files"])
+    }
+
     /// Runs the real `kubectl` against the sandbox's API server, `stdin` piped in.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;

@@ -87,8 +87,9 @@ enum SandboxCommand {
         )]
         wireguard_backend: SandboxWgBackend,
         /// Where the cluster state lives: `kube` runs an emulated API server, the real
-        /// controller and a kubelet role per node (see docs/SANDBOX.md).
-        #[arg(long, value_enum, default_value = "files", env = "PRIVNET_SANDBOX_API")]
+        /// controller and a kubelet role per node; `files` plays the controller from local
+        /// files, for runtimes outside Kubernetes (see docs/SANDBOX.md).
+        #[arg(long, value_enum, default_value = "kube", env = "PRIVNET_SANDBOX_API")]
         api: SandboxApi,
     },
     /// Start the agents of a sandbox built with `up --no-agents`, then its containers.

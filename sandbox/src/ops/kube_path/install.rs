@@ -23,6 +23,12 @@ pub const LEASE_SECONDS: u64 = 6;
 
 /// Starts the cluster daemon and waits for its API.
 pub(super) fn start_daemon(state: &mut SandboxState, bins: &Binaries) -> Result<(), SandboxError> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        return Err(SandboxError::Precondition(
+            "the Kubernetes path needs the openssl CLI (certificates): apt-get install openssl"
+                .into(),
+        ));
+    }
     let root = root_of(&state.name);
     let log_path = root.join("cluster.log");
     let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
