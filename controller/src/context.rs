@@ -27,6 +27,10 @@ pub struct ControllerConfig {
     pub attach: crate::attachment::AttachMode,
     /// The cluster's DNS domain (pods' search path).
     pub cluster_domain: String,
+    /// How often claims of gone pods and nodes are swept.
+    pub claims_sweep_period: std::time::Duration,
+    /// Claims younger than this are never collected (admission claims before the pod exists).
+    pub claims_grace: std::time::Duration,
 }
 
 impl Default for ControllerConfig {
@@ -39,6 +43,8 @@ impl Default for ControllerConfig {
             vni_range: privnet_core::vni::DEFAULT_VNI_RANGE,
             attach: crate::attachment::AttachMode::default(),
             cluster_domain: "cluster.local".into(),
+            claims_sweep_period: std::time::Duration::from_secs(60),
+            claims_grace: crate::webhook::numbering::DEFAULT_GRACE,
         }
     }
 }

@@ -2,7 +2,6 @@
 //! (leader only).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -98,8 +97,8 @@ pub async fn run_controllers(
 
     let claims = super::claims::run(
         ctx.clone(),
-        Duration::from_secs(60),
-        super::webhook::numbering::DEFAULT_GRACE,
+        ctx.config.claims_sweep_period,
+        ctx.config.claims_grace,
         shutdown.clone(),
     );
 

@@ -58,13 +58,14 @@ pub fn invoke_cni(
     container_id: &str,
     netns: &str,
     cni_args: &str,
+    ifname: &str,
 ) -> Result<String, CommandError> {
     let line = format!("CNI_COMMAND={command} {} ({container_id})", cni.display());
     let mut child = Command::new(cni)
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", IFNAME)
+        .env("CNI_IFNAME", ifname)
         .env("CNI_ARGS", cni_args)
         .env("CNI_PATH", cni.parent().unwrap_or(Path::new("/")))
         .stdin(Stdio::piped())
@@ -128,6 +129,7 @@ pub fn start(
             &container_id,
             &format!("/run/netns/{netns}"),
             &args,
+            IFNAME,
         )?;
         let result: serde_json::Value = serde_json::from_str(&out).map_err(|e| CommandError {
             command: "decode CNI result".into(),
@@ -174,6 +176,7 @@ pub fn start(
             hostname: pname.fqdn(DEFAULT_DOMAIN),
             env,
             podman: false,
+            namespace: String::new(),
         })
     };
     attach().inspect_err(|_| {
@@ -197,6 +200,7 @@ pub fn stop(
             &c.container_id,
             &format!("/run/netns/{}", c.netns),
             "",
+            IFNAME,
         )
         .map(|_| ());
     }

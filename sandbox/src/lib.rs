@@ -7,6 +7,7 @@
 pub mod containers;
 pub mod controller;
 pub mod dns_probe;
+pub mod kube;
 pub mod ops;
 pub mod readiness;
 pub mod scenario;

@@ -97,6 +97,37 @@ pub struct ContainerState {
     /// Started through podman rather than a bare namespace.
     #[serde(default)]
     pub podman: bool,
+    /// Namespace of its pod (the Kubernetes path; empty otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+/// Where the sandbox's cluster state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiMode {
+    /// Local files: the sandbox plays the controller, agents read a directory.
+    #[default]
+    Files,
+    /// An emulated Kubernetes API: the real controller, agents on their
+    /// Kubernetes source, a kubelet role per node invoking the CNI for pods.
+    Kube,
+}
+
+/// One replica of the real controller (the Kubernetes path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerState {
+    /// Its identity in the leader election (`controller-<i>`).
+    pub name: String,
+    /// Its pid (0 when stopped).
+    pub pid: u32,
+    /// Where it serves the admission webhook.
+    pub webhook: String,
+    /// Where it serves health and metrics.
+    pub metrics: String,
+    /// Its log file.
+    pub log: String,
 }
 
 /// Which WireGuard implementation the sandbox's agents run. The sandbox pins
@@ -148,6 +179,18 @@ pub struct SandboxState {
     pub networks: Vec<NetworkState>,
     /// Containers.
     pub containers: Vec<ContainerState>,
+    /// Where the cluster state lives (`files` in state files written before the field existed).
+    #[serde(default)]
+    pub api: ApiMode,
+    /// Kubeconfig of the emulated API server (the Kubernetes path; empty otherwise).
+    #[serde(default)]
+    pub kubeconfig: String,
+    /// Pid of the cluster daemon: API server, scheduler and kubelets (the Kubernetes path).
+    #[serde(default)]
+    pub api_pid: u32,
+    /// Controller replicas (the Kubernetes path).
+    #[serde(default)]
+    pub controllers: Vec<ControllerState>,
 }
 
 /// Errors reading/writing the state.
@@ -204,10 +247,15 @@ impl SandboxState {
                 });
             }
         };
-        serde_json::from_str(&text).map_err(|e| StateError::Decode {
+        let mut state: Self = serde_json::from_str(&text).map_err(|e| StateError::Decode {
             path: path.display().to_string(),
             message: e.to_string(),
-        })
+        })?;
+        if state.api == ApiMode::Kube {
+            // On the Kubernetes path the containers are what the kubelets run.
+            state.containers = crate::kube::records::containers(&root_of(name));
+        }
+        Ok(state)
     }
 
     /// Saves atomically.
@@ -250,6 +298,10 @@ mod tests {
             nodes: Vec::new(),
             networks: Vec::new(),
             containers: Vec::new(),
+            api: ApiMode::default(),
+            kubeconfig: String::new(),
+            api_pid: 0,
+            controllers: Vec::new(),
         }
     }
 

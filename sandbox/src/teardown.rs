@@ -55,6 +55,11 @@ fn stop_wireguard(n: &NodeState) {
 pub fn down(name: &str) {
     let state = SandboxState::load(name).ok();
     if let Some(state) = &state {
+        // The Kubernetes path: kubelets and API server first, then the controllers.
+        topology::stop_pid(state.api_pid, nix::sys::signal::Signal::SIGTERM);
+        for c in &state.controllers {
+            topology::stop_pid(c.pid, nix::sys::signal::Signal::SIGTERM);
+        }
         for n in &state.nodes {
             topology::stop_pid(n.agent_pid, nix::sys::signal::Signal::SIGTERM);
             stop_wireguard(n);

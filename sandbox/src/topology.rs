@@ -50,13 +50,28 @@ pub fn create_node(underlay: &str, node: &NodeState) -> Result<(), CommandError>
     Ok(())
 }
 
+/// Where an agent reads the cluster from.
+#[derive(Debug, Clone, Copy)]
+pub enum AgentSource<'a> {
+    /// A local directory of manifests (the sandbox plays the controller).
+    Dir(&'a Path),
+    /// The sandbox's API server: its kubeconfig and the cluster DNS (for
+    /// names outside the private zones).
+    Kube {
+        /// Kubeconfig reaching the API on the underlay.
+        kubeconfig: &'a Path,
+        /// The cluster DNS service.
+        cluster_dns: std::net::SocketAddr,
+    },
+}
+
 /// Starts the node's agent inside its namespace as a detached process
 /// (own process group, output to its log), pinned to the sandbox's WireGuard
 /// backend; returns its pid.
 pub fn start_agent(
     privnet: &Path,
     node: &NodeState,
-    source_dir: &Path,
+    source: AgentSource<'_>,
     backend: WireguardBackend,
 ) -> Result<u32, CommandError> {
     let log = std::fs::OpenOptions::new()
@@ -79,8 +94,7 @@ pub fn start_agent(
     cmd.arg(format!("--net=/run/netns/{}", node.netns))
         .arg("--")
         .arg(privnet)
-        .args(["agent", "--node", &node.name, "--source-dir"])
-        .arg(source_dir)
+        .args(["agent", "--node", &node.name])
         .args([
             "--state-dir",
             &node.state_dir,
@@ -104,13 +118,7 @@ pub fn start_agent(
             "--mesh-cidr",
             &privnet_core::defaults::MESH_CIDR.to_string(),
         ])
-        .args([
-            "--wireguard",
-            backend.agent_flag(),
-            "--endpoint",
-            &endpoint,
-            "--no-dns-forward",
-        ])
+        .args(["--wireguard", backend.agent_flag(), "--endpoint", &endpoint])
         .env(
             "PRIVNET_LOG",
             std::env::var("PRIVNET_LOG")
@@ -120,6 +128,20 @@ pub fn start_agent(
         .stdout(log)
         .stderr(err_log)
         .process_group(0);
+    match source {
+        AgentSource::Dir(dir) => {
+            cmd.arg("--source-dir").arg(dir).arg("--no-dns-forward");
+        }
+        AgentSource::Kube {
+            kubeconfig,
+            cluster_dns,
+        } => {
+            cmd.arg("--dns-upstream")
+                .arg(cluster_dns.to_string())
+                .env("KUBECONFIG", kubeconfig)
+                .env("POD_NAMESPACE", crate::kube::objects::SYSTEM_NAMESPACE);
+        }
+    }
     let child = cmd.spawn().map_err(|e| CommandError {
         command: format!("start agent of {}", node.name),
         stderr: e.to_string(),

@@ -7,6 +7,7 @@ mod connectivity;
 mod faults;
 mod first_packet;
 mod isolation;
+mod kube_path;
 mod neighbour;
 mod node_loss;
 mod patterns;

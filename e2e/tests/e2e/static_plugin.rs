@@ -139,7 +139,9 @@ fn static_release_plugin_attaches_from_an_empty_root() {
     let dynamic = bin("privnet-cni");
     assert!(has_interpreter(&dynamic), "control: debug build is dynamic");
 
-    let sb = Sandbox::up("st", Some(SCENARIO));
+    // A runtime outside Kubernetes: on the Kubernetes path its container
+    // has no pod to own its endpoint, so this runs on local files.
+    let sb = Sandbox::up_files("st", Some(SCENARIO));
     let status = sb.status();
     let n1 = &status["nodes"][0];
     let socket = n1["agentSocket"].as_str().unwrap();

@@ -127,14 +127,7 @@ pub async fn mutate(
             };
             return Err(ApiError::new(code, "Forbidden", message).with_reason_of(status));
         }
-        if let Some(p) = response["patch"].as_str() {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(p)
-                .map_err(|e| {
-                    ApiError::internal(format!(
-                        "webhook {name:?} returned a patch that is not base64: {e}"
-                    ))
-                })?;
+        if let Some(bytes) = patch_bytes(&response["patch"], &name)? {
             let patch: json_patch::Patch = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::internal(format!(
                     "webhook {name:?} returned an invalid JSON patch: {e}"
@@ -148,4 +141,50 @@ pub async fn mutate(
         }
     }
     Ok(obj)
+}
+
+/// The patch of a webhook's response. The API server decodes it as Go's
+/// `[]byte`: a base64 string, or (what kube-rs sends) an array of bytes.
+fn patch_bytes(patch: &Value, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    if let Some(p) = patch.as_str() {
+        return base64::engine::general_purpose::STANDARD
+            .decode(p)
+            .map(Some)
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "webhook {name:?} returned a patch that is not base64: {e}"
+                ))
+            });
+    }
+    let Some(items) = patch.as_array() else {
+        return Ok(None);
+    };
+    items
+        .iter()
+        .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "webhook {name:?} returned a patch that is neither base64 nor bytes"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_is_base64_or_an_array_of_bytes() {
+        let b64 = json!(base64::engine::general_purpose::STANDARD.encode(b"[]"));
+        assert_eq!(patch_bytes(&b64, "w").unwrap(), Some(b"[]".to_vec()));
+        assert_eq!(
+            patch_bytes(&json!([91, 93]), "w").unwrap(),
+            Some(b"[]".to_vec())
+        );
+        assert_eq!(patch_bytes(&Value::Null, "w").unwrap(), None);
+        assert!(patch_bytes(&json!([256]), "w").is_err());
+        assert!(patch_bytes(&json!("%%"), "w").is_err());
+    }
 }

@@ -84,6 +84,7 @@ fn prepare_new(em: &Emulator, res: &Resource, obj: &mut Value) {
     }
     match (res.group.as_str(), res.plural.as_str()) {
         ("", "namespaces") => {
+            immutable_labels(res, obj);
             obj["spec"] = json!({ "finalizers": ["kubernetes"] });
             obj["status"] = json!({ "phase": "Active" });
         }
@@ -287,8 +288,19 @@ fn merge_update(
         new
     };
     out = present(res, out);
+    immutable_labels(res, &mut out);
     validate(res, &mut out, Some(cur))?;
     Ok(out)
+}
+
+/// Labels the API server keeps on every object of a kind whatever a write
+/// says: a namespace's `kubernetes.io/metadata.name` (webhooks' namespace
+/// selectors rely on it).
+fn immutable_labels(res: &Resource, obj: &mut Value) {
+    if (res.group.as_str(), res.plural.as_str()) == ("", "namespaces") {
+        let name = meta::name(obj).to_string();
+        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+    }
 }
 
 /// What storing `new` means: a deleting object whose last finalizer went is removed.

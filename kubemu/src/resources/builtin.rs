@@ -44,7 +44,11 @@ pub fn builtins() -> Vec<Resource> {
         res("", "v1", "Namespace", "namespaces", false, true, &["ns"]),
         in_all(
             res("", "v1", "Pod", "pods", true, true, &["po"]),
-            &[("Status", ".status.phase"), ("Node", ".spec.nodeName")],
+            &[
+                ("Status", ".status.phase"),
+                ("IP", ".status.podIP"),
+                ("Node", ".spec.nodeName"),
+            ],
         ),
         res("", "v1", "Node", "nodes", false, true, &["no"]),
         res("", "v1", "ConfigMap", "configmaps", true, false, &["cm"]),

@@ -182,6 +182,12 @@ impl Store {
         let old = s.objects.get(key).cloned();
         match decide(old.as_ref())? {
             Write::Nothing(v) => Ok(v),
+            // A write that changes nothing but bookkeeping is a no-op, as on
+            // the API server: no new resourceVersion, no watch event (else
+            // every controller that applies in its reconcile loops forever).
+            Write::Put(obj) if old.as_ref().is_some_and(|o| unchanged(o, &obj)) => {
+                Ok(old.expect("checked"))
+            }
             Write::Put(mut obj) => {
                 s.rv += 1;
                 let rv = s.rv;
@@ -253,5 +259,56 @@ impl Store {
             live,
             rv: s.rv,
         })
+    }
+}
+
+/// Whether `new` differs from `old` only in its resourceVersion and the
+/// times of its managedFields entries.
+fn unchanged(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            if let Some(fields) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+                for f in fields.iter_mut().filter_map(Value::as_object_mut) {
+                    f.remove("time");
+                }
+            }
+        }
+        v
+    };
+    strip(old) == strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_that_changes_nothing_keeps_the_version() {
+        let store = Store::new();
+        let key = Key {
+            group: String::new(),
+            plural: "configmaps".into(),
+            namespace: "a".into(),
+            name: "b".into(),
+        };
+        let obj = json!({"metadata": {"name": "b", "managedFields": [{"manager": "m", "time": "t1"}]}, "data": {"k": "v"}});
+        let first = store.write(&key, |_| Ok(Write::Put(obj.clone()))).unwrap();
+        let mut again = obj.clone();
+        again["metadata"]["managedFields"][0]["time"] = json!("t2");
+        let second = store.write(&key, |_| Ok(Write::Put(again))).unwrap();
+        assert_eq!(
+            first["metadata"]["resourceVersion"],
+            second["metadata"]["resourceVersion"]
+        );
+        // Positive control: a real change gets a new version.
+        let mut changed = obj;
+        changed["data"]["k"] = json!("w");
+        let third = store.write(&key, |_| Ok(Write::Put(changed))).unwrap();
+        assert_ne!(
+            first["metadata"]["resourceVersion"],
+            third["metadata"]["resourceVersion"]
+        );
     }
 }

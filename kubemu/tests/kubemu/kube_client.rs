@@ -525,3 +525,48 @@ async fn kube_runtime_watchers_list_then_watch_and_stream_lists() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn namespaces_keep_their_name_label_and_no_op_applies_keep_the_version() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let server = Server::start(Config::default()).await;
+    let client = server.client().await;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let pp = PatchParams::apply("test").force();
+    let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "shop" } });
+    let first = nss.patch("shop", &pp, &Patch::Apply(&body)).await.unwrap();
+    let label = |n: &Namespace| n.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        label(&first)
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("shop"),
+        "set on create"
+    );
+    // The same apply again changes nothing: same version, label kept.
+    let again = nss.patch("shop", &pp, &Patch::Apply(&body)).await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    // A write that drops every label keeps that one (positive control: the other goes).
+    let labelled = json!({ "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": "shop", "labels": { "team": "a" } } });
+    let with = nss
+        .patch("shop", &pp, &Patch::Apply(&labelled))
+        .await
+        .unwrap();
+    assert_ne!(
+        with.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    assert_eq!(label(&with).get("team").map(String::as_str), Some("a"));
+    let without = nss.patch("shop", &pp, &Patch::Apply(&body)).await.unwrap();
+    assert_eq!(label(&without).get("team"), None);
+    assert_eq!(
+        label(&without)
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("shop")
+    );
+}

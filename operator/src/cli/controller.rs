@@ -84,6 +84,13 @@ pub struct ControllerArgs {
     /// as JSON and exit (nothing is bound or contacted).
     #[arg(long)]
     check_config: bool,
+    /// How often claims of gone pods and nodes are swept, seconds.
+    #[arg(long, default_value_t = 60, hide = true)]
+    claims_sweep_seconds: u64,
+    /// Number claims younger than this are never collected, seconds (a pod is
+    /// stored only after admission claimed its number).
+    #[arg(long, default_value_t = privnet_controller::webhook::numbering::DEFAULT_GRACE.as_secs(), hide = true)]
+    claims_grace_seconds: u64,
 }
 
 struct Health(Arc<Metrics>);
@@ -131,6 +138,8 @@ fn config_of(args: &ControllerArgs) -> Result<ControllerConfig> {
             },
         },
         cluster_domain: args.cluster_domain.clone(),
+        claims_sweep_period: Duration::from_secs(args.claims_sweep_seconds),
+        claims_grace: Duration::from_secs(args.claims_grace_seconds),
     })
 }
 
@@ -191,7 +200,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr).await.with_context(|| format!("failed to bind {}", args.metrics_addr))?;
         tokio::spawn(health::serve(metrics_listener, Arc::new(Health(metrics.clone())), std::future::pending()));
         let webhook_listener = tokio::net::TcpListener::bind(args.webhook_addr).await.with_context(|| format!("failed to bind {}", args.webhook_addr))?;
-        let admitter = Arc::new(Admitter { client: client.clone(), config, metrics: metrics.clone(), grace: privnet_controller::webhook::numbering::DEFAULT_GRACE });
+        let admitter = Arc::new(Admitter { client: client.clone(), config, metrics: metrics.clone(), grace: Duration::from_secs(args.claims_grace_seconds) });
         let tls = tls.map(|(config, cert)| {
             // A rotated Secret reaches the mounted files; serve it without a restart.
             tokio::spawn(cert.watch(Duration::from_secs(10)));

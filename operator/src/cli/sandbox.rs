@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use privnet_sandbox::ops::{self, Binaries};
 use privnet_sandbox::scenario::Scenario;
-use privnet_sandbox::state::{SandboxState, WireguardBackend};
+use privnet_sandbox::state::{ApiMode, SandboxState, WireguardBackend};
 
 /// Arguments of `privnet sandbox`.
 #[derive(Args)]
@@ -44,6 +44,25 @@ impl From<SandboxWgBackend> for WireguardBackend {
     }
 }
 
+/// Where the sandbox's cluster state lives.
+#[derive(Clone, Copy, ValueEnum)]
+enum SandboxApi {
+    /// Local files: the sandbox plays the controller's role.
+    Files,
+    /// An emulated Kubernetes API: the real controller, agents on their
+    /// Kubernetes source, a kubelet role per node; `kubectl` works.
+    Kube,
+}
+
+impl From<SandboxApi> for ApiMode {
+    fn from(a: SandboxApi) -> Self {
+        match a {
+            SandboxApi::Files => ApiMode::Files,
+            SandboxApi::Kube => ApiMode::Kube,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum SandboxCommand {
     /// Build the sandbox (default scenario: 3 nodes, 2 projects).
@@ -67,6 +86,11 @@ enum SandboxCommand {
             env = "PRIVNET_SANDBOX_WIREGUARD_BACKEND"
         )]
         wireguard_backend: SandboxWgBackend,
+        /// Where the cluster state lives: `kube` runs an emulated API server, the real
+        /// controller and a kubelet role per node; `files` plays the controller from local
+        /// files, for runtimes outside Kubernetes (see docs/SANDBOX.md).
+        #[arg(long, value_enum, default_value = "kube", env = "PRIVNET_SANDBOX_API")]
+        api: SandboxApi,
     },
     /// Start the agents of a sandbox built with `up --no-agents`, then its containers.
     StartAgents,
@@ -105,8 +129,18 @@ enum SandboxCommand {
         /// `kill` or `start`.
         action: AgentAction,
     },
+    /// Kill (-9) or start a controller replica (the Kubernetes path).
+    Controller {
+        /// Replica (0, 1).
+        replica: usize,
+        /// `kill` or `start`.
+        action: AgentAction,
+    },
     /// Remove everything the sandbox created (safe to run twice).
     Down,
+    /// The API server, scheduler and kubelets of the Kubernetes path (started by `up`).
+    #[command(hide = true)]
+    ClusterDaemon,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -130,8 +164,10 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             scenario,
             no_agents,
             wireguard_backend,
+            api,
         } => {
             let backend = wireguard_backend.into();
+            let api = api.into();
             let mut s = match scenario {
                 Some(p) => load_scenario(&p)?,
                 None => Scenario::default_scenario(),
@@ -142,10 +178,10 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             }
             let bins = Binaries::beside_current_exe()?;
             if no_agents {
-                print_text(&ops::up_without_agents(&name, &s, &bins, backend)?);
+                print_text(&ops::up_without_agents(&name, &s, &bins, backend, api)?);
                 return Ok(());
             }
-            let state = ops::up(&name, &s, &bins, backend)?;
+            let state = ops::up(&name, &s, &bins, backend, api)?;
             print_text(&state);
             // The exact command lines to paste: this binary's path and the name.
             let me = std::env::current_exe()
@@ -163,6 +199,12 @@ pub fn run(args: SandboxArgs) -> Result<()> {
                 .unwrap_or(&first.hostname);
             println!("\nTry:\n  {cmd} exec {} -- host {app_name}", first.name);
             println!("  {cmd} exec {} -- env", first.name);
+            if !state.kubeconfig.is_empty() {
+                println!(
+                    "  KUBECONFIG={} kubectl get pods -A -o wide",
+                    state.kubeconfig
+                );
+            }
             println!("  {cmd} status -o json\n  {cmd} down");
         }
         SandboxCommand::Status { output } => {
@@ -219,6 +261,17 @@ pub fn run(args: SandboxArgs) -> Result<()> {
         SandboxCommand::StartAgents => {
             print_text(&ops::start_agents(&name, &Binaries::beside_current_exe()?)?);
         }
+        SandboxCommand::Controller { replica, action } => {
+            ops::controller_control(
+                &name,
+                replica,
+                matches!(action, AgentAction::Start),
+                &Binaries::beside_current_exe()?,
+            )?;
+        }
+        SandboxCommand::ClusterDaemon => {
+            privnet_sandbox::kube::daemon::run(&name, Binaries::beside_current_exe()?.cni)?;
+        }
         SandboxCommand::Down => {
             ops::down(&name);
             eprintln!("==> sandbox {name:?} removed");
@@ -241,6 +294,12 @@ fn print_text(s: &SandboxState) {
             "  {:<8} {}  vni={} subnet={} mtu={}",
             n.project, n.id, n.vni, n.subnet, n.mtu
         );
+    }
+    if !s.kubeconfig.is_empty() {
+        println!("KUBERNETES  KUBECONFIG={}", s.kubeconfig);
+        for c in &s.controllers {
+            println!("  {:<13} pid={:<8} webhook={}", c.name, c.pid, c.webhook);
+        }
     }
     println!("CONTAINERS");
     for c in &s.containers {

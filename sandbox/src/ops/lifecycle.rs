@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use crate::containers::{self};
 use crate::readiness::{wait_converged, wait_ready};
 use crate::scenario::Scenario;
-use crate::state::{NodeState, SandboxState, StateError, WireguardBackend, root_of, write_atomic};
+use crate::state::{
+    ApiMode, NodeState, SandboxState, StateError, WireguardBackend, root_of, write_atomic,
+};
 use crate::sys::{self, netns_with_prefix};
 use crate::teardown::down;
 use crate::topology::{self, UNDERLAY_SUBNET};
@@ -21,8 +23,9 @@ pub fn up(
     scenario: &Scenario,
     bins: &Binaries,
     backend: WireguardBackend,
+    api: ApiMode,
 ) -> Result<SandboxState, SandboxError> {
-    up_staged(name, scenario, bins, backend, false)
+    up_staged(name, scenario, bins, backend, api, false)
 }
 
 /// Builds the underlay and the nodes but starts no agent: the nodes are
@@ -33,8 +36,9 @@ pub fn up_without_agents(
     scenario: &Scenario,
     bins: &Binaries,
     backend: WireguardBackend,
+    api: ApiMode,
 ) -> Result<SandboxState, SandboxError> {
-    up_staged(name, scenario, bins, backend, true)
+    up_staged(name, scenario, bins, backend, api, true)
 }
 
 fn up_staged(
@@ -42,6 +46,7 @@ fn up_staged(
     scenario: &Scenario,
     bins: &Binaries,
     backend: WireguardBackend,
+    api: ApiMode,
     hold_agents: bool,
 ) -> Result<SandboxState, SandboxError> {
     if !sys::is_root() {
@@ -56,7 +61,7 @@ fn up_staged(
         )));
     }
     let started = Instant::now();
-    let result = build(name, scenario, bins, backend, hold_agents);
+    let result = build(name, scenario, bins, backend, api, hold_agents);
     match result {
         Ok(state) => {
             progress(&format!(
@@ -84,6 +89,7 @@ fn build(
     scenario: &Scenario,
     bins: &Binaries,
     backend: WireguardBackend,
+    api: ApiMode,
     hold_agents: bool,
 ) -> Result<SandboxState, SandboxError> {
     let root = root_of(name);
@@ -105,8 +111,16 @@ fn build(
         nodes: Vec::new(),
         networks: Vec::new(),
         containers: Vec::new(),
+        api,
+        kubeconfig: String::new(),
+        api_pid: 0,
+        controllers: Vec::new(),
     };
     state.save()?;
+    if api == ApiMode::Kube {
+        super::kube_path::build(&mut state, scenario, bins, hold_agents)?;
+        return Ok(state);
+    }
     progress("planning networks (controller role)");
     publish_networks(&mut state, scenario)?;
     progress(&format!(
@@ -151,15 +165,20 @@ pub fn start_agents(name: &str, bins: &Binaries) -> Result<SandboxState, Sandbox
     })?;
     let scenario = Scenario::parse(&text)?;
     let backend = state.wireguard_backend;
+    let api = state.api;
     progress("starting the agents");
     for n in state
         .nodes
         .iter_mut()
         .filter(|n| !topology::alive(n.agent_pid))
     {
-        n.agent_pid = topology::start_agent(&bins.privnet, n, &cluster_dir(name), backend)?;
+        n.agent_pid = start_agent(name, api, n, bins, backend)?;
     }
     state.save()?;
+    if api == ApiMode::Kube {
+        super::kube_path::finish(&mut state, &scenario)?;
+        return Ok(state);
+    }
     finish(&mut state, &scenario, bins)?;
     Ok(state)
 }
@@ -182,6 +201,32 @@ pub(super) fn node_state(state: &SandboxState, node: &str, index: u32) -> NodeSt
     }
 }
 
+/// Starts the agent of `node` on the sandbox's source (files or the API).
+pub(super) fn start_agent(
+    name: &str,
+    api: ApiMode,
+    node: &NodeState,
+    bins: &Binaries,
+    backend: WireguardBackend,
+) -> Result<u32, SandboxError> {
+    let root = root_of(name);
+    let kubeconfig = crate::kube::node_kubeconfig(&root);
+    let cluster_dir = cluster_dir(name);
+    let source = match api {
+        ApiMode::Files => topology::AgentSource::Dir(&cluster_dir),
+        ApiMode::Kube => topology::AgentSource::Kube {
+            kubeconfig: &kubeconfig,
+            cluster_dns: std::net::SocketAddr::from((
+                crate::kube::UNDERLAY_API_ADDRESS
+                    .parse::<std::net::Ipv4Addr>()
+                    .expect("address"),
+                53,
+            )),
+        },
+    };
+    Ok(topology::start_agent(&bins.privnet, node, source, backend)?)
+}
+
 /// Interface names are 15 bytes at most: keep the sandbox part short.
 pub(super) fn short(name: &str) -> String {
     name.chars()
@@ -195,7 +240,7 @@ pub(super) fn add_node(
     node: &str,
     index: u32,
     bins: &Binaries,
-    start_agent: bool,
+    with_agent: bool,
 ) -> Result<(), SandboxError> {
     let mut n = node_state(state, node, index);
     let dir = Path::new(&n.state_dir)
@@ -212,13 +257,8 @@ pub(super) fn add_node(
             .expect("json"),
     )?;
     topology::create_node(&state.underlay_netns, &n)?;
-    if start_agent {
-        n.agent_pid = topology::start_agent(
-            &bins.privnet,
-            &n,
-            &cluster_dir(&state.name),
-            state.wireguard_backend,
-        )?;
+    if with_agent {
+        n.agent_pid = start_agent(&state.name, state.api, &n, bins, state.wireguard_backend)?;
     }
     state.nodes.push(n);
     Ok(())
@@ -247,6 +287,15 @@ pub fn scale(
         })?;
     w.processes.insert(ptype.to_string(), count);
     scenario.validate()?;
+    let mut state = SandboxState::load(name)?;
+    if state.api == ApiMode::Kube {
+        write_atomic(
+            &root.join("scenario.yaml"),
+            &serde_yaml::to_string(&scenario).expect("yaml"),
+        )?;
+        super::kube_path::scale(&mut state, &scenario)?;
+        return Ok(state);
+    }
     apply(name, &scenario, bins)
 }
 
@@ -265,10 +314,11 @@ pub fn agent_control(
         .ok_or_else(|| SandboxError::Precondition(format!("no node {node:?}")))?;
     if start {
         if !topology::alive(state.nodes[idx].agent_pid) {
-            let pid = topology::start_agent(
-                &bins.privnet,
+            let pid = start_agent(
+                name,
+                state.api,
                 &state.nodes[idx],
-                &cluster_dir(name),
+                bins,
                 state.wireguard_backend,
             )?;
             state.nodes[idx].agent_pid = pid;

@@ -3,9 +3,11 @@
 //! (networks and mesh from local files), `workloads` (containers).
 
 mod controller_role;
+mod kube_path;
 mod lifecycle;
 mod workloads;
 
+pub use kube_path::{CONTROLLER_REPLICAS, LEASE_SECONDS, controller_control};
 pub use lifecycle::{agent_control, scale, start_agents, up, up_without_agents};
 pub use workloads::{apply, converge_containers, desired_containers};
 

@@ -93,6 +93,14 @@ pub fn apply(
     bins: &Binaries,
 ) -> Result<SandboxState, SandboxError> {
     let mut state = SandboxState::load(name)?;
+    if state.api == crate::state::ApiMode::Kube {
+        write_atomic(
+            &root_of(name).join("scenario.yaml"),
+            &serde_yaml::to_string(scenario).expect("yaml"),
+        )?;
+        super::kube_path::apply(&mut state, scenario, bins)?;
+        return Ok(state);
+    }
     write_atomic(
         &root_of(name).join("scenario.yaml"),
         &serde_yaml::to_string(scenario).expect("yaml"),

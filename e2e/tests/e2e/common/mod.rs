@@ -55,6 +55,45 @@ impl Sandbox {
         Self::up_with(tag, scenario, &["--wireguard-backend", backend])
     }
 
+    /// `privnet sandbox up --api kube`: the Kubernetes path (emulated API
+    /// server, real controller, kubelets), whatever `PRIVNET_SANDBOX_API` says.
+    pub fn up_kube(tag: &str, scenario: Option<&str>) -> Self {
+        Self::up_with(tag, scenario, &["--api", "kube"])
+    }
+
+    /// `privnet sandbox up --api files`: cluster state from local files, for
+    /// runtimes outside Kubernetes (podman, a bare plugin call) whose
+    /// containers have no pod to own their endpoint.
+    pub fn up_files(tag: &str, scenario: Option<&str>) -> Self {
+        Self::up_with(tag, scenario, &["--api", "files"])
+    }
+
+    /// Runs the real `kubectl` against the sandbox's API server, `stdin` piped in.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let kubeconfig = self.status()["kubeconfig"]
+            .as_str()
+            .filter(|k| !k.is_empty())
+            .expect("the sandbox runs on the Kubernetes path")
+            .to_string();
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut input = child.stdin.take().expect("piped");
+        if let Some(text) = stdin {
+            input
+                .write_all(text.as_bytes())
+                .expect("kubectl reads its input");
+        }
+        drop(input);
+        child.wait_with_output().expect("kubectl runs")
+    }
+
     fn up_with(tag: &str, scenario: Option<&str>, extra: &[&str]) -> Self {
         assert!(
             nix_is_root(),
