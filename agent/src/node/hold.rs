@@ -21,6 +21,10 @@ pub struct HoldPolicy {
     pub min_count: usize,
     /// How long a held view must stay the same before it applies.
     pub grace: Duration,
+    /// Removals are measured against the view of at least this long ago: a
+    /// wipe reaches the agent as a stream of deletions, and each step alone
+    /// would look small.
+    pub window: Duration,
 }
 
 impl Default for HoldPolicy {
@@ -29,6 +33,7 @@ impl Default for HoldPolicy {
             max_share: 0.5,
             min_count: 3,
             grace: Duration::from_secs(300),
+            window: Duration::from_secs(2),
         }
     }
 }
@@ -100,7 +105,8 @@ pub enum Gate {
 /// The guard's memory: the last view that applied and the hold in progress.
 #[derive(Debug, Default)]
 pub struct RemovalGuard {
-    last_good: Option<ClusterView>,
+    /// The view removals are measured against, and since when it is that.
+    last_good: Option<(ClusterView, Instant)>,
     held_since: Option<Instant>,
 }
 
@@ -121,20 +127,22 @@ impl RemovalGuard {
         confirmed: bool,
         now: Instant,
     ) -> (ClusterView, Gate) {
-        let Some(last) = &self.last_good else {
-            self.last_good = Some(incoming.clone());
+        let Some((last, at)) = &self.last_good else {
+            self.last_good = Some((incoming.clone(), now));
             return (incoming.clone(), Gate::Apply);
         };
         let removal = removal(node, last, incoming, live);
         if !removal.too_big(policy) {
             self.held_since = None;
-            self.last_good = Some(incoming.clone());
+            if now.saturating_duration_since(*at) >= policy.window {
+                self.last_good = Some((incoming.clone(), now));
+            }
             return (incoming.clone(), Gate::Apply);
         }
         let since = *self.held_since.get_or_insert(now);
-        if confirmed || now.duration_since(since) >= policy.grace {
+        if confirmed || now.saturating_duration_since(since) >= policy.grace {
             self.held_since = None;
-            self.last_good = Some(incoming.clone());
+            self.last_good = Some((incoming.clone(), now));
             return (incoming.clone(), Gate::Released { removal, confirmed });
         }
         (keep_removed(last, incoming), Gate::Held { since, removal })

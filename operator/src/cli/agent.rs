@@ -191,6 +191,7 @@ fn config_of(args: &AgentArgs) -> Result<AgentConfig> {
             max_share: args.hold_removals_share,
             min_count: args.hold_removals_above,
             grace: std::time::Duration::from_secs(args.hold_removals_grace_secs),
+            ..HoldPolicy::default()
         },
         resync: std::time::Duration::from_millis(args.resync_ms),
     })

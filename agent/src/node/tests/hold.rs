@@ -9,12 +9,14 @@ use crate::node::hold::{Gate, HoldPolicy, LiveAttachment, Removal, RemovalGuard}
 use crate::node::plan::endpoint_info;
 
 const GRACE: Duration = Duration::from_secs(300);
+const WINDOW: Duration = Duration::from_secs(2);
 
 fn policy() -> HoldPolicy {
     HoldPolicy {
         max_share: 0.5,
         min_count: 3,
         grace: GRACE,
+        window: WINDOW,
     }
 }
 
@@ -172,6 +174,37 @@ fn a_few_removals_or_less_than_half_are_never_held() {
 }
 
 #[test]
+fn a_wipe_arriving_one_deletion_at_a_time_is_held_whole() {
+    let (t0, mut g) = (Instant::now(), RemovalGuard::default());
+    let before = full(6, 0, 1);
+    g.gate(NODE, &before, &live(6), &policy(), false, t0);
+    // Each step takes one more endpoint away, 10 ms apart: small steps,
+    // measured together against the view of the window's start.
+    let mut gates = Vec::new();
+    for gone in 1..=6u8 {
+        let mut v = before.clone();
+        v.endpoints.drain(..usize::from(gone));
+        let now = t0 + Duration::from_millis(10 * u64::from(gone));
+        let (eff, gate) = g.gate(NODE, &v, &live(6), &policy(), false, now);
+        gates.push(matches!(gate, Gate::Held { .. }));
+        if gate != Gate::Apply {
+            assert_eq!(eff.endpoints.len(), 6, "held: every endpoint back");
+        }
+    }
+    assert_eq!(gates, [false, false, false, true, true, true]);
+    // Control: the same steps a window apart are each small, never held.
+    let mut g = RemovalGuard::default();
+    g.gate(NODE, &before, &live(6), &policy(), false, t0);
+    for gone in 1..=6u8 {
+        let mut v = before.clone();
+        v.endpoints.drain(..usize::from(gone));
+        let now = t0 + WINDOW * u32::from(gone);
+        let (_, gate) = g.gate(NODE, &v, &live(6), &policy(), false, now);
+        assert_eq!(gate, Gate::Apply, "step {gone}");
+    }
+}
+
+#[test]
 fn an_attachment_the_view_never_showed_is_not_a_removal() {
     let (t0, mut g) = (Instant::now(), RemovalGuard::default());
     g.gate(NODE, &full(0, 0, 1), &live(0), &policy(), false, t0);
@@ -196,7 +229,9 @@ async fn an_agent_keeps_forwarding_through_a_wiped_view_until_the_grace_period()
     );
     v.endpoints.push(ep("n2", "r1", 200));
     h.agent.set_view(v.clone());
-    let t0 = Instant::now();
+    // Converged, then a window later again: the guard's baseline has them.
+    let t0 = Instant::now() + WINDOW;
+    h.agent.converge_at(t0 - WINDOW).await.unwrap();
     h.agent.converge_at(t0).await.unwrap();
     let fdb = h.dp.kernel().fdb.clone();
     assert!(!fdb.is_empty(), "the remote endpoint is in the FDB");
@@ -250,7 +285,8 @@ async fn a_confirmation_file_applies_a_held_view_and_is_removed() {
     );
     v.endpoints.push(ep("n2", "r1", 200));
     h.agent.set_view(v);
-    let t0 = Instant::now();
+    let t0 = Instant::now() + WINDOW;
+    h.agent.converge_at(t0 - WINDOW).await.unwrap();
     h.agent.converge_at(t0).await.unwrap();
     let fdb = h.dp.kernel().fdb.clone();
     h.agent.set_view(wiped());
