@@ -12,6 +12,7 @@ use super::fdb;
 use super::guard::{self, GuardedPort, PortTable};
 use super::netns::{self, NetnsFd};
 use super::network::{self, NetworkDatapath, NetworkError};
+use super::nft_spare::NftSpares;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
 use super::wireguard::{MeshPeer, PeerStatus, Wireguard, WireguardError};
 use crate::dns::forward::Forwarder;
@@ -26,6 +27,8 @@ const DNS_SOCKETS: usize = 2;
 pub struct KernelDatapath {
     agent_ns: NetnsFd,
     wireguard: Mutex<Option<Wireguard>>,
+    /// An `nft` started ahead of time per network, for the ADD path.
+    nft: Arc<NftSpares>,
 }
 
 impl KernelDatapath {
@@ -34,6 +37,7 @@ impl KernelDatapath {
         Self {
             agent_ns,
             wireguard: Mutex::new(None),
+            nft: Arc::default(),
         }
     }
 
@@ -151,6 +155,7 @@ impl NodeDatapath for KernelDatapath {
     }
 
     async fn remove_network(&self, spec: &NetworkDatapath) -> Result<(), DatapathError> {
+        self.nft.discard(&spec.netns);
         network::remove(&self.agent_ns, spec)
             .await
             .map_err(net_err(Step::RemoveNetwork, spec))
@@ -165,6 +170,7 @@ impl NodeDatapath for KernelDatapath {
     }
 
     fn remove_leftover(&self, name: &str) -> Result<(), DatapathError> {
+        self.nft.discard(name);
         netns::delete(name).map_err(|source| DatapathError::Netns {
             step: Step::RemoveLeftover,
             netns: name.to_string(),
@@ -188,7 +194,7 @@ impl NodeDatapath for KernelDatapath {
         table: &PortTable,
         ports: &[GuardedPort],
     ) -> Result<PortTable, DatapathError> {
-        network::update_ports(spec, table, ports)
+        network::update_ports(spec, table, ports, &self.nft)
             .await
             .map_err(net_err(Step::UpdatePorts, spec))
     }
