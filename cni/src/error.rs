@@ -96,7 +96,9 @@ pub enum CniError {
     },
     /// ADD: the container's bridge port did not start forwarding in time
     /// (the kernel's link-watch work is held up): transient.
-    #[error("bridge port {port} in {netns} not forwarding after {waited:?} ({state}); try again later")]
+    #[error(
+        "bridge port {port} in {netns} not forwarding after {waited:?} ({state}); try again later"
+    )]
     PortNotForwarding {
         /// The host end of the veth.
         port: String,

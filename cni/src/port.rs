@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use rtnetlink::Handle;
 use rtnetlink::packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, State,
+    BridgePortState, InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    State,
 };
 
 use crate::error::CniError;

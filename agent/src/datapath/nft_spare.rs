@@ -96,7 +96,12 @@ impl NftSpares {
 
     /// The spare of `name` if it still runs in the namespace `ino`.
     fn take(&self, name: &str, ino: Option<u64>) -> Option<Spare> {
-        let mut spare = self.inner.lock().expect("spares lock").spares.remove(name)?;
+        let mut spare = self
+            .inner
+            .lock()
+            .expect("spares lock")
+            .spares
+            .remove(name)?;
         let alive = matches!(spare.child.try_wait(), Ok(None));
         if alive && ino.is_some() && ino == Some(spare.netns_ino) {
             Some(spare)
