@@ -418,7 +418,7 @@ mod tests {
             let ips: Vec<Ipv4Addr> = m
                 .answers
                 .iter()
-                .map(|r| match r.data() {
+                .map(|r| match &r.data {
                     hickory_proto::rr::RData::A(a) => a.0,
                     other => panic!("unexpected {other:?}"),
                 })
