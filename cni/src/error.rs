@@ -94,6 +94,21 @@ pub enum CniError {
         /// What is missing or different (expected vs actual).
         what: String,
     },
+    /// ADD: the container's bridge port did not start forwarding in time
+    /// (the kernel's link-watch work is held up): transient.
+    #[error(
+        "bridge port {port} in {netns} not forwarding after {waited:?} ({state}); try again later"
+    )]
+    PortNotForwarding {
+        /// The host end of the veth.
+        port: String,
+        /// The network namespace holding it.
+        netns: String,
+        /// How long ADD waited.
+        waited: std::time::Duration,
+        /// What the kernel last reported about the port.
+        state: String,
+    },
     /// Anything unexpected.
     #[error("internal error: {0}")]
     Internal(String),
@@ -108,7 +123,7 @@ impl CniError {
             Self::Io { .. } => 5,
             Self::Decode { .. } => 6,
             Self::InvalidConfig { .. } => 7,
-            Self::TryAgainLater { .. } => 11,
+            Self::TryAgainLater { .. } | Self::PortNotForwarding { .. } => 11,
             Self::NotAvailable { .. } => 50,
             Self::InterfaceExists { .. } => 101,
             Self::PoolExhausted { .. } => 102,
@@ -196,6 +211,15 @@ mod tests {
                 CniError::TryAgainLater {
                     socket: "s".into(),
                     reason: "r".into(),
+                },
+                11,
+            ),
+            (
+                CniError::PortNotForwarding {
+                    port: "pv1".into(),
+                    netns: "/n".into(),
+                    waited: std::time::Duration::from_secs(3),
+                    state: "carrier off".into(),
                 },
                 11,
             ),

@@ -10,5 +10,6 @@ pub mod link;
 pub mod log;
 pub mod netns;
 pub mod plugin;
+pub mod port;
 pub mod spec;
 pub mod verbs;

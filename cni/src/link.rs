@@ -104,8 +104,9 @@ pub struct VethSpec<'a> {
 /// The peer is born inside the container namespace under its final name, so
 /// it never exists (even briefly) in a namespace where that name could
 /// collide; a temporary name plus rename is therefore unnecessary. The host
-/// end is enslaved and up from the start. The container end stays down until
-/// its address is set ([`configure_container_end`]).
+/// end is enslaved and up from the start; the peer cannot be brought up in
+/// the same request (the kernel opens it before the pair is linked:
+/// `ENOTCONN`), see [`configure_container_end`].
 pub async fn create_veth(
     network: &Netns,
     container: &Netns,
@@ -135,20 +136,23 @@ pub async fn create_veth(
         )))
 }
 
-/// `ip addr add <addr> dev <ifname> && ip link set <ifname> up`: the kernel
-/// then installs the connected subnet route; nothing else is touched.
+/// `ip link set <ifname> up && ip addr add <addr> dev <ifname>`: the kernel
+/// then installs the connected subnet route; nothing else is touched. Up
+/// first: the pair gets carrier then, and the kernel's link-watch work that
+/// lets the bridge port forward ([`crate::port`]) runs while the address is
+/// being set rather than after.
 pub async fn configure_container_end(
     handle: &Handle,
     index: u32,
     address: Ipv4Net,
 ) -> Result<(), LinkError> {
+    link::set_up(handle, index).await?;
     handle
         .address()
         .add(index, IpAddr::V4(address.addr()), address.prefix_len())
         .execute()
         .await
-        .map_err(fail(format!("add address {address}")))?;
-    link::set_up(handle, index).await
+        .map_err(fail(format!("add address {address}")))
 }
 
 /// `ip link del dev <name>`; a missing link is success (idempotent).

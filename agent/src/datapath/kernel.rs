@@ -13,6 +13,7 @@ use super::fdb;
 use super::guard::{self, GuardedPort, PortTable};
 use super::netns::{self, NetnsFd};
 use super::network::{self, NetworkDatapath, NetworkError};
+use super::nft_spare::NftSpares;
 use super::observe;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
 use super::wireguard::{MeshPeer, PeerStatus, Wireguard, WireguardError};
@@ -28,6 +29,8 @@ const DNS_SOCKETS: usize = 2;
 pub struct KernelDatapath {
     agent_ns: NetnsFd,
     wireguard: Mutex<Option<Wireguard>>,
+    /// An `nft` started ahead of time per network, for the ADD path.
+    nft: Arc<NftSpares>,
 }
 
 impl KernelDatapath {
@@ -36,6 +39,7 @@ impl KernelDatapath {
         Self {
             agent_ns,
             wireguard: Mutex::new(None),
+            nft: Arc::default(),
         }
     }
 
@@ -153,6 +157,7 @@ impl NodeDatapath for KernelDatapath {
     }
 
     async fn remove_network(&self, spec: &NetworkDatapath) -> Result<(), DatapathError> {
+        self.nft.discard(&spec.netns);
         network::remove(&self.agent_ns, spec)
             .await
             .map_err(net_err(Step::RemoveNetwork, spec))
@@ -167,6 +172,7 @@ impl NodeDatapath for KernelDatapath {
     }
 
     fn remove_leftover(&self, name: &str) -> Result<(), DatapathError> {
+        self.nft.discard(name);
         netns::delete(name).map_err(|source| DatapathError::Netns {
             step: Step::RemoveLeftover,
             netns: name.to_string(),
@@ -190,7 +196,7 @@ impl NodeDatapath for KernelDatapath {
         table: &PortTable,
         ports: &[GuardedPort],
     ) -> Result<PortTable, DatapathError> {
-        network::update_ports(spec, table, ports)
+        network::update_ports(spec, table, ports, &self.nft)
             .await
             .map_err(net_err(Step::UpdatePorts, spec))
     }

@@ -6,7 +6,7 @@
 //! - [`netns`]: named namespaces, running code/commands inside one, rtnetlink handles there.
 //! - [`network`]: one private network's namespace, bridge, VXLAN port and gateway.
 //! - [`fdb`]: the VXLAN device's static forwarding database.
-//! - [`guard`]: nftables guard rules.
+//! - [`guard`]: nftables guard rules; [`nft_spare`]: an `nft` started ahead of time per network.
 //! - [`neighbours`]: clashes with the primary CNI's VXLAN and ports, found before start.
 //! - [`wireguard`]: the node's WireGuard interface and peers.
 //! - [`seam`]: the [`NodeDatapath`] trait the agent calls; [`kernel`] implements it on the
@@ -23,6 +23,7 @@ pub mod memory;
 pub mod neighbours;
 pub mod netns;
 pub mod network;
+pub mod nft_spare;
 pub mod observe;
 pub mod seam;
 pub mod snapshot;

@@ -104,6 +104,12 @@ impl NetnsFd {
     }
 }
 
+impl std::os::fd::AsFd for NetnsFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 /// `/run/netns/<name>`, rejecting names that could escape the directory.
 pub fn path_of(name: &str) -> Result<PathBuf, NetnsError> {
     let valid = !name.is_empty()

@@ -263,15 +263,19 @@ pub fn gro_flush_timeout_path(dev: &str) -> String {
 }
 
 /// Makes `desired` the live ports of the network's guard incrementally
-/// (see [`guard::ports_update`]); returns the table afterwards.
+/// (see [`guard::ports_update`]) through the network's spare `nft` (this is
+/// on the ADD path); returns the table afterwards.
 pub async fn update_ports(
     spec: &NetworkDatapath,
     table: &guard::PortTable,
     desired: &[GuardedPort],
+    nft: &std::sync::Arc<super::nft_spare::NftSpares>,
 ) -> Result<guard::PortTable, NetworkError> {
     let (text, after) = guard::ports_update(table, desired)?;
     if let Some(text) = text {
-        guard::apply(&NetnsFd::named(&spec.netns)?, &text).await?;
+        nft.apply(&spec.netns, &text)
+            .await
+            .map_err(|e| NetworkError::Guard(guard::GuardError::Nft(e)))?;
     }
     Ok(after)
 }

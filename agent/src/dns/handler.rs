@@ -15,6 +15,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::answer::{Soa, ZoneAnswer, ZoneSource};
 use super::forward::Forwarder;
+use super::rotation::{Turn, rotate_records};
 
 /// Counters of the responders: Prometheus counters (shared atomics), so
 /// the agent's `/metrics` exposes them as they are, with no copying.
@@ -35,6 +36,8 @@ pub struct PrivateDns {
     zone: Arc<dyn ZoneSource>,
     forwarder: Option<Forwarder>,
     counters: Arc<DnsCounters>,
+    /// Rotation step of multi-address answers (cyclic order).
+    turn: Turn,
 }
 
 impl PrivateDns {
@@ -48,6 +51,7 @@ impl PrivateDns {
             zone,
             forwarder,
             counters,
+            turn: Turn::default(),
         }
     }
 }
@@ -228,7 +232,8 @@ impl RequestHandler for PrivateDns {
         let builder = MessageResponseBuilder::from_message_request(request);
         let sent = match outcome {
             Outcome::Forward => return self.forward(request, handle).await,
-            Outcome::Answer(records) => {
+            Outcome::Answer(mut records) => {
+                rotate_records(&mut records, self.turn.next());
                 self.counters.answered.inc();
                 handle
                     .send_response(builder.build(metadata, records.iter(), [], [], []))

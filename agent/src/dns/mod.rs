@@ -3,10 +3,12 @@
 //! zone only and forwarding every other name to the node's upstream.
 //!
 //! Request handling ([`handler`]) is separate from the sockets
-//! ([`server`]) so it is tested through a capture handler.
+//! ([`server`]) so it is tested through a capture handler. Answers with
+//! several addresses come in cyclic order on every path ([`rotation`]).
 
 pub mod answer;
 pub mod forward;
 pub mod handler;
+pub mod rotation;
 pub mod server;
 pub mod wire;

@@ -339,4 +339,58 @@ mod tests {
         assert!(counters.answered.get() >= 3);
         responder.stop().await;
     }
+
+    /// The real client, the real sockets: successive lookups of a name with
+    /// four containers start with each container in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dig_sees_each_of_four_containers_first_in_turn() {
+        let mut zone = Zone::new(
+            "pn-1",
+            "10.240.0.0/22".parse().unwrap(),
+            ZoneConfig::default(),
+        )
+        .unwrap();
+        for n in 1..=4 {
+            let name = PrivateName {
+                number: n,
+                process_type: "web".into(),
+                application_id: "app".into(),
+                network_id: "pn-1".into(),
+            };
+            let address = Ipv4Addr::new(10, 240, 0, 1 + n as u8);
+            zone.upsert(&ZoneEndpoint { name, address }).unwrap();
+        }
+        let udp = bind_udp_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let port = udp[0].local_addr().unwrap().port();
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let zone = Arc::new(RwLock::new(zone));
+        let responder =
+            Responder::start(udp, tcp, zone, None, Arc::new(DnsCounters::default())).unwrap();
+        // One dig, 200 lookups (dig runs one query per name given).
+        let names = vec!["app.pn-1.private-network.internal"; 200];
+        let out = tokio::task::spawn_blocking(move || {
+            let mut args = vec!["+short"];
+            args.extend(names);
+            dig(port, &args)
+        })
+        .await
+        .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 800, "200 answers of 4 addresses: {out}");
+        let mut firsts = std::collections::BTreeMap::<&str, usize>::new();
+        for answer in lines.chunks(4) {
+            let mut sorted = answer.to_vec();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                ["10.240.0.2", "10.240.0.3", "10.240.0.4", "10.240.0.5"]
+            );
+            *firsts.entry(answer[0]).or_default() += 1;
+        }
+        assert_eq!(firsts.len(), 4, "{firsts:?}");
+        for (ip, n) in &firsts {
+            assert!((40..=60).contains(n), "{ip} first {n} times of 200");
+        }
+        responder.stop().await;
+    }
 }

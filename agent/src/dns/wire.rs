@@ -4,6 +4,8 @@
 //! lookup and a copy with the query's id, RD bit and name case patched in.
 //! Anything unusual (other opcodes, several questions, EDNS options or
 //! versions, truncation) goes to the complete path built on hickory-proto.
+//! Multi-address answers come in cyclic order ([`super::rotation`]): the
+//! cache entry knows where its A records are and how often it was served.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::answer::ZoneSource;
 use super::handler::{Outcome, decide};
+use super::rotation::{AddressRecords, Turn, address_records, rotate_records};
 
 /// EDNS payload size we advertise (RFC 9715 / DNS flag day 2020).
 const EDNS_PAYLOAD: u16 = 1232;
@@ -102,16 +105,27 @@ struct Key {
     edns: bool,
 }
 
+/// An encoded response and how to rotate it.
+struct Entry {
+    bytes: Box<[u8]>,
+    /// Its A records, when there are several to rotate.
+    addresses: Option<AddressRecords>,
+    /// Answers given from it (the next rotation step).
+    turn: Turn,
+}
+
 #[derive(Default)]
 struct Cache {
     version: Option<u32>,
-    entries: HashMap<Key, Arc<[u8]>>,
+    entries: HashMap<Key, Arc<Entry>>,
 }
 
 /// The fast path of one responder.
 pub struct WirePath {
     zone: Arc<dyn ZoneSource>,
     cache: Mutex<Cache>,
+    /// Rotation step of the complete path.
+    turn: Turn,
 }
 
 impl WirePath {
@@ -120,6 +134,7 @@ impl WirePath {
         Self {
             zone,
             cache: Mutex::new(Cache::default()),
+            turn: Turn::default(),
         }
     }
 
@@ -142,21 +157,28 @@ impl WirePath {
             }
             cache.entries.get(&key).cloned()
         };
-        let template = match cached {
-            Some(t) => t,
+        let entry = match cached {
+            Some(e) => e,
             None => match self.encode(&key) {
                 Some(bytes) => {
-                    let bytes: Arc<[u8]> = bytes.into();
+                    let entry = Arc::new(Entry {
+                        addresses: address_records(&bytes, key.qname.len()),
+                        bytes: bytes.into(),
+                        turn: Turn::default(),
+                    });
                     let mut cache = self.cache.lock().expect("cache lock");
                     if cache.version == Some(version) && cache.entries.len() < MAX_CACHED {
-                        cache.entries.insert(key, bytes.clone());
+                        cache.entries.insert(key, entry.clone());
                     }
-                    bytes
+                    entry
                 }
                 None => return self.complete(query),
             },
         };
-        let mut out = template.to_vec();
+        let mut out = entry.bytes.to_vec();
+        if let Some(addresses) = &entry.addresses {
+            addresses.rotate(&mut out, entry.turn.next());
+        }
         out[0..2].copy_from_slice(&p.id);
         if p.recursion_desired {
             out[2] |= 1;
@@ -215,7 +237,10 @@ impl WirePath {
         }
         match decide(&*self.zone, q.name(), q.query_type()) {
             Outcome::Forward => return Reply::Forward,
-            Outcome::Answer(records) => out.answers = records,
+            Outcome::Answer(mut records) => {
+                rotate_records(&mut records, self.turn.next());
+                out.answers = records;
+            }
             Outcome::Negative(code, soa) => {
                 out.metadata.response_code = code;
                 out.authorities = vec![*soa];
@@ -360,6 +385,94 @@ mod tests {
             Reply::Drop,
             "responses are never answered"
         );
+    }
+
+    /// The real zone with `web` containers 1..=4 of `app`.
+    fn four_web_containers() -> privnet_core::zone::Zone {
+        use privnet_core::naming::PrivateName;
+        use privnet_core::zone::{Zone, ZoneConfig, ZoneEndpoint};
+        let mut zone = Zone::new(
+            "pn-1",
+            "10.240.0.0/22".parse().unwrap(),
+            ZoneConfig::default(),
+        )
+        .unwrap();
+        for n in 1..=4u32 {
+            let name = PrivateName {
+                number: n,
+                process_type: "web".into(),
+                application_id: "app".into(),
+                network_id: "pn-1".into(),
+            };
+            let address = Ipv4Addr::new(10, 240, 0, 1 + n as u8);
+            zone.upsert(&ZoneEndpoint { name, address }).unwrap();
+        }
+        zone
+    }
+
+    /// How often each address came first in `answers`, each checked to
+    /// hold all four addresses.
+    fn first_places(answers: impl Iterator<Item = Message>) -> HashMap<Ipv4Addr, usize> {
+        let mut firsts = HashMap::new();
+        for m in answers {
+            let ips: Vec<Ipv4Addr> = m
+                .answers
+                .iter()
+                .map(|r| match &r.data {
+                    hickory_proto::rr::RData::A(a) => a.0,
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            let mut sorted = ips.clone();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                (2..=5)
+                    .map(|h| Ipv4Addr::new(10, 240, 0, h))
+                    .collect::<Vec<_>>()
+            );
+            *firsts.entry(ips[0]).or_default() += 1;
+        }
+        firsts
+    }
+
+    #[test]
+    fn a_thousand_lookups_put_each_of_four_containers_first_about_250_times() {
+        let zone: Arc<dyn ZoneSource> = Arc::new(std::sync::RwLock::new(four_web_containers()));
+        let path = WirePath::new(zone);
+        let name = "app.pn-1.private-network.internal.";
+        // Fast path (with and without EDNS: two cache entries, each cyclic).
+        let fast =
+            first_places((0..1000u16).map(|i| decode(path.reply(&query(name, i, i % 2 == 0)))));
+        // Complete path (what a query the fast path does not take gets).
+        let complete =
+            first_places((0..1000u16).map(|i| decode(path.complete(&query(name, i, false)))));
+        for (what, firsts) in [("fast", fast), ("complete", complete)] {
+            assert_eq!(firsts.len(), 4, "{what}: {firsts:?}");
+            for (ip, n) in &firsts {
+                assert!(
+                    (200..=300).contains(n),
+                    "{what}: {ip} first {n} times of 1000"
+                );
+            }
+        }
+        // Control: without rotation one container takes every first place
+        // (what the test would see if the order were fixed).
+        let fixed = first_places((0..1000u16).map(|i| {
+            let entry = path
+                .cache
+                .lock()
+                .unwrap()
+                .entries
+                .values()
+                .next()
+                .unwrap()
+                .clone();
+            let mut bytes = entry.bytes.to_vec();
+            bytes[0..2].copy_from_slice(&i.to_be_bytes());
+            Message::from_vec(&bytes).unwrap()
+        }));
+        assert_eq!(fixed.values().copied().max(), Some(1000), "{fixed:?}");
     }
 
     #[test]

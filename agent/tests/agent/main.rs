@@ -3,5 +3,6 @@
 
 mod datapath_guard;
 mod datapath_mesh;
+mod datapath_nft_spare;
 mod datapath_support;
 mod kube_source;

@@ -12,6 +12,7 @@ use crate::error::CniError;
 use crate::link::{VethSpec, configure_container_end, create_veth, link_by_name};
 use crate::netns::{Netns, NetnsError};
 use crate::plugin::Invocation;
+use crate::port::{FORWARD_TIMEOUT, wait_until_forwarding};
 use crate::spec::{CniResult, SpecVersion};
 use privnet_core::mac::parse_mac;
 use privnet_core::rpc::{AttachRequest, Attachment, NetworkSelector, Request, Response, Workload};
@@ -99,8 +100,18 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
         client,
         key: inv.key(),
     });
-    wire(&container, &attachment, ifname, &mut rollback).await?;
+    let waited = wire(&container, &attachment, ifname, &mut rollback).await?;
     rollback.disarm();
+    if !waited.is_zero() {
+        inv.logger.log(
+            crate::log::LogLevel::Debug,
+            &format!(
+                "ADD {}: waited {waited:?} for port {} to forward",
+                inv.key().container_id,
+                attachment.host_ifname
+            ),
+        );
+    }
     let result = build_add_result(prev, &attachment, ifname, &netns_path.display().to_string());
     Ok(result.to_value(inv.version))
 }
@@ -111,13 +122,15 @@ pub fn pass_through(prev: Option<CniResult>, version: SpecVersion) -> Value {
     prev.unwrap_or_default().to_value(version)
 }
 
-/// Kernel side of ADD; registers an undo for each thing it creates.
+/// Kernel side of ADD; registers an undo for each thing it creates. Returns
+/// once the container's bridge port forwards, with how long that took after
+/// the wiring (see [`crate::port`]).
 async fn wire(
     container: &Netns,
     att: &Attachment,
     ifname: &str,
     rollback: &mut Rollback,
-) -> Result<(), CniError> {
+) -> Result<std::time::Duration, CniError> {
     let bad = |what: String| CniError::Internal(format!("agent attachment unusable: {what}"));
     let mac = parse_mac(&att.mac).map_err(|_| bad(format!("mac {:?}", att.mac)))?;
     validate_ifname(&att.host_ifname).map_err(|e| bad(e.to_string()))?;
@@ -172,7 +185,13 @@ async fn wire(
             ))
         })?;
     configure_container_end(&container.handle, link.index, att.address).await?;
-    Ok(())
+    wait_until_forwarding(
+        &network.handle,
+        &att.host_ifname,
+        &att.network_netns,
+        FORWARD_TIMEOUT,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -5,4 +5,5 @@ mod chained;
 mod common;
 mod install_chained;
 mod plugin_kernel;
+mod port_wait;
 mod stress;

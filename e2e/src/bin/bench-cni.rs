@@ -7,8 +7,10 @@
 //! costs the kernel's ~1 s retry).
 //!
 //! ```text
-//! bench-cni [--runs 200] [--parallel 16] [--reference-dir /usr/lib/cni]
+//! bench-cni [--runs 200] [--parallel 16] [--reference-dir /usr/lib/cni] [--plugin-log FILE]
 //! ```
+//! `--plugin-log` runs our plugin at `logLevel: debug` into FILE: each ADD
+//! that had to wait for its bridge port to forward logs how long.
 //! One timed invocation = spawn, exec, work, exit; namespace creation is
 //! untimed; the reference plugin's "host" namespace is a throwaway netns.
 //! The sandbox runs a dedicated scenario: 2 nodes, one project, one
@@ -49,6 +51,7 @@ struct Args {
     runs: usize,
     parallel: usize,
     reference_dir: PathBuf,
+    plugin_log: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Args> {
         runs: 200,
         parallel: 16,
         reference_dir: "/usr/lib/cni".into(),
+        plugin_log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +68,7 @@ fn parse_args() -> Result<Args> {
             "--runs" => a.runs = value.parse()?,
             "--parallel" => a.parallel = value.parse()?,
             "--reference-dir" => a.reference_dir = value.into(),
+            "--plugin-log" => a.plugin_log = Some(value.into()),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -322,10 +327,15 @@ fn main() -> Result<()> {
         .first()
         .context("the bench scenario has a network")?;
     let cni = privnet_binary()?.with_file_name("privnet-cni");
+    let mut conf = json!({"cniVersion": "1.0.0", "name": "privnet", "type": "privnet-cni",
+                          "agentSocket": node.agent_socket, "network": network.id});
+    if let Some(log) = &args.plugin_log {
+        conf["logLevel"] = json!("debug");
+        conf["logFile"] = json!(log);
+    }
     let ours = Plugin {
         binary: cni.clone(),
-        conf: json!({"cniVersion": "1.0.0", "name": "privnet", "type": "privnet-cni",
-                     "agentSocket": node.agent_socket, "network": network.id}),
+        conf,
         cni_path: cni
             .parent()
             .map(|p| p.display().to_string())

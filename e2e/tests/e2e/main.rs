@@ -4,6 +4,7 @@
 mod bulk_receive;
 mod common;
 mod connectivity;
+mod dns_spread;
 mod faults;
 mod first_packet;
 mod isolation;
