@@ -90,7 +90,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let mut outcome = PassOutcome::default();
         let raw = self.current_view();
         let mut conv = self.conv.lock().await;
-        let view = self.gate_view(&raw, &mut conv, now).await;
+        let (view, settle_wake) = self.gate_view(&raw, &mut conv, now).await;
+        outcome.wakes.extend(settle_wake);
         self.converge_mesh(&view, &mut conv, now, &mut outcome)
             .await?;
         if !conv.mesh_up {
@@ -351,7 +352,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         raw: &ClusterView,
         conv: &mut ConvergeState,
         now: Instant,
-    ) -> ClusterView {
+    ) -> (ClusterView, Option<Duration>) {
         let live: BTreeSet<LiveAttachment> = {
             let st = self.state.lock().await;
             st.book
@@ -399,7 +400,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         self.metrics
             .removals_held
             .set(i64::from(conv.removals.holding()));
-        view
+        conv.settling
+            .apply(&self.cfg.node, view, policy.settle, now)
     }
 
     async fn converge_published(

@@ -7,10 +7,10 @@
 //! vanished container) are never held: they leave the attachment book, so
 //! they are not "live" here. The clock is an argument.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use privnet_core::view::ClusterView;
+use privnet_core::view::{ClusterView, EndpointInfo};
 
 /// When a removal is big enough to hold, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +25,10 @@ pub struct HoldPolicy {
     /// wipe reaches the agent as a stream of deletions, and each step alone
     /// would look small.
     pub window: Duration,
+    /// Endpoints of other nodes leave the view only after being gone this
+    /// long: a wipe is refilled by their nodes within it (no blip), a real
+    /// scale-in applies after it.
+    pub settle: Duration,
 }
 
 impl Default for HoldPolicy {
@@ -34,6 +38,7 @@ impl Default for HoldPolicy {
             min_count: 3,
             grace: Duration::from_secs(300),
             window: Duration::from_secs(2),
+            settle: Duration::from_secs(1),
         }
     }
 }
@@ -220,4 +225,54 @@ pub fn keep_removed(last: &ClusterView, incoming: &ClusterView) -> ClusterView {
         }
     }
     v
+}
+
+/// Endpoints of other nodes that left the view, kept until gone for
+/// [`HoldPolicy::settle`].
+#[derive(Debug, Default)]
+pub struct SettlingRemovals {
+    prev: Vec<EndpointInfo>,
+    gone_since: BTreeMap<(String, String, String), (EndpointInfo, Instant)>,
+}
+
+impl SettlingRemovals {
+    /// `view` with the other nodes' endpoints gone for less than `settle`
+    /// put back (unless their address is taken again), and when to look
+    /// again for the next one to go.
+    pub fn apply(
+        &mut self,
+        node: &str,
+        mut view: ClusterView,
+        settle: Duration,
+        now: Instant,
+    ) -> (ClusterView, Option<Duration>) {
+        let key = |e: &EndpointInfo| (e.node.clone(), e.container_id.clone(), e.interface.clone());
+        let present: BTreeSet<_> = view.endpoints.iter().map(key).collect();
+        self.gone_since.retain(|k, _| !present.contains(k));
+        for e in self.prev.iter().filter(|e| e.node != node) {
+            if !present.contains(&key(e)) {
+                self.gone_since
+                    .entry(key(e))
+                    .or_insert_with(|| (e.clone(), now));
+            }
+        }
+        self.gone_since
+            .retain(|_, (_, t)| now.saturating_duration_since(*t) < settle);
+        for (e, _) in self.gone_since.values() {
+            let taken = view
+                .endpoints
+                .iter()
+                .any(|x| x.network_id == e.network_id && x.ip == e.ip);
+            if !taken {
+                view.endpoints.push(e.clone());
+            }
+        }
+        let wake = self
+            .gone_since
+            .values()
+            .map(|(_, t)| settle.saturating_sub(now.saturating_duration_since(*t)))
+            .min();
+        self.prev = view.endpoints.clone();
+        (view, wake)
+    }
 }

@@ -91,6 +91,8 @@ pub(crate) struct ConvergeState {
     pub peer_timers: plan::PeerTimers,
     /// The blast-radius guard's last good view and hold.
     pub removals: hold::RemovalGuard,
+    /// Other nodes' endpoints that just left the view.
+    pub settling: hold::SettlingRemovals,
     /// Drifts the last read-back left unrepaired.
     pub repairs: repair_plan::RepairTracker,
 }

@@ -366,7 +366,9 @@ fn agent_metrics(_sb: &Sandbox, t: &Target) -> String {
 #[test]
 fn a_corrupted_record_at_start_is_dropped_and_its_address_stays_taken() {
     common::require_root!();
-    let sb = Sandbox::up("g", Some(SCENARIO));
+    // Files mode: the address claim is read back as the sandbox's claim file
+    // (on the Kubernetes path it is a Lease; the claim check is the same code).
+    let sb = Sandbox::up_files("g", Some(SCENARIO));
     let a = sb.container("app-web-1");
     let node_name = a["node"].as_str().unwrap().to_string();
     let status = sb.status();

@@ -1,6 +1,7 @@
 //! The e2e crate's integration tests, one binary: each file below was its own
 //! test binary, and every one linked and monomorphised the whole stack again.
 
+mod blast_radius;
 mod bulk_receive;
 mod common;
 mod connectivity;

@@ -67,7 +67,9 @@ fn underlay_sees_only_wireguard_and_the_guard_fails_closed() {
         &wg_filter,
         &vxlan_filter,
         "icmp",
-        "tcp",
+        // The agents' watches of the API server (TLS to 192.168.213.1:6443)
+        // are the only TCP the underlay may carry.
+        "tcp and not port 6443",
         "arp and not host 192.168.213.11 and not host 192.168.213.12",
     ]);
     assert!(counts[0] > 0, "the capture must see the tunnel: {counts:?}");

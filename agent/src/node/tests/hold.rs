@@ -17,6 +17,7 @@ fn policy() -> HoldPolicy {
         min_count: 3,
         grace: GRACE,
         window: WINDOW,
+        settle: Duration::ZERO,
     }
 }
 
@@ -297,4 +298,61 @@ async fn a_confirmation_file_applies_a_held_view_and_is_removed() {
     h.agent.converge_at(t0).await.unwrap();
     assert_ne!(h.dp.kernel().fdb, fdb, "confirmed: applied");
     assert!(!confirm.exists(), "the confirmation is used once");
+}
+
+#[test]
+fn another_nodes_endpoint_leaves_only_after_the_settle_time() {
+    let settle = Duration::from_secs(1);
+    let (t0, mut s) = (
+        Instant::now(),
+        crate::node::hold::SettlingRemovals::default(),
+    );
+    let full = {
+        let mut v = view();
+        v.endpoints.push(ep("n2", "r1", 201));
+        v.endpoints.push(ep("n2", "r2", 202));
+        v.endpoints.push(ep(NODE, "c1", 1));
+        v
+    };
+    assert_eq!(
+        s.apply(NODE, full.clone(), settle, t0),
+        (full.clone(), None)
+    );
+    // Everything gone: the other node's two stay for the settle time, ours goes.
+    let (v, wake) = s.apply(NODE, view(), settle, t0);
+    let names: Vec<_> = v
+        .endpoints
+        .iter()
+        .map(|e| e.container_id.as_str())
+        .collect();
+    assert_eq!(names, ["r1", "r2"]);
+    assert_eq!(wake, Some(settle));
+    // r1 comes back (its node published it again); r2 is still settling.
+    let mut back = view();
+    back.endpoints.push(ep("n2", "r1", 201));
+    let half = t0 + settle / 2;
+    let (v, wake) = s.apply(NODE, back.clone(), settle, half);
+    assert_eq!(v.endpoints.len(), 2);
+    assert_eq!(wake, Some(settle / 2));
+    // After the settle time r2 is gone for good; r1 stays.
+    let (v, wake) = s.apply(NODE, back.clone(), settle, t0 + settle);
+    assert_eq!((v, wake), (back.clone(), None));
+    let (v, _) = s.apply(NODE, back.clone(), settle, t0 + settle * 2);
+    assert_eq!(v, back);
+}
+
+#[test]
+fn a_settling_endpoint_whose_address_is_taken_again_is_not_put_back() {
+    let settle = Duration::from_secs(1);
+    let (t0, mut s) = (
+        Instant::now(),
+        crate::node::hold::SettlingRemovals::default(),
+    );
+    let mut v = view();
+    v.endpoints.push(ep("n2", "old", 201));
+    s.apply(NODE, v, settle, t0);
+    let mut new = view();
+    new.endpoints.push(ep("n2", "new", 201));
+    let (got, _) = s.apply(NODE, new.clone(), settle, t0);
+    assert_eq!(got, new, "the new holder of the address wins");
 }

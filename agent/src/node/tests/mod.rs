@@ -183,7 +183,11 @@ pub fn config(state: &std::path::Path) -> AgentConfig {
         domain: "private-network.internal".into(),
         gro_flush_timeout_ns: 20_000,
         guard_disabled: false,
-        removal_hold: Default::default(),
+        // Other nodes' endpoints leave at once (the settle delay has its own tests).
+        removal_hold: crate::node::hold::HoldPolicy {
+            settle: std::time::Duration::ZERO,
+            ..Default::default()
+        },
         resync: crate::node::plan::RESYNC,
     }
 }

@@ -79,18 +79,20 @@ pub(super) fn install(
     for n in &state.nodes {
         cluster.apply(&objects::node(&n.name, &n.underlay_address))?;
     }
+    let ip = sandbox_loopback(&state.name);
     state.controllers = (0..CONTROLLER_REPLICAS)
         .map(|i| {
             let dir = root.display().to_string();
-            Ok(ControllerState {
+            let port = |base: u16| format!("{ip}:{}", base + i as u16);
+            ControllerState {
                 name: format!("controller-{i}"),
                 pid: 0,
-                webhook: free_loopback_port()?,
-                metrics: free_loopback_port()?,
+                webhook: port(WEBHOOK_PORT_BASE),
+                metrics: port(METRICS_PORT_BASE),
                 log: format!("{dir}/controller-{i}.log"),
-            })
+            }
         })
-        .collect::<Result<_, SandboxError>>()?;
+        .collect();
     let backends: Vec<String> = state
         .controllers
         .iter()
@@ -104,11 +106,21 @@ pub(super) fn install(
     Ok(())
 }
 
-fn free_loopback_port() -> Result<String, SandboxError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
-    Ok(l.local_addr()
-        .map_err(io(Path::new("127.0.0.1:0")))?
-        .to_string())
+/// Ports of controller replica 0 on the sandbox's loopback address (below
+/// the ephemeral range).
+const WEBHOOK_PORT_BASE: u16 = 19443;
+const METRICS_PORT_BASE: u16 = 19643;
+
+/// A loopback address of this sandbox's own (all of 127/8 is local), from a
+/// hash of its unique name: fixed ports there cannot meet another sandbox's,
+/// as ports picked by binding :0 and releasing could (two sandboxes up at
+/// once once sent one's webhook calls to the other's metrics port).
+fn sandbox_loopback(name: &str) -> std::net::Ipv4Addr {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let byte = |shift: u32| ((h >> shift) % 254 + 1) as u8;
+    std::net::Ipv4Addr::new(127, 10 + (h % 200) as u8, byte(8), byte(16))
 }
 
 /// Starts controller replica `i` (detached, its own log); returns its pid.
