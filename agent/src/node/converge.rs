@@ -23,6 +23,7 @@ use crate::local_network::{LocalNetwork, family};
 use crate::source::Source;
 use crate::store::AttachmentRecord;
 use privnet_core::mtu::wireguard_mtu;
+use privnet_core::rpc::AttachmentKey;
 use privnet_core::view::ClusterView;
 
 /// What a pass asks of the loop.
@@ -412,13 +413,20 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     ) {
         let todo =
             plan::plan_publication(&self.cfg.node, records, view, &conv.published, &conv.shown);
-        for (key, _) in &todo.publish {
-            if conv.shown.contains(key) {
+        let wiped = |key: &AttachmentKey| conv.shown.contains(key);
+        let mut publish = Vec::with_capacity(todo.publish.len());
+        for (key, ep) in todo.publish {
+            if wiped(&key) {
+                if !self.source.endpoint_owner_exists(&ep) {
+                    // Its pod is gone: the CNI DEL is on its way.
+                    continue;
+                }
                 tracing::warn!(container = %key.container_id, "publishing again an endpoint wiped from the source");
             }
+            publish.push((key, ep));
         }
         conv.shown = todo.shown;
-        for (key, ep) in todo.publish {
+        for (key, ep) in publish {
             match self.source.publish_endpoint(&ep).await {
                 Ok(()) => {
                     conv.published.insert(key, ep);

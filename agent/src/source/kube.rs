@@ -235,6 +235,10 @@ impl Source for KubeSource {
         Ok(())
     }
 
+    fn endpoint_owner_exists(&self, ep: &EndpointInfo) -> bool {
+        pod_of(self.pods.state().iter().map(|a| &**a), ep).is_some()
+    }
+
     async fn publish_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
         let deadline = tokio::time::Instant::now() + POD_WAIT;
         let pod = loop {

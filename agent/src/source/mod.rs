@@ -51,6 +51,13 @@ pub trait Source: Send + Sync + 'static {
     /// Publishes this node's WireGuard public key and endpoint.
     fn publish_node(&self, node: &NodeInfo)
     -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Whether what owns this endpoint in the cluster still exists (on
+    /// Kubernetes: its Pod, in the watch cache, without waiting). An
+    /// endpoint that vanished from the view is published again only then:
+    /// a deleted pod's endpoint goes with it before its CNI DEL arrives.
+    fn endpoint_owner_exists(&self, _endpoint: &EndpointInfo) -> bool {
+        true
+    }
     /// Publishes an endpoint attached on this node.
     fn publish_endpoint(
         &self,

@@ -214,8 +214,14 @@ fn an_attachment_the_view_never_showed_is_not_a_removal() {
     assert_eq!(gate, Gate::Apply);
 }
 
-#[tokio::test]
-async fn an_agent_keeps_forwarding_through_a_wiped_view_until_the_grace_period() {
+/// An agent with five attachments shown by the view and one remote endpoint,
+/// converged twice a window apart (the guard's baseline has them all); the
+/// time of the second pass and the FDB it left.
+async fn five_attached_and_a_remote() -> (
+    Harness,
+    Instant,
+    BTreeMap<String, BTreeSet<privnet_core::fdb::FdbEntry>>,
+) {
     let h = Harness::ready().await;
     for i in 1..=5 {
         h.attach(&format!("c{i}")).await;
@@ -229,12 +235,17 @@ async fn an_agent_keeps_forwarding_through_a_wiped_view_until_the_grace_period()
             .map(|r| endpoint_info(NODE, r)),
     );
     v.endpoints.push(ep("n2", "r1", 200));
-    h.agent.set_view(v.clone());
-    // Converged, then a window later again: the guard's baseline has them.
+    h.agent.set_view(v);
     let t0 = Instant::now() + WINDOW;
     h.agent.converge_at(t0 - WINDOW).await.unwrap();
     h.agent.converge_at(t0).await.unwrap();
     let fdb = h.dp.kernel().fdb.clone();
+    (h, t0, fdb)
+}
+
+#[tokio::test]
+async fn an_agent_keeps_forwarding_through_a_wiped_view_until_the_grace_period() {
+    let (h, t0, fdb) = five_attached_and_a_remote().await;
     assert!(!fdb.is_empty(), "the remote endpoint is in the FDB");
     assert!(
         h.agent
@@ -272,24 +283,7 @@ async fn an_agent_keeps_forwarding_through_a_wiped_view_until_the_grace_period()
 
 #[tokio::test]
 async fn a_confirmation_file_applies_a_held_view_and_is_removed() {
-    let h = Harness::ready().await;
-    for i in 1..=5 {
-        h.attach(&format!("c{i}")).await;
-    }
-    let mut v = view();
-    v.endpoints.extend(
-        h.agent
-            .attachments()
-            .await
-            .iter()
-            .map(|r| endpoint_info(NODE, r)),
-    );
-    v.endpoints.push(ep("n2", "r1", 200));
-    h.agent.set_view(v);
-    let t0 = Instant::now() + WINDOW;
-    h.agent.converge_at(t0 - WINDOW).await.unwrap();
-    h.agent.converge_at(t0).await.unwrap();
-    let fdb = h.dp.kernel().fdb.clone();
+    let (h, t0, fdb) = five_attached_and_a_remote().await;
     h.agent.set_view(wiped());
     h.agent.converge_at(t0).await.unwrap();
     assert_eq!(h.dp.kernel().fdb, fdb, "held");
@@ -355,4 +349,21 @@ fn a_settling_endpoint_whose_address_is_taken_again_is_not_put_back() {
     new.endpoints.push(ep("n2", "new", 201));
     let (got, _) = s.apply(NODE, new.clone(), settle, t0);
     assert_eq!(got, new, "the new holder of the address wins");
+}
+
+#[tokio::test]
+async fn a_wiped_endpoint_is_published_again_only_while_its_pod_exists() {
+    let (h, t0, _) = five_attached_and_a_remote().await;
+    let before = h.source.state().publications.len();
+    // c1's pod is deleted (its endpoint goes with it, before the CNI DEL);
+    // the others are wiped while their pods run.
+    h.source.state().owners_gone.insert("c1".into());
+    h.agent.set_view(wiped());
+    h.agent.converge_at(t0).await.unwrap();
+    let again: Vec<String> = h.source.state().publications[before..].to_vec();
+    assert_eq!(
+        again,
+        ["c2", "c3", "c4", "c5"],
+        "c1's pod is gone: not again"
+    );
 }

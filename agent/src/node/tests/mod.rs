@@ -44,6 +44,10 @@ pub struct SourceState {
     pub pods: BTreeMap<String, Workload>,
     /// Numbers come only from admission (as on Kubernetes).
     pub admission_numbers: bool,
+    /// Publications, in order (container ids).
+    pub publications: Vec<String>,
+    /// Containers whose owner (pod) is gone from the cluster.
+    pub owners_gone: BTreeSet<String>,
 }
 
 /// An in-memory source; clones share state.
@@ -70,10 +74,14 @@ impl Source for FakeSource {
     async fn publish_node(&self, _node: &NodeInfo) -> Result<(), SourceError> {
         Ok(())
     }
+    fn endpoint_owner_exists(&self, ep: &EndpointInfo) -> bool {
+        !self.state().owners_gone.contains(&ep.container_id)
+    }
     async fn publish_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
-        self.state()
-            .published
+        let mut st = self.state();
+        st.published
             .insert((ep.container_id.clone(), ep.interface.clone()), ep.clone());
+        st.publications.push(ep.container_id.clone());
         Ok(())
     }
     async fn claim_address(
