@@ -38,7 +38,7 @@ impl Default for HoldPolicy {
             min_count: 3,
             grace: Duration::from_secs(300),
             window: Duration::from_secs(2),
-            settle: Duration::from_millis(500),
+            settle: Duration::from_secs(1),
         }
     }
 }
