@@ -161,11 +161,26 @@ pub struct Sandbox {
 impl Sandbox {
     /// `privnet sandbox up --name <unique> [--scenario FILE]`.
     pub fn up(prefix: &str, scenario: Option<&Path>) -> Result<Sandbox, SandboxError> {
+        Self::up_with(prefix, scenario, &[])
+    }
+
+    /// `privnet sandbox up --api files`: for a bench that calls the plugin
+    /// itself, without pods (on the Kubernetes path the agent attaches only
+    /// what the webhook admitted).
+    pub fn up_files(prefix: &str, scenario: Option<&Path>) -> Result<Sandbox, SandboxError> {
+        Self::up_with(prefix, scenario, &["--api", "files"])
+    }
+
+    fn up_with(
+        prefix: &str,
+        scenario: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Sandbox, SandboxError> {
         let binary = privnet_binary()?;
         // Short: node interface names derive from it (15-byte limit).
         let name = process::unique_name(prefix);
         let mut cmd = Command::new(&binary);
-        cmd.args(["sandbox", "up", "--name", &name]);
+        cmd.args(["sandbox", "up", "--name", &name]).args(extra);
         if let Some(s) = scenario {
             cmd.arg("--scenario").arg(s);
         }

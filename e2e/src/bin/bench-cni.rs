@@ -319,7 +319,8 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let dir = ScratchDir::new("pnbcni")?;
     let scenario = dir.write("scenario.yaml", SCENARIO)?;
-    let sandbox = Sandbox::up("bc", Some(&scenario)).context("failed to bring the sandbox up")?;
+    let sandbox =
+        Sandbox::up_files("bc", Some(&scenario)).context("failed to bring the sandbox up")?;
     let status = sandbox.status()?;
     let node = status.node("n1")?;
     let network = status
