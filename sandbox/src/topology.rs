@@ -119,11 +119,7 @@ pub fn start_agent(
             &privnet_core::defaults::MESH_CIDR.to_string(),
         ])
         .args(["--wireguard", backend.agent_flag(), "--endpoint", &endpoint])
-        .env(
-            "PRIVNET_LOG",
-            std::env::var("PRIVNET_LOG")
-                .unwrap_or_else(|_| "info,hickory_server=warn,defguard_wireguard_rs=warn".into()),
-        )
+        .env("PRIVNET_LOG", child_log_filter())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_log)
@@ -185,4 +181,11 @@ pub fn stop_pid(pid: u32, signal: nix::sys::signal::Signal) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let _ = kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+}
+
+/// The log filter of the processes the sandbox starts: the caller's
+/// `PRIVNET_LOG`, else info without the chatty libraries.
+pub fn child_log_filter() -> String {
+    std::env::var("PRIVNET_LOG")
+        .unwrap_or_else(|_| "info,hickory_server=warn,defguard_wireguard_rs=warn".into())
 }

@@ -12,7 +12,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::Sandbox;
-use common::observe::PingStream;
+use common::observe::{self, PingStream};
 use serde_json::Value;
 
 const SCENARIO: &str = r#"
@@ -34,31 +34,17 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The A record of `name` seen from `from`; None on NXDOMAIN (any other
-/// failure fails the test: it would not say the name is gone).
-fn resolve(sb: &Sandbox, from: &str, name: &str) -> Option<String> {
-    let out = sb.exec(from, &["host", "-W", "2", "-t", "A", name]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        assert!(text.contains("NXDOMAIN"), "`host {name}` failed: {text}");
-        return None;
-    }
-    text.lines()
-        .find_map(|l| l.split(" has address ").nth(1).map(str::to_string))
-}
-
 fn endpoints(sb: &Sandbox) -> Vec<Value> {
     let out = ok(sb.kubectl(&["get", "privateendpoints", "-A", "-o", "json"], None));
     let v: Value = serde_json::from_str(&out).unwrap();
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        observe::wait_for(timeout, f).is_some(),
+        "timed out waiting for {what}"
+    );
 }
 
 fn agent_logs(sb: &Sandbox) -> String {
@@ -86,11 +72,11 @@ fn a_wiped_endpoint_store_is_held_and_refilled_and_a_real_scale_in_proceeds() {
     // Positive controls: reachable and named both ways.
     sb.exec_ok("front-web-1", &["ping", "-c1", "-w4", &back_ip]);
     assert_eq!(
-        resolve(&sb, "front-web-1", &back_name),
+        common::resolve_a(&sb, "front-web-1", &back_name),
         Some(back_ip.clone())
     );
     assert_eq!(
-        resolve(&sb, "back-web-1", &front_name),
+        common::resolve_a(&sb, "back-web-1", &front_name),
         Some(front_ip.clone())
     );
     let saved = endpoints(&sb);
@@ -117,7 +103,7 @@ fn a_wiped_endpoint_store_is_held_and_refilled_and_a_real_scale_in_proceeds() {
             ("back-web-1", &front_name, &front_ip),
         ] {
             lookups += 1;
-            if resolve(&sb, from, name).as_ref() != Some(ip) {
+            if common::resolve_a(&sb, from, name).as_ref() != Some(ip) {
                 failed += 1;
             }
         }
@@ -178,15 +164,21 @@ fn a_wiped_endpoint_store_is_held_and_refilled_and_a_real_scale_in_proceeds() {
     // A real scale-in of 90 %: the names go at once, not after the grace.
     let zone = sb.network("br")["zone"].as_str().unwrap().to_string();
     let name = |n: u32| format!("{n}.web.back.{zone}");
-    assert!(resolve(&sb, "front-web-1", &name(10)).is_some(), "control");
+    assert!(
+        common::resolve_a(&sb, "front-web-1", &name(10)).is_some(),
+        "control"
+    );
     let t = Instant::now();
     ok(sb.privnet(&["scale", "back", "web", "1"]));
     wait_for("the removed names to go", Duration::from_secs(10), || {
-        (2..=10).all(|n| resolve(&sb, "front-web-1", &name(n)).is_none())
+        (2..=10).all(|n| common::resolve_a(&sb, "front-web-1", &name(n)).is_none())
     });
     println!(
         "BLAST scale-in 10 -> 1 applied in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    assert_eq!(resolve(&sb, "front-web-1", &name(1)), Some(back_ip));
+    assert_eq!(
+        common::resolve_a(&sb, "front-web-1", &name(1)),
+        Some(back_ip)
+    );
 }

@@ -13,28 +13,6 @@ workloads:
   - {project: sc, application: app, processes: {web: 3, worker: 1}}
 "#;
 
-/// The address `name` resolves to from `from`; `None` only for NXDOMAIN
-/// (a name that is gone), any other failure (timeout, SERVFAIL) panics.
-fn resolves(sb: &Sandbox, from: &str, name: &str) -> Option<String> {
-    let out = sb.exec(from, &["host", "-W", "2", "-t", "A", name]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        assert!(
-            text.contains("NXDOMAIN"),
-            "`host {name}` from {from} failed without NXDOMAIN: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(
-        text.split(" has address ")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string(),
-    )
-}
-
 /// Non-empty lines of a command that must succeed.
 fn count_lines(out: std::process::Output) -> usize {
     assert!(
@@ -66,7 +44,7 @@ fn names_follow_scaling_and_nothing_leaks() {
     let ip = new["ip"].as_str().unwrap().to_string();
     for o in observers {
         assert_eq!(
-            resolves(&sb, o, &format!("2.worker.app.{zone}")).as_deref(),
+            common::resolve_a(&sb, o, &format!("2.worker.app.{zone}")).as_deref(),
             Some(ip.as_str()),
             "from {o}"
         );
@@ -84,7 +62,7 @@ fn names_follow_scaling_and_nothing_leaks() {
     );
     for o in observers {
         assert_eq!(
-            resolves(&sb, o, &format!("2.worker.app.{zone}")),
+            common::resolve_a(&sb, o, &format!("2.worker.app.{zone}")),
             None,
             "stale name seen from {o}"
         );
@@ -193,7 +171,10 @@ fn names_follow_scaling_and_nothing_leaks() {
         "leak after 100 scale cycles (veths, netns, claims, records)"
     );
     for o in observers {
-        assert_eq!(resolves(&sb, o, &format!("5.web.app.{zone}")), None);
+        assert_eq!(
+            common::resolve_a(&sb, o, &format!("5.web.app.{zone}")),
+            None
+        );
     }
 
     // A large type: more A records than fit in a 512-byte datagram; the

@@ -339,3 +339,20 @@ pub fn client(
 
 /// The one-line root check shared by every root-only test tier.
 pub(crate) use privnet_testkit::require_root;
+
+/// The address `name` resolves to from `from`; `None` only for NXDOMAIN
+/// (a name that is gone), any other failure (timeout, SERVFAIL) panics.
+pub fn resolve_a(sb: &Sandbox, from: &str, name: &str) -> Option<String> {
+    let out = sb.exec(from, &["host", "-W", "2", "-t", "A", name]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        assert!(
+            text.contains("NXDOMAIN"),
+            "`host {name}` from {from} failed without NXDOMAIN: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    text.lines()
+        .find_map(|l| l.split(" has address ").nth(1).map(str::to_string))
+}

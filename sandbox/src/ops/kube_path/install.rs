@@ -35,10 +35,7 @@ pub(super) fn start_daemon(state: &mut SandboxState, bins: &Binaries) -> Result<
     let err = log.try_clone().map_err(io(&log_path))?;
     let child = Command::new(&bins.privnet)
         .args(["sandbox", "--name", &state.name, "cluster-daemon"])
-        .env(
-            "PRIVNET_LOG",
-            std::env::var("PRIVNET_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("PRIVNET_LOG", topology::child_log_filter())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
@@ -152,10 +149,7 @@ pub fn start_controller(
         .arg(tls.join("apiserver.key"))
         .args(["--cluster-domain", k::CLUSTER_DOMAIN])
         .env("KUBECONFIG", &state.kubeconfig)
-        .env(
-            "PRIVNET_LOG",
-            std::env::var("PRIVNET_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("PRIVNET_LOG", topology::child_log_filter())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
