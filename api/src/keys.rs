@@ -42,6 +42,11 @@ pub const HOSTNAME_ANNOTATION: &str = "privnet.io/hostname";
 /// Pod annotation set by the webhook: the Lease holding its number.
 pub const NUMBER_CLAIM_ANNOTATION: &str = "privnet.io/number-claim";
 
+/// PrivateNetwork annotation written by the controller: when its Project
+/// was first seen missing (RFC 3339). The network is deleted only after the
+/// orphan grace; a Project restored before that adopts it again.
+pub const ORPHANED_SINCE_ANNOTATION: &str = "privnet.io/orphaned-since";
+
 /// Node annotation published by the agent: WireGuard public key (base64).
 pub const WG_PUBLIC_KEY_ANNOTATION: &str = "privnet.io/wireguard-public-key";
 /// Node annotation published by the agent: WireGuard endpoint `ip:port`.

@@ -31,6 +31,8 @@ pub struct ControllerConfig {
     pub claims_sweep_period: std::time::Duration,
     /// Claims younger than this are never collected (admission claims before the pod exists).
     pub claims_grace: std::time::Duration,
+    /// How long a network outlives its deleted Project (see [`crate::orphan`]).
+    pub orphan_grace: std::time::Duration,
 }
 
 impl Default for ControllerConfig {
@@ -45,6 +47,7 @@ impl Default for ControllerConfig {
             cluster_domain: "cluster.local".into(),
             claims_sweep_period: std::time::Duration::from_secs(60),
             claims_grace: crate::webhook::numbering::DEFAULT_GRACE,
+            orphan_grace: crate::orphan::DEFAULT_ORPHAN_GRACE,
         }
     }
 }

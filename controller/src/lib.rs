@@ -23,6 +23,7 @@ pub mod leader;
 pub mod metrics;
 pub mod network;
 pub mod nodes;
+pub mod orphan;
 pub mod policy;
 pub mod project;
 pub mod run;

@@ -1,7 +1,8 @@
 //! `PrivateNetwork` status: id `pn-<uid>`, a VNI unique in the cluster
 //! (rebuilt from the list of all networks on every pass, never from
 //! memory), gateway, zone, endpoint count, nodes, conditions; its zone
-//! ConfigMap; orphans (no owning project) are deleted.
+//! ConfigMap; orphans (their project gone) are deleted after a grace
+//! ([`super::orphan`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,9 +17,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, Error, is_status};
+use super::orphan::{OrphanStep, orphan_step};
 use super::project::publish;
 use super::zone;
-use privnet_api::keys::FIELD_MANAGER;
+use privnet_api::keys::{FIELD_MANAGER, ORPHANED_SINCE_ANNOTATION};
 use privnet_api::{PrivateEndpoint, PrivateNetwork, PrivateNetworkStatus, Project, set_condition};
 use privnet_core::naming::network_id_from_uid;
 use privnet_core::vni::VniAllocator;
@@ -148,27 +150,47 @@ async fn apply(network: &PrivateNetwork, ctx: &Context) -> Result<Action, Error>
     let name = network.name_any();
     let networks: Api<PrivateNetwork> = Api::all(ctx.client.clone());
     let projects: Api<Project> = Api::all(ctx.client.clone());
-    if projects
+    let project_exists = projects
         .get_opt(&network.spec.project)
         .await
         .map_err(Error::kube("get project"))?
-        .is_none()
-    {
-        // No project: an orphan (its project is gone); the VNI is freed with it.
-        match networks.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
-            Err(e) => return Err(Error::kube(format!("delete orphan network {name}"))(e)),
+        .is_some();
+    let since = network.annotations().get(ORPHANED_SINCE_ANNOTATION);
+    let now = Timestamp::now();
+    match orphan_step(
+        project_exists,
+        since.map(String::as_str),
+        now,
+        ctx.config.orphan_grace,
+    ) {
+        OrphanStep::Keep => {}
+        OrphanStep::Adopt => {
+            mark_orphaned(&networks, &name, None).await?;
+            let note = format!("project {} is back: network kept", network.spec.project);
+            publish(ctx, network, EventType::Normal, "Adopted", &note).await;
         }
-        publish(
-            ctx,
-            network,
-            EventType::Normal,
-            "Deleted",
-            &format!("project {} no longer exists", network.spec.project),
-        )
-        .await;
-        return Ok(Action::await_change());
+        OrphanStep::Mark => {
+            mark_orphaned(&networks, &name, Some(now.to_string())).await?;
+            let grace = ctx.config.orphan_grace.as_secs();
+            let note = format!(
+                "project {} not found: network kept {grace} s for it to come back, then deleted",
+                network.spec.project
+            );
+            publish(ctx, network, EventType::Warning, "ProjectMissing", &note).await;
+            return Ok(Action::requeue(ctx.config.orphan_grace));
+        }
+        OrphanStep::Wait(left) => return Ok(Action::requeue(left)),
+        OrphanStep::Delete => {
+            // The VNI is freed with it.
+            match networks.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
+                Err(e) => return Err(Error::kube(format!("delete orphan network {name}"))(e)),
+            }
+            let note = format!("project {} no longer exists", network.spec.project);
+            publish(ctx, network, EventType::Normal, "Deleted", &note).await;
+            return Ok(Action::await_change());
+        }
     }
     let all = networks
         .list(&ListParams::default())
@@ -213,6 +235,20 @@ async fn apply(network: &PrivateNetwork, ctx: &Context) -> Result<Action, Error>
         publish(ctx, network, EventType::Normal, reason, &note).await;
     }
     Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Sets (or, with `None`, clears) the network's orphan mark.
+async fn mark_orphaned(
+    networks: &Api<PrivateNetwork>,
+    name: &str,
+    since: Option<String>,
+) -> Result<(), Error> {
+    let body = json!({ "metadata": { "annotations": { ORPHANED_SINCE_ANNOTATION: since } } });
+    networks
+        .patch(name, &PatchParams::default(), &Patch::Merge(body))
+        .await
+        .map_err(Error::kube(format!("mark orphan network {name}")))?;
+    Ok(())
 }
 
 /// Requeue with a short backoff after an error.

@@ -41,25 +41,25 @@ pub fn requested_subnet(project: &Project) -> String {
         .unwrap_or_else(|| DEFAULT_SUBNET.to_string())
 }
 
-/// The network a project owns, as applied: same name as the project,
-/// controller ownerReference (so it is deleted with the project). `subnet`
+/// The network of a project, as applied: same name as the project, found by
+/// `spec.project`. No ownerReference: the garbage collector would take the
+/// network (and its identity: id, VNI, zone) with a deleted Project at once;
+/// the network controller deletes an orphan only after a grace period, so a
+/// Project restored in time keeps its network ([`crate::orphan`]). `subnet`
 /// is the one to apply (the existing network's, which is immutable).
-pub fn desired_network(project: &Project, subnet: &str) -> Result<serde_json::Value, Error> {
+pub fn desired_network(project: &Project, subnet: &str) -> serde_json::Value {
     let name = project.name_any();
-    let owner = project
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingField(format!("project {name}"), "uid"))?;
     let net = project.spec.network.clone().unwrap_or_default();
     let mut spec = json!({ "project": name, "subnet": subnet });
     if let Some(mtu) = net.mtu {
         spec["mtu"] = json!(mtu);
     }
-    Ok(json!({
+    json!({
         "apiVersion": "privnet.io/v1alpha1",
         "kind": "PrivateNetwork",
-        "metadata": { "name": name, "labels": { PROJECT_LABEL: name }, "ownerReferences": [owner] },
+        "metadata": { "name": name, "labels": { PROJECT_LABEL: name } },
         "spec": spec,
-    }))
+    })
 }
 
 /// The project's status from its conflicts, its gaps and its network's id.
@@ -192,7 +192,8 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Actio
 
 async fn apply(project: &Project, ctx: &Context) -> Result<Action, Error> {
     if project.meta().deletion_timestamp.is_some() {
-        // Owned objects (network, policies) are garbage-collected.
+        // Owned objects (policies, attachments) are garbage-collected; the
+        // network outlives the project for the orphan grace.
         return Ok(Action::await_change());
     }
     let name = project.name_any();
@@ -221,11 +222,7 @@ async fn apply(project: &Project, ctx: &Context) -> Result<Action, Error> {
         _ => requested,
     };
     let network = networks
-        .patch(
-            &name,
-            &pp,
-            &Patch::Apply(desired_network(project, &subnet)?),
-        )
+        .patch(&name, &pp, &Patch::Apply(desired_network(project, &subnet)))
         .await
         .map_err(Error::kube(format!("apply network {name}")))?;
     if !existed {
@@ -421,11 +418,15 @@ mod tests {
     }
 
     #[test]
-    fn network_is_owned_by_the_project() {
+    fn network_names_its_project_and_is_not_owned_by_it() {
         let a = project("a", 1, &["x"]);
-        let net = desired_network(&a, &requested_subnet(&a)).unwrap();
-        assert_eq!(net["metadata"]["ownerReferences"][0]["uid"], "uid-a");
-        assert_eq!(net["metadata"]["ownerReferences"][0]["controller"], true);
+        let net = desired_network(&a, &requested_subnet(&a));
+        assert_eq!(net["spec"]["project"], "a");
+        assert_eq!(net["metadata"]["labels"][PROJECT_LABEL], "a");
+        assert!(
+            net["metadata"].get("ownerReferences").is_none(),
+            "an owner would let the garbage collector take the network with a wiped project"
+        );
         assert_eq!(net["spec"]["subnet"], DEFAULT_SUBNET);
     }
 

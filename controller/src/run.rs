@@ -28,8 +28,13 @@ pub async fn run_controllers(
     let project_store = projects.store();
     let namespace_store = projects.store();
     // A project change may create or clear a conflict of another project.
+    // A network names its project (no ownerReference: see `orphan`).
     let projects = projects
-        .owns(Api::<PrivateNetwork>::all(client.clone()), wc.clone())
+        .watches(
+            Api::<PrivateNetwork>::all(client.clone()),
+            wc.clone(),
+            |network: PrivateNetwork| Some(ObjectRef::<Project>::new(&network.spec.project)),
+        )
         .watches(
             Api::<Project>::all(client.clone()),
             wc.clone(),
@@ -69,7 +74,21 @@ pub async fn run_controllers(
     let networks = Controller::new(Api::<PrivateNetwork>::all(client.clone()), wc.clone())
         .with_config(Config::default().concurrency(1));
     let network_store = networks.store();
+    let orphan_store = networks.store();
     let networks = networks
+        // A project deleted or restored: its network is marked or adopted.
+        .watches(
+            Api::<Project>::all(client.clone()),
+            wc.clone(),
+            move |project: Project| {
+                orphan_store
+                    .state()
+                    .into_iter()
+                    .filter(|n| n.spec.project == project.name_any())
+                    .map(|n| ObjectRef::from_obj(&*n))
+                    .collect::<Vec<_>>()
+            },
+        )
         .watches(
             Api::<PrivateEndpoint>::all(client.clone()),
             wc.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use privnet_api::keys::VTEP_ANNOTATION;
+use privnet_api::keys::{ORPHANED_SINCE_ANNOTATION, VTEP_ANNOTATION};
 use privnet_api::{PrivateNetwork, Project};
 use privnet_controller::{Context, ControllerConfig, Metrics, network, nodes, project};
 use privnet_testkit::FakeApi;
@@ -75,7 +75,8 @@ async fn project_creation_applies_an_owned_network_and_reports_it() {
     seed_namespace(&api, "shop-prod");
     reconcile_project(&api, &ctx, "shop").await;
 
-    // The network is server-side applied with the stable field manager and an ownerReference.
+    // The network is server-side applied with the stable field manager; no
+    // ownerReference (a wiped project must not take it at once: `orphan`).
     let applies = api.requests("PATCH", &format!("{NETWORKS}/shop"));
     assert_eq!(applies.len(), 1, "{:#?}", api.log());
     let apply = &applies[0];
@@ -94,15 +95,12 @@ async fn project_creation_applies_an_owned_network_and_reports_it() {
         apply.body["spec"],
         json!({ "project": "shop", "subnet": "10.240.0.0/22" })
     );
-    let owner = &apply.body["metadata"]["ownerReferences"][0];
-    assert_eq!(
-        (
-            owner["kind"].as_str(),
-            owner["uid"].as_str(),
-            owner["controller"].as_bool()
-        ),
-        (Some("Project"), p["metadata"]["uid"].as_str(), Some(true))
+    assert!(
+        apply.body["metadata"].get("ownerReferences").is_none(),
+        "{}",
+        apply.body
     );
+    assert!(p["metadata"]["uid"].is_string());
 
     // Namespace labelled for the webhook, NetworkPolicy applied, event recorded.
     let ns = api.requests("PATCH", "/api/v1/namespaces/shop-prod");
@@ -216,7 +214,7 @@ async fn vnis_stay_unique_across_restarts_because_state_comes_from_the_api() {
 }
 
 #[tokio::test]
-async fn an_orphan_network_is_deleted_and_its_vni_reused() {
+async fn an_orphan_network_is_kept_for_the_grace_then_deleted_and_its_vni_reused() {
     let api = FakeApi::new();
     let ctx = context(&api);
     seed_project(&api, "keep", 1, &["keep"]);
@@ -231,8 +229,36 @@ async fn an_orphan_network_is_deleted_and_its_vni_reused() {
         reconcile_network(&ctx, "gone").await.status.unwrap().vni,
         Some(4097)
     );
-    // The project is deleted (orphan propagation left the network behind).
+    // The project is deleted: the network is marked, not deleted.
     api.remove(&format!("{PROJECTS}/gone"));
+    let marked = reconcile_network(&ctx, "gone").await;
+    assert!(
+        marked
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ORPHANED_SINCE_ANNOTATION),
+        "marked orphan"
+    );
+    assert!(
+        api.requests("DELETE", &format!("{NETWORKS}/gone"))
+            .is_empty()
+    );
+    assert!(
+        api.requests("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+            .iter()
+            .any(|e| e.body["reason"] == "ProjectMissing"),
+        "a warning says the network will go"
+    );
+    // Once the grace is over (zero here), the next look deletes it.
+    let ctx = Context::new(
+        api.client(),
+        ControllerConfig {
+            orphan_grace: std::time::Duration::ZERO,
+            ..ctx.config.clone()
+        },
+        Arc::new(Metrics::default()),
+    );
     let orphan: PrivateNetwork = Api::all(ctx.client.clone()).get("gone").await.unwrap();
     network::reconcile(Arc::new(orphan), ctx.clone())
         .await
@@ -247,6 +273,58 @@ async fn an_orphan_network_is_deleted_and_its_vni_reused() {
     assert_eq!(
         reconcile_network(&ctx, "next").await.status.unwrap().vni,
         Some(4097)
+    );
+}
+
+#[tokio::test]
+async fn a_project_restored_within_the_grace_keeps_its_network_identity() {
+    let api = FakeApi::new();
+    let ctx = context(&api);
+    let saved = seed_project(&api, "shop", 1, &["shop"]);
+    reconcile_project(&api, &ctx, "shop").await;
+    let before = reconcile_network(&ctx, "shop").await.status.unwrap();
+    assert!(before.id.is_some());
+    // Wiped (a mistaken `kubectl delete projects --all`) ...
+    api.remove(&format!("{PROJECTS}/shop"));
+    let marked = reconcile_network(&ctx, "shop").await;
+    assert!(
+        marked
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ORPHANED_SINCE_ANNOTATION)
+    );
+    // ... and applied back (a new uid, as a restore from a backup gets).
+    let mut restored = saved.clone();
+    restored["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| k == "name" || k == "creationTimestamp");
+    api.seed(PROJECTS, restored);
+    reconcile_project(&api, &ctx, "shop").await;
+    let adopted = reconcile_network(&ctx, "shop").await;
+    assert!(
+        !adopted
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ORPHANED_SINCE_ANNOTATION),
+        "the mark is cleared"
+    );
+    let after = adopted.status.unwrap();
+    assert_eq!(
+        (after.id, after.vni, after.zone),
+        (before.id, before.vni, before.zone),
+        "same id, VNI and zone: every name and address stays"
+    );
+    assert!(
+        api.requests("DELETE", &format!("{NETWORKS}/shop"))
+            .is_empty()
+    );
+    assert!(
+        api.requests("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+            .iter()
+            .any(|e| e.body["reason"] == "Adopted")
     );
 }
 

@@ -182,3 +182,89 @@ fn a_wiped_endpoint_store_is_held_and_refilled_and_a_real_scale_in_proceeds() {
         Some(back_ip)
     );
 }
+
+fn network_object(sb: &Sandbox) -> Value {
+    let out = ok(sb.kubectl(&["get", "privatenetworks", "br", "-o", "json"], None));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn orphan_mark(net: &Value) -> Option<String> {
+    net["metadata"]["annotations"]["privnet.io/orphaned-since"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn a_wiped_project_keeps_its_network_and_a_restored_one_adopts_it() {
+    common::require_root!();
+    let sb = Sandbox::up_kube("bp", Some(SCENARIO));
+    let back = sb.container("back-web-1");
+    let (back_name, back_ip) = (
+        back["hostname"].as_str().unwrap().to_string(),
+        back["ip"].as_str().unwrap().to_string(),
+    );
+    sb.exec_ok("front-web-1", &["ping", "-c1", "-w4", &back_ip]);
+    assert_eq!(
+        common::resolve_a(&sb, "front-web-1", &back_name),
+        Some(back_ip.clone()),
+        "control: the name resolves before the wipe"
+    );
+    let before = network_object(&sb);
+    let id = before["status"]["id"].as_str().unwrap().to_string();
+    assert_eq!(orphan_mark(&before), None);
+    let project = ok(sb.kubectl(&["get", "projects", "br", "-o", "json"], None));
+    let mut project: Value = serde_json::from_str(&project).unwrap();
+    let m = project["metadata"].as_object_mut().unwrap();
+    m.retain(|k, _| k == "name" || k == "labels" || k == "annotations");
+    project.as_object_mut().unwrap().remove("status");
+
+    let mut ping = PingStream::start(&sb, "front-web-1", &back_ip, 20);
+    ok(sb.kubectl(&["delete", "projects", "--all", "--wait=false"], None));
+    // The controller saw the project go: the network is marked, not deleted.
+    wait_for(
+        "the network to be marked orphan",
+        Duration::from_secs(15),
+        || orphan_mark(&network_object(&sb)).is_some(),
+    );
+    let (mut lookups, mut failed) = (0, 0);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        lookups += 1;
+        if common::resolve_a(&sb, "front-web-1", &back_name).as_ref() != Some(&back_ip) {
+            failed += 1;
+        }
+    }
+    assert_eq!(network_object(&sb)["status"]["id"], id.as_str());
+
+    // Restored from the saved object: adopted, same identity.
+    ok(sb.kubectl(
+        &["apply", "--validate=false", "-f", "-"],
+        Some(&project.to_string()),
+    ));
+    wait_for("the network to be adopted", Duration::from_secs(15), || {
+        orphan_mark(&network_object(&sb)).is_none()
+    });
+    let after = network_object(&sb);
+    assert_eq!(after["status"]["id"], id.as_str(), "same network id");
+    assert_eq!(after["status"]["vni"], before["status"]["vni"], "same VNI");
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    // The project works again: a new container gets a name in the same zone.
+    ok(sb.privnet(&["scale", "back", "web", "11"]));
+    let zone = after["status"]["zone"].as_str().unwrap().to_string();
+    let new_name = format!("11.web.back.{zone}");
+    wait_for("the new container's name", Duration::from_secs(30), || {
+        common::resolve_a(&sb, "front-web-1", &new_name).is_some()
+    });
+    let (sent, received) = ping.stop();
+    println!(
+        "BLAST project wipe: network {id} kept and adopted, {failed}/{lookups} lookups failed, {} of {sent} pings lost",
+        sent - received
+    );
+    assert!(sent >= 50, "the ping stream ran ({sent} sent)");
+    assert!(
+        (sent - received) * 20 <= sent,
+        "{} of {sent} pings lost through the project wipe",
+        sent - received
+    );
+    assert_eq!(failed, 0, "{failed} of {lookups} lookups failed");
+}

@@ -91,6 +91,10 @@ pub struct ControllerArgs {
     /// stored only after admission claimed its number).
     #[arg(long, default_value_t = privnet_controller::webhook::numbering::DEFAULT_GRACE.as_secs(), hide = true)]
     claims_grace_seconds: u64,
+    /// How long a PrivateNetwork outlives its deleted Project, seconds: a
+    /// Project restored in time keeps its network's id, VNI and names.
+    #[arg(long, default_value_t = privnet_controller::orphan::DEFAULT_ORPHAN_GRACE.as_secs())]
+    orphan_network_grace_seconds: u64,
 }
 
 struct Health(Arc<Metrics>);
@@ -140,6 +144,7 @@ fn config_of(args: &ControllerArgs) -> Result<ControllerConfig> {
         cluster_domain: args.cluster_domain.clone(),
         claims_sweep_period: Duration::from_secs(args.claims_sweep_seconds),
         claims_grace: Duration::from_secs(args.claims_grace_seconds),
+        orphan_grace: Duration::from_secs(args.orphan_network_grace_seconds),
     })
 }
 
