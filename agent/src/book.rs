@@ -274,6 +274,7 @@ mod tests {
                 process_type: None,
                 container_number: number,
             },
+            answer_early: false,
         }
     }
 

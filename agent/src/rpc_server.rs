@@ -28,10 +28,14 @@ pub enum RpcServerError {
     },
 }
 
+/// Where a handler may send a first answer before its final one (Attach
+/// with `answerEarly`); both are written, one line each.
+pub type Early = Option<tokio::sync::oneshot::Sender<Response>>;
+
 /// Answers one request.
 pub trait RpcHandler: Send + Sync + 'static {
-    /// Handles `req`.
-    fn handle(&self, req: Request) -> impl Future<Output = Response> + Send;
+    /// Handles `req`; may answer early on `early`.
+    fn handle(&self, req: Request, early: Early) -> impl Future<Output = Response> + Send;
 }
 
 /// Binds the agent socket at `path`: parent directory 0700, socket 0600,
@@ -85,16 +89,42 @@ async fn serve_one<H: RpcHandler>(stream: UnixStream, handler: &H) -> std::io::R
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
     reader.read_until(b'\n', &mut line).await?;
     let response = match serde_json::from_slice::<Request>(&line) {
-        Ok(req) => handler.handle(req).await,
+        Ok(req) => {
+            let (tx, mut first) = tokio::sync::oneshot::channel();
+            let handling = handler.handle(req, Some(tx));
+            tokio::pin!(handling);
+            let mut answered_early = false;
+            let response = tokio::select! {
+                biased;
+                Ok(early) = &mut first => {
+                    answered_early = true;
+                    write_line(&mut write, &early).await?;
+                    handling.await
+                }
+                response = &mut handling => response,
+            };
+            // An early answer sent in the handler's last poll goes first.
+            if !answered_early && let Ok(early) = first.try_recv() {
+                write_line(&mut write, &early).await?;
+            }
+            response
+        }
         Err(e) => Response::Error {
             kind: ErrorKind::Invalid,
             message: format!("failed to decode the request: {e}"),
         },
     };
-    let mut out = serde_json::to_vec(&response).expect("responses serialize");
-    out.push(b'\n');
-    write.write_all(&out).await?;
+    write_line(&mut write, &response).await?;
     write.shutdown().await
+}
+
+async fn write_line(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(response).expect("responses serialize");
+    out.push(b'\n');
+    write.write_all(&out).await
 }
 
 use tokio::io::AsyncReadExt as _;
@@ -106,9 +136,14 @@ mod tests {
 
     struct Echo;
     impl RpcHandler for Echo {
-        async fn handle(&self, req: Request) -> Response {
+        async fn handle(&self, req: Request, early: Early) -> Response {
             match req {
                 Request::Status => Response::Ready,
+                // Two answers: an early one, then the final one.
+                Request::Release(k) if k.container_id == "two" => {
+                    let _ = early.unwrap().send(Response::Ready);
+                    Response::Released { freed: 2 }
+                }
                 Request::Release(_) => Response::Released { freed: 1 },
                 _ => Response::Error {
                     kind: ErrorKind::Internal,
@@ -147,6 +182,20 @@ mod tests {
             call(&path, &[rel, b"\n".to_vec()].concat()).await,
             Response::Released { freed: 1 }
         );
+        let two = serde_json::to_vec(&Request::Release(AttachmentKey {
+            container_id: "two".into(),
+            ifname: "eth1".into(),
+        }))
+        .unwrap();
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(&[two, b"\n".to_vec()].concat()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let lines: Vec<Response> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines, [Response::Ready, Response::Released { freed: 2 }]);
         match call(&path, b"not json\n").await {
             Response::Error {
                 kind: ErrorKind::Invalid,

@@ -137,23 +137,26 @@ impl AgentClient {
 
     /// One request, one response (agent errors become [`AgentError::Agent`]).
     pub async fn call(&self, request: &Request) -> Result<Response, AgentError> {
-        let stream = timeout(self.timeout, UnixStream::connect(&self.socket))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-            .and_then(|r| r)
-            .map_err(|source| AgentError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        self.exchange(stream, request).await
+        self.call_keeping(request).await.map(|(answer, _)| answer)
     }
 
     /// Like [`call`](Self::call), but waits for the agent to come up (socket
     /// missing, connection refused, not ready) until the timeout elapses.
     pub async fn call_with_retry(&self, request: &Request) -> Result<Response, AgentError> {
+        self.call_with_retry_keeping(request)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// [`call_with_retry`](Self::call_with_retry), keeping the connection
+    /// for a final answer when the first is [`Response::Wire`].
+    pub async fn call_with_retry_keeping(
+        &self,
+        request: &Request,
+    ) -> Result<(Response, Pending), AgentError> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            match self.call(request).await {
+            match self.call_keeping(request).await {
                 Err(e) if e.is_unreachable() && Instant::now() + RETRY_PAUSE < deadline => {
                     sleep(RETRY_PAUSE).await
                 }
@@ -162,32 +165,63 @@ impl AgentClient {
         }
     }
 
-    async fn exchange(
-        &self,
-        stream: UnixStream,
-        request: &Request,
-    ) -> Result<Response, AgentError> {
-        let io_err = |source| AgentError::Exchange {
-            path: self.socket.clone(),
-            source,
-        };
+    async fn call_keeping(&self, request: &Request) -> Result<(Response, Pending), AgentError> {
+        let stream = timeout(self.timeout, UnixStream::connect(&self.socket))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            .and_then(|r| r)
+            .map_err(|source| AgentError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
         let mut line = serde_json::to_vec(request).map_err(AgentError::Decode)?;
         line.push(b'\n');
-        let round_trip = async {
-            let (read, mut write) = stream.into_split();
-            write.write_all(&line).await?;
-            write.flush().await?;
-            let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_RESPONSE));
-            let mut answer = String::new();
-            reader.read_line(&mut answer).await?;
-            Ok::<_, io::Error>(answer)
+        let (read, mut write) = stream.into_split();
+        let mut pending = Pending {
+            client: self.clone(),
+            reader: BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_RESPONSE)),
+            _write: None,
         };
-        let answer = timeout(self.timeout, round_trip)
+        let sent = async {
+            write.write_all(&line).await?;
+            write.flush().await
+        };
+        timeout(self.timeout, sent)
             .await
-            .map_err(|_| io_err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")))?
-            .map_err(io_err)?;
+            .map_err(|_| pending.io_err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))?
+            .map_err(|e| pending.io_err(e))?;
+        pending._write = Some(write);
+        let answer = pending.read().await?;
+        Ok((answer, pending))
+    }
+}
+
+/// The connection of an exchange, for an answer that follows the first.
+#[derive(Debug)]
+pub struct Pending {
+    client: AgentClient,
+    reader: BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>,
+    /// Kept open: the agent sees the plugin go away when it is dropped.
+    _write: Option<tokio::net::unix::OwnedWriteHalf>,
+}
+
+impl Pending {
+    fn io_err(&self, source: io::Error) -> AgentError {
+        AgentError::Exchange {
+            path: self.client.socket.clone(),
+            source,
+        }
+    }
+
+    /// Reads the next answer, within the client's timeout.
+    pub async fn read(&mut self) -> Result<Response, AgentError> {
+        let mut answer = String::new();
+        timeout(self.client.timeout, self.reader.read_line(&mut answer))
+            .await
+            .map_err(|_| self.io_err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")))?
+            .map_err(|e| self.io_err(e))?;
         if answer.trim().is_empty() {
-            return Err(io_err(io::Error::new(
+            return Err(self.io_err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed without answer",
             )));

@@ -70,6 +70,13 @@ pub struct AttachRequest {
     /// Workload identity.
     #[serde(default)]
     pub workload: Workload,
+    /// Two answers on the connection: `Attached` as soon as the address is
+    /// taken and the network is up, so the plugin wires the veth meanwhile,
+    /// then `PortReady` once the port's guard is in place (or an error,
+    /// with everything the agent did undone). An older plugin leaves it
+    /// out and gets the one answer, after the guard.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub answer_early: bool,
 }
 
 /// The agent's answer to ADD/CHECK: one attachment.
@@ -162,6 +169,12 @@ pub enum Response {
     Ready,
     /// Attach/Check: the attachment.
     Attached(Box<Attachment>),
+    /// Attach with `answerEarly`, first answer: the attachment to wire now;
+    /// the final answer (`PortReady` or an error) follows on the connection.
+    Wire(Box<Attachment>),
+    /// Attach with `answerEarly`, final answer: the port's guard is in
+    /// place and the record persisted.
+    PortReady,
     /// Release/Gc done; number of attachments freed.
     Released {
         /// How many attachments were freed.

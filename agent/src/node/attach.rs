@@ -72,9 +72,23 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// Attaches a container: allocates, claims, persists, brings the network
     /// up here if needed. Idempotent for a key already attached.
     pub async fn attach(&self, req: AttachRequest) -> Result<Attachment, AttachError> {
+        self.attach_answering_early(req, None).await
+    }
+
+    /// [`Self::attach`], sending the attachment on `early` as soon as the
+    /// address is taken and the network is up, before the port's guard is
+    /// installed and the record persisted: the plugin creates the veth
+    /// while the guard's nft transaction runs (the port drops every frame
+    /// until then: fail closed). The result still tells whether it all
+    /// worked; on a failure after the early answer everything is undone.
+    pub async fn attach_answering_early(
+        &self,
+        req: AttachRequest,
+        early: Option<tokio::sync::oneshot::Sender<Attachment>>,
+    ) -> Result<Attachment, AttachError> {
         let span = tracing::info_span!("attach", container = %req.key.container_id, ifname = %req.key.ifname);
         async {
-            let result = self.try_attach(&req).await;
+            let result = self.try_attach(&req, early).await;
             match &result {
                 // A failure of the node (not of the request) counts as an error.
                 Err(e) if e.kind() == ErrorKind::Internal => {
@@ -90,7 +104,11 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         .await
     }
 
-    async fn try_attach(&self, req: &AttachRequest) -> Result<Attachment, AttachError> {
+    async fn try_attach(
+        &self,
+        req: &AttachRequest,
+        mut early: Option<tokio::sync::oneshot::Sender<Attachment>>,
+    ) -> Result<Attachment, AttachError> {
         // Whether the pod is privnet's at all comes first: a chained plugin
         // passes other pods through even while the mesh is not up yet.
         let req = &self.complete_workload(req).await?;
@@ -144,6 +162,14 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                     id: network.id.clone(),
                     source,
                 })?;
+            if let Some(early) = early.take() {
+                // A plugin that went away reads nothing: carry on, it will DEL.
+                let _ = early.send(attachment_of(
+                    &record,
+                    &st.networks[&network.id],
+                    &self.cfg.domain,
+                ));
+            }
             let port = self.guard_port(&mut st, &network.id, &record, now).await?;
             if !existed {
                 steps.0.push(Done::Guarded {

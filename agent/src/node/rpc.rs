@@ -9,7 +9,7 @@ use super::plan::zone_endpoint;
 use super::{Agent, Phase};
 use crate::datapath::NodeDatapath;
 use crate::local_network::LocalNetwork;
-use crate::rpc_server::RpcHandler;
+use crate::rpc_server::{Early, RpcHandler};
 use crate::source::Source;
 use crate::store::AttachmentRecord;
 
@@ -119,16 +119,38 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         freed.len()
     }
 
-    async fn attach_response(&self, req: privnet_core::rpc::AttachRequest) -> Response {
-        match self.attach(req).await {
-            Ok(attachment) => Response::Attached(Box::new(attachment)),
+    /// Attach's answer; with `answerEarly`, `Wire` goes out on `early`
+    /// first and the final answer is `PortReady`.
+    async fn attach_response(
+        &self,
+        req: privnet_core::rpc::AttachRequest,
+        early: Early,
+    ) -> Response {
+        let early = early.filter(|_| req.answer_early).map(|tx| {
+            let (att_tx, att_rx) = tokio::sync::oneshot::channel();
+            (att_tx, att_rx, tx)
+        });
+        let Some((att_tx, att_rx, tx)) = early else {
+            return match self.attach(req).await {
+                Ok(attachment) => Response::Attached(Box::new(attachment)),
+                Err(e) => err(e.kind(), crate::error_chain(&e)),
+            };
+        };
+        let forward = async move {
+            if let Ok(a) = att_rx.await {
+                let _ = tx.send(Response::Wire(Box::new(a)));
+            }
+        };
+        let (result, ()) = tokio::join!(self.attach_answering_early(req, Some(att_tx)), forward);
+        match result {
+            Ok(_) => Response::PortReady,
             Err(e) => err(e.kind(), crate::error_chain(&e)),
         }
     }
 }
 
 impl<S: Source, D: NodeDatapath> RpcHandler for Agent<S, D> {
-    async fn handle(&self, req: Request) -> Response {
+    async fn handle(&self, req: Request, early: Early) -> Response {
         let started = std::time::Instant::now();
         let response = match req {
             Request::Status => match self.phase() {
@@ -138,7 +160,7 @@ impl<S: Source, D: NodeDatapath> RpcHandler for Agent<S, D> {
                 ),
                 _ => Response::Ready,
             },
-            Request::Attach(a) => self.attach_response(a).await,
+            Request::Attach(a) => self.attach_response(a, early).await,
             Request::Release(k) => Response::Released {
                 freed: self.release(&k).await,
             },

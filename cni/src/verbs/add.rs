@@ -56,6 +56,7 @@ pub fn attach_request(inv: &Invocation) -> Request {
                     .and_then(|n| u32::try_from(n).ok())
             }),
         },
+        answer_early: true,
     })
 }
 
@@ -71,6 +72,7 @@ pub fn container_netns_error(path: &Path, e: NetnsError) -> CniError {
 
 /// Runs ADD.
 pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
+    let started = std::time::Instant::now();
     let netns_path = inv.env.netns.clone().unwrap_or_default();
     let ifname = inv.env.ifname();
     let prev = inv.conf.prev_result()?;
@@ -82,36 +84,57 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
         });
     }
     let client = inv.client();
-    let attachment = match client.call_with_retry(&attach_request(inv)).await {
-        Ok(Response::Attached(a)) => *a,
-        Ok(other) => {
-            return Err(CniError::Internal(format!(
-                "agent answered Attach with {other:?}"
-            )));
-        }
-        // Chained: not privnet's pod; the primary's result stands as it is.
-        Err(e) if inv.conf.chained && e.is_not_admitted() => {
-            return Ok(pass_through(prev, inv.version));
-        }
-        Err(e) => return Err(e.into_cni(client.socket())),
-    };
+    let socket = client.socket().to_path_buf();
+    let (attachment, mut port_ready) =
+        match client.call_with_retry_keeping(&attach_request(inv)).await {
+            // The agent installs the port's guard meanwhile: its final
+            // answer is read once the veth is wired.
+            Ok((Response::Wire(a), pending)) => (*a, Some(pending)),
+            // An agent without early answers: the guard is in place already.
+            Ok((Response::Attached(a), _)) => (*a, None),
+            Ok((other, _)) => {
+                return Err(CniError::Internal(format!(
+                    "agent answered Attach with {other:?}"
+                )));
+            }
+            // Chained: not privnet's pod; the primary's result stands as it is.
+            Err(e) if inv.conf.chained && e.is_not_admitted() => {
+                return Ok(pass_through(prev, inv.version));
+            }
+            Err(e) => return Err(e.into_cni(client.socket())),
+        };
+    let answered = started.elapsed();
     let mut rollback = Rollback::new(inv.logger.clone());
     rollback.push(Undo::Release {
         client,
         key: inv.key(),
     });
     let waited = wire(&container, &attachment, ifname, &mut rollback).await?;
-    rollback.disarm();
-    if !waited.is_zero() {
-        inv.logger.log(
-            crate::log::LogLevel::Debug,
-            &format!(
-                "ADD {}: waited {waited:?} for port {} to forward",
-                inv.key().container_id,
-                attachment.host_ifname
-            ),
-        );
+    let wired = started.elapsed();
+    if let Some(pending) = port_ready.as_mut() {
+        // An error here was undone by the agent; the rollback deletes the veth.
+        match pending.read().await {
+            Ok(Response::PortReady) => {}
+            Ok(other) => {
+                return Err(CniError::Internal(format!(
+                    "agent answered Attach with {other:?} after the wiring"
+                )));
+            }
+            Err(e) => return Err(e.into_cni(&socket)),
+        }
     }
+    rollback.disarm();
+    // Where an ADD's time goes (debug): up to the agent's answer, then the
+    // wiring, of which the wait for the port to forward.
+    inv.logger.log(
+        crate::log::LogLevel::Debug,
+        &format!(
+            "ADD {}: agent answered after {answered:?}, port {} forwards after {wired:?} (waited {waited:?}), guarded after {:?}",
+            inv.key().container_id,
+            attachment.host_ifname,
+            started.elapsed(),
+        ),
+    );
     let result = build_add_result(prev, &attachment, ifname, &netns_path.display().to_string());
     Ok(result.to_value(inv.version))
 }

@@ -314,3 +314,40 @@ async fn a_pod_privnet_did_not_admit_is_told_so_even_before_the_mesh_is_up() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotReady, "{e}");
 }
+
+#[tokio::test]
+async fn an_early_answer_is_the_attachment_and_a_guard_failure_after_it_is_undone() {
+    let h = Harness::ready().await;
+    h.attach("c1").await;
+    // The plugin wires from the early answer; the final one confirms it.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let done = h
+        .agent
+        .attach_answering_early(request("c2", None), Some(tx))
+        .await
+        .unwrap();
+    assert_eq!(rx.await.expect("answered early"), done);
+    assert!(
+        h.dp.calls()
+            .iter()
+            .any(|c| matches!(c, Call::UpdatePorts(_, ports) if ports.contains(&done.host_ifname))),
+        "the port is guarded when the final answer comes"
+    );
+    // The guard fails after the early answer: the final answer is the
+    // error and the agent has undone everything (book, claim, record).
+    h.dp.fail(Step::UpdatePorts);
+    h.dp.fail(Step::SetPorts);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let e = h
+        .agent
+        .attach_answering_early(request("c3", None), Some(tx))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AttachError::Guard { .. }), "{e}");
+    assert!(rx.await.is_ok(), "it had answered early");
+    nothing_left_of(&h, "c3").await;
+    // Control: the same attach works once the guard does.
+    h.dp.heal(Step::UpdatePorts);
+    h.dp.heal(Step::SetPorts);
+    h.attach("c3").await;
+}

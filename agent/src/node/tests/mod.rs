@@ -243,6 +243,7 @@ pub fn request(cid: &str, number: Option<u32>) -> AttachRequest {
             process_type: Some("web".into()),
             container_number: number,
         },
+        answer_early: false,
     }
 }
 

@@ -241,7 +241,7 @@ async fn a_gone_host_veth_retires_the_port_and_check_reports_it() {
     assert_eq!(h.agent.phase(), Phase::Ready);
     let checked = h
         .agent
-        .handle(privnet_core::rpc::Request::Check(key("c1")))
+        .handle(privnet_core::rpc::Request::Check(key("c1")), None)
         .await;
     assert!(
         matches!(&checked, privnet_core::rpc::Response::Error { message, .. } if message.contains("is gone")),
@@ -250,7 +250,7 @@ async fn a_gone_host_veth_retires_the_port_and_check_reports_it() {
     // Control: c2 is still fine, and a pass does not bring c1's port back.
     let checked = h
         .agent
-        .handle(privnet_core::rpc::Request::Check(key("c2")))
+        .handle(privnet_core::rpc::Request::Check(key("c2")), None)
         .await;
     assert!(
         matches!(checked, privnet_core::rpc::Response::Attached(_)),

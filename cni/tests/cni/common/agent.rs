@@ -332,6 +332,7 @@ impl TestAgent {
                 application_id: Some("anchor".into()),
                 ..Default::default()
             },
+            answer_early: false,
         };
         self.rt().block_on(self.agent.attach(req)).unwrap();
     }
