@@ -14,7 +14,8 @@ use privnet_agent::datapath::neighbours;
 use privnet_agent::datapath::netns::NetnsFd;
 use privnet_agent::datapath::wireguard::{Backend, BackendChoice};
 use privnet_agent::node::hold::HoldPolicy;
-use privnet_agent::node::{Agent, Phase};
+use privnet_agent::node::Agent;
+use privnet_agent::node::expected::unready_reason;
 use privnet_agent::source::{KubeSource, LocalDir, Source};
 use privnet_agent::store::DiskStore;
 use privnet_agent::{dns::forward::Forwarder, rpc_server};
@@ -131,10 +132,9 @@ struct Health<S: Source>(Arc<Agent<S>>);
 
 impl<S: Source> HealthSource for Health<S> {
     fn ready(&self) -> Result<(), String> {
-        match self.0.phase() {
-            Phase::Ready => Ok(()),
-            Phase::WaitingForMesh => Err("waiting for the mesh address".into()),
-            Phase::Degraded(e) => Err(format!("degraded: {e}")),
+        match unready_reason(&self.0.phase()) {
+            None => Ok(()),
+            Some(why) => Err(why),
         }
     }
     fn metrics(&self) -> String {
