@@ -208,14 +208,23 @@ pub async fn network(net: &ExpectedNetwork, domain: &str) -> NetworkReading {
     let names = probe_names(net, domain);
     let server = net.gateway.addr();
     r.dns = netns::run_in_async(&ns, move || {
-        names
-            .into_iter()
-            .enumerate()
-            .map(|(i, name)| DnsAnswer {
-                answer: query_a(server, &name, i as u16),
-                name,
-            })
-            .collect()
+        // A responder that let one query time out is not asked again: the
+        // run stays short and every name carries the same reason.
+        let mut silent: Option<String> = None;
+        let mut out = Vec::new();
+        for (i, name) in names.into_iter().enumerate() {
+            let answer = match &silent {
+                Some(why) => Err(why.clone()),
+                None => query_a(server, &name, i as u16),
+            };
+            if let Err(why) = &answer
+                && why.starts_with("no answer")
+            {
+                silent = Some(why.clone());
+            }
+            out.push(DnsAnswer { name, answer });
+        }
+        out
     })
     .await
     .unwrap_or_default();

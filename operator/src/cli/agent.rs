@@ -110,7 +110,7 @@ pub struct AgentArgs {
     hold_removals_grace_secs: u64,
     /// How often the agent reads its datapath back and repairs what drifted (guard tables,
     /// devices, addresses, FDB, WireGuard daemon and peers, DNS responders), milliseconds.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    #[arg(long, env = "PRIVNET_RESYNC_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     resync_ms: u64,
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
