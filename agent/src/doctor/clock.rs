@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::readings::ClockReading;
 use super::gather::PROBE_TIMEOUT;
+use super::readings::ClockReading;
 
 /// Parses an IMF-fixdate; `None` for anything else.
 pub fn parse_http_date(text: &str) -> Option<SystemTime> {

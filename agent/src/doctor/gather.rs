@@ -74,7 +74,8 @@ pub async fn agent(
 fn readyz(addr: SocketAddr) -> Result<(), String> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
         .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(PROBE_TIMEOUT)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(PROBE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     s.write_all(b"GET /readyz HTTP/1.0\r\nHost: doctor\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
@@ -119,7 +120,10 @@ async fn table(ns: &NetnsFd, name: &str) -> Result<Option<TableReading>, String>
 pub async fn mesh(ns: &NetnsFd, want: &ExpectedMesh) -> MeshReading {
     let link = async {
         let h = netns::handle_in(ns).await.map_err(|e| e.to_string())?;
-        let Some(l) = links::get(&h, &want.ifname).await.map_err(|e| e.to_string())? else {
+        let Some(l) = links::get(&h, &want.ifname)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
         let mut r = link_reading(want.ifname.clone(), &l);
@@ -240,7 +244,8 @@ fn query_a(server: Ipv4Addr, name: &str, id: u16) -> Result<Vec<Ipv4Addr>, Strin
     msg.add_query(Query::query(qname, RecordType::A));
     let bytes = msg.to_vec().map_err(|e| e.to_string())?;
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(PROBE_TIMEOUT / 2)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(PROBE_TIMEOUT / 2))
+        .map_err(|e| e.to_string())?;
     sock.send_to(&bytes, SocketAddr::new(server.into(), 53))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 4096];

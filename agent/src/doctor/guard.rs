@@ -105,9 +105,8 @@ fn literals(rule: &str) -> Vec<String> {
     for w in &words {
         let quoted = w.len() > 1 && w.starts_with('"') && w.ends_with('"');
         let bare = w.trim_matches('"');
-        if quoted && !bare.contains('*') {
-            out.push(format!("\"{bare}\""));
-        } else if parse_mac(bare).is_ok() && bare.len() == 17 {
+        let mac = parse_mac(bare).is_ok() && bare.len() == 17;
+        if (quoted && !bare.contains('*')) || mac {
             out.push(format!("\"{bare}\""));
         } else if let Ok(a) = bare.parse::<Ipv4Addr>() {
             out.push(format!("\"{a}\""));
@@ -172,7 +171,9 @@ pub fn compare(
     }
     for key in &have.map_elements {
         if !want.map_elements.contains(key) && !retired(key) {
-            out.push(format!("table {t}: {key} is in the ports map but not guarded by the agent"));
+            out.push(format!(
+                "table {t}: {key} is in the ports map but not guarded by the agent"
+            ));
         }
     }
     out

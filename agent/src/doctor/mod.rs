@@ -18,9 +18,9 @@ pub mod gather;
 pub mod guard;
 pub mod readings;
 pub mod report;
-pub mod verdict;
 #[cfg(test)]
 mod tests;
+pub mod verdict;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,7 +82,9 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
             readings.mesh = Some(gather::mesh(&node_ns, m).await);
         }
         for net in &exp.networks {
-            readings.networks.push(gather::network(net, &exp.domain).await);
+            readings
+                .networks
+                .push(gather::network(net, &exp.domain).await);
         }
     }
     readings.expected = expected;

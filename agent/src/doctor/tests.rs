@@ -114,7 +114,11 @@ fn healthy() -> Readings {
     let mesh = exp.mesh.as_ref().unwrap();
     let net = &exp.networks[0];
     let node_table = guard::node_tables(mesh).first().map(as_kernel);
-    let tables = guard::network_tables(net).unwrap().iter().map(as_kernel).collect();
+    let tables = guard::network_tables(net)
+        .unwrap()
+        .iter()
+        .map(as_kernel)
+        .collect();
     let mut wg = link("wg0", 1440);
     wg.addresses = vec![mesh.address];
     Readings {
@@ -165,14 +169,24 @@ fn only_fails(r: &Readings, name: &str, words: &str) {
     let rep = report(r);
     for c in &rep.checks {
         if c.name == name {
-            assert_eq!(c.status, Status::Fail, "{name} should fail:\n{}", rep.text());
+            assert_eq!(
+                c.status,
+                Status::Fail,
+                "{name} should fail:\n{}",
+                rep.text()
+            );
             assert!(
                 c.problems.iter().any(|p| p.contains(words)),
                 "{name}: no problem mentions {words:?}:\n{}",
                 rep.text()
             );
         } else {
-            assert_ne!(c.status, Status::Fail, "only {name} should fail:\n{}", rep.text());
+            assert_ne!(
+                c.status,
+                Status::Fail,
+                "only {name} should fail:\n{}",
+                rep.text()
+            );
         }
     }
     assert_eq!(rep.exit_code(), 1);
@@ -186,10 +200,23 @@ fn a_healthy_node_passes_every_check() {
     let names: Vec<&str> = rep.checks.iter().map(|c| c.name).collect();
     assert_eq!(
         names,
-        ["agent", "wireguard", "guard", "fdb", "zone", "mtu", "dns", "clock"]
+        [
+            "agent",
+            "wireguard",
+            "guard",
+            "fdb",
+            "zone",
+            "mtu",
+            "dns",
+            "clock"
+        ]
     );
     for c in &rep.checks {
-        let want = if c.name == "clock" { Status::Skip } else { Status::Ok };
+        let want = if c.name == "clock" {
+            Status::Skip
+        } else {
+            Status::Ok
+        };
         assert_eq!(c.status, want, "{}", rep.text());
     }
     let json = serde_json::to_value(&rep).unwrap();
@@ -204,7 +231,11 @@ fn agent_check_fails_without_socket_readiness_or_readyz() {
     r.expected = None;
     let rep = report(&r);
     assert_eq!(rep.check("agent").unwrap().status, Status::Fail);
-    assert_eq!(rep.check("fdb").unwrap().status, Status::Skip, "nothing to compare with");
+    assert_eq!(
+        rep.check("fdb").unwrap().status,
+        Status::Skip,
+        "nothing to compare with"
+    );
     let mut r = healthy();
     r.agent.socket = Ok(Some("degraded: repair keeps failing".into()));
     only_fails(&r, "agent", "not ready: degraded");
@@ -219,16 +250,22 @@ fn wireguard_check_fails_on_missing_wrong_or_stale_peers_and_a_down_link() {
     r.mesh.as_mut().unwrap().peers = Ok(Vec::new());
     only_fails(&r, "wireguard", "peer n2 (198.19.0.2) is missing");
     let peer = |r: &mut Readings| {
-        let Ok(p) = &mut r.mesh.as_mut().unwrap().peers else { panic!() };
+        let Ok(p) = &mut r.mesh.as_mut().unwrap().peers else {
+            panic!()
+        };
         p[0].clone()
     };
     for (change, words) in [
         (
-            (|p: &mut PeerReading| p.allowed_ips = vec!["0.0.0.0/0".into()]) as fn(&mut PeerReading),
+            (|p: &mut PeerReading| p.allowed_ips = vec!["0.0.0.0/0".into()])
+                as fn(&mut PeerReading),
             "should allow only 198.19.0.2/32",
         ),
         (|p| p.handshake_age = None, "never completed a handshake"),
-        (|p| p.handshake_age = Some(Duration::from_secs(200)), "last handshake 200 s ago"),
+        (
+            |p| p.handshake_age = Some(Duration::from_secs(200)),
+            "last handshake 200 s ago",
+        ),
     ] {
         let mut r = healthy();
         let mut p = peer(&mut r);
@@ -252,12 +289,22 @@ fn guard_check_fails_on_a_missing_table_or_rule() {
     r.mesh.as_mut().unwrap().node_table = Ok(None);
     only_fails(&r, "guard", "table inet privnet-guard is missing");
     let mut r = healthy();
-    let Ok(tables) = &mut r.networks[0].tables else { panic!() };
+    let Ok(tables) = &mut r.networks[0].tables else {
+        panic!()
+    };
     tables.retain(|t| t.name != "inet privnet-gw");
     only_fails(&r, "guard", "table inet privnet-gw is missing");
     let mut r = healthy();
-    let Ok(tables) = &mut r.networks[0].tables else { panic!() };
-    tables[0].chains.iter_mut().find(|(c, _)| c == "port-pv1a").unwrap().1.remove(1);
+    let Ok(tables) = &mut r.networks[0].tables else {
+        panic!()
+    };
+    tables[0]
+        .chains
+        .iter_mut()
+        .find(|(c, _)| c == "port-pv1a")
+        .unwrap()
+        .1
+        .remove(1);
     only_fails(&r, "guard", "chain port-pv1a has 9 rules, should have 10");
 }
 
@@ -279,10 +326,18 @@ fn want_ports() -> ExpectedTable {
 #[test]
 fn the_kernels_form_of_the_ports_table_matches_and_each_change_is_seen() {
     let want = want_ports();
-    assert_eq!(compare(&want, Some(&kernel_ports()), |_| true), Vec::<String>::new());
+    assert_eq!(
+        compare(&want, Some(&kernel_ports()), |_| true),
+        Vec::<String>::new()
+    );
     // A rule pinning another MAC.
     let mut t = kernel_ports();
-    let rules = &mut t.chains.iter_mut().find(|(c, _)| c == "port-pv1a").unwrap().1;
+    let rules = &mut t
+        .chains
+        .iter_mut()
+        .find(|(c, _)| c == "port-pv1a")
+        .unwrap()
+        .1;
     rules[0] = rules[0].replace("0a:58:01:02:03:04", "0a:58:01:02:03:ff");
     let p = compare(&want, Some(&t), |_| true);
     assert!(p.len() == 1 && p[0].contains("rule 1 differs"), "{p:?}");
@@ -290,7 +345,10 @@ fn the_kernels_form_of_the_ports_table_matches_and_each_change_is_seen() {
     let mut t = kernel_ports();
     t.map_elements.retain(|e| e != "pv1a");
     let p = compare(&want, Some(&t), |_| true);
-    assert!(p.iter().any(|p| p.contains("pv1a is not in the ports map")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.contains("pv1a is not in the ports map")),
+        "{p:?}"
+    );
     // A retired port awaiting the purge is fine while its veth is gone, not otherwise.
     let mut t = kernel_ports();
     t.map_elements.push("pv2b".into());
@@ -303,11 +361,19 @@ fn the_kernels_form_of_the_ports_table_matches_and_each_change_is_seen() {
 #[test]
 fn fdb_check_fails_on_missing_extra_entries_or_device() {
     let mut r = healthy();
-    let Ok(Some(entries)) = &mut r.networks[0].fdb else { panic!() };
+    let Ok(Some(entries)) = &mut r.networks[0].fdb else {
+        panic!()
+    };
     entries.pop();
-    only_fails(&r, "fdb", "FDB entry 0a:58:01:02:03:09 → 198.19.0.2 is missing");
+    only_fails(
+        &r,
+        "fdb",
+        "FDB entry 0a:58:01:02:03:09 → 198.19.0.2 is missing",
+    );
     let mut r = healthy();
-    let Ok(Some(entries)) = &mut r.networks[0].fdb else { panic!() };
+    let Ok(Some(entries)) = &mut r.networks[0].fdb else {
+        panic!()
+    };
     entries.push(ExpectedFdb {
         mac: "0a:58:00:00:00:01".into(),
         dst: Ipv4Addr::new(198, 19, 0, 7),
@@ -322,7 +388,11 @@ fn fdb_check_fails_on_missing_extra_entries_or_device() {
 fn zone_check_fails_on_a_wrong_or_missing_name() {
     let mut r = healthy();
     r.networks[0].dns[1].answer = Ok(vec![Ipv4Addr::new(10, 240, 0, 99)]);
-    only_fails(&r, "zone", "resolves to [10.240.0.99], should be 10.240.0.9");
+    only_fails(
+        &r,
+        "zone",
+        "resolves to [10.240.0.99], should be 10.240.0.9",
+    );
     let mut r = healthy();
     r.networks[0].dns[0].answer = Ok(Vec::new());
     only_fails(&r, "zone", &format!("{NAME_A} does not resolve"));
@@ -335,15 +405,27 @@ fn dns_check_fails_when_the_responder_is_silent_and_zone_then_skips() {
         a.answer = Err("no answer from 10.240.0.1:53 within 1s".into());
     }
     let rep = report(&r);
-    assert_eq!(rep.check("dns").unwrap().status, Status::Fail, "{}", rep.text());
+    assert_eq!(
+        rep.check("dns").unwrap().status,
+        Status::Fail,
+        "{}",
+        rep.text()
+    );
     assert!(rep.check("dns").unwrap().problems[0].contains("does not answer"));
-    assert_eq!(rep.check("zone").unwrap().status, Status::Skip, "{}", rep.text());
+    assert_eq!(
+        rep.check("zone").unwrap().status,
+        Status::Skip,
+        "{}",
+        rep.text()
+    );
 }
 
 #[test]
 fn mtu_check_fails_on_any_link_with_another_mtu() {
     let mut r = healthy();
-    let Ok(links) = &mut r.networks[0].links else { panic!() };
+    let Ok(links) = &mut r.networks[0].links else {
+        panic!()
+    };
     links[3].mtu = 1280;
     only_fails(&r, "mtu", "pv1a has MTU 1280, should be 1390");
     let mut r = healthy();
@@ -372,9 +454,15 @@ fn clock_check_fails_beyond_the_skew_either_way() {
     }
     let ahead = verdict::clock(&read(-30), max);
     assert_eq!(ahead.status, Status::Fail);
-    assert!(ahead.problems[0].contains("ahead of the API server"), "{ahead:?}");
+    assert!(
+        ahead.problems[0].contains("ahead of the API server"),
+        "{ahead:?}"
+    );
     let behind = verdict::clock(&read(30), max);
-    assert!(behind.problems[0].contains("behind the API server"), "{behind:?}");
+    assert!(
+        behind.problems[0].contains("behind the API server"),
+        "{behind:?}"
+    );
     let failed = verdict::clock(&ClockReading::Failed("refused".into()), max);
     assert_eq!(failed.status, Status::Fail);
 }
@@ -383,10 +471,21 @@ fn clock_check_fails_beyond_the_skew_either_way() {
 fn http_dates_parse_and_garbage_does_not() {
     use super::clock::parse_http_date;
     let t = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-    assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 784_111_777);
+    assert_eq!(
+        t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+        784_111_777
+    );
     let t = parse_http_date("Mon, 30 Nov 2026 02:05:07 GMT").unwrap();
-    assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_796_004_307);
-    for bad in ["", "Sun, 06 Nov 1994 08:49:37 UTC", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 32 Nov 1994 08:49:37 GMT"] {
+    assert_eq!(
+        t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+        1_796_004_307
+    );
+    for bad in [
+        "",
+        "Sun, 06 Nov 1994 08:49:37 UTC",
+        "Sun, 06 Foo 1994 08:49:37 GMT",
+        "Sun, 32 Nov 1994 08:49:37 GMT",
+    ] {
         assert_eq!(parse_http_date(bad), None, "{bad}");
     }
 }
@@ -463,6 +562,9 @@ async fn clock_is_read_from_the_api_servers_date_header() {
     let behind = fake_api(Duration::from_secs(3600), false, dir.path()).await;
     let c = verdict::clock(&read(&Api::Kubeconfig(behind)).await, max);
     assert_eq!(c.status, Status::Fail, "{c:?}");
-    assert!(c.problems[0].contains("3600") || c.problems[0].contains("ahead"), "{c:?}");
+    assert!(
+        c.problems[0].contains("3600") || c.problems[0].contains("ahead"),
+        "{c:?}"
+    );
     assert!(matches!(read(&Api::None).await, ClockReading::NoApi));
 }

@@ -56,7 +56,10 @@ fn with_expected(
 ) -> Check {
     match exp {
         Some(e) => f(e),
-        None => Check::skip(name, "the agent did not say what the node should be (see agent)"),
+        None => Check::skip(
+            name,
+            "the agent did not say what the node should be (see agent)",
+        ),
     }
 }
 
@@ -89,7 +92,10 @@ pub fn wireguard(exp: &ExpectedState, mesh: Option<&MeshReading>) -> Check {
                 problems.push(format!("{} is down", want.ifname));
             }
             if !l.addresses.contains(&want.address) {
-                problems.push(format!("{} lacks its address {}", want.ifname, want.address));
+                problems.push(format!(
+                    "{} lacks its address {}",
+                    want.ifname, want.address
+                ));
             }
         }
     }
@@ -105,7 +111,9 @@ pub fn wireguard(exp: &ExpectedState, mesh: Option<&MeshReading>) -> Check {
                         p.node, h.allowed_ips
                     )),
                     Some(h) => match h.handshake_age {
-                        None => problems.push(format!("peer {} never completed a handshake", p.node)),
+                        None => {
+                            problems.push(format!("peer {} never completed a handshake", p.node))
+                        }
                         Some(age) if age > HANDSHAKE_MAX_AGE => problems.push(format!(
                             "peer {}: last handshake {} s ago (dead after {} s)",
                             p.node,
@@ -142,7 +150,10 @@ pub fn guard_tables(exp: &ExpectedState, r: &Readings) -> Check {
     }
     for (net, have) in exp.networks.iter().zip(&r.networks) {
         if !have.namespace {
-            problems.push(format!("network {}: namespace {} is missing", net.id, net.netns));
+            problems.push(format!(
+                "network {}: namespace {} is missing",
+                net.id, net.netns
+            ));
             continue;
         }
         let wants = match guard::network_tables(net) {
@@ -180,20 +191,32 @@ pub fn fdb(exp: &ExpectedState, nets: &[NetworkReading]) -> Check {
     let mut problems = Vec::new();
     for (net, have) in exp.networks.iter().zip(nets) {
         if !have.namespace {
-            problems.push(format!("network {}: namespace {} is missing", net.id, net.netns));
+            problems.push(format!(
+                "network {}: namespace {} is missing",
+                net.id, net.netns
+            ));
             continue;
         }
         match &have.fdb {
             Err(e) => problems.push(format!("network {}: cannot read the FDB: {e}", net.id)),
-            Ok(None) => problems.push(format!("network {}: VXLAN device {} is missing", net.id, net.vxlan)),
+            Ok(None) => problems.push(format!(
+                "network {}: VXLAN device {} is missing",
+                net.id, net.vxlan
+            )),
             Ok(Some(entries)) => {
                 let want: BTreeSet<_> = net.fdb.iter().collect();
                 let got: BTreeSet<_> = entries.iter().collect();
                 for e in want.difference(&got) {
-                    problems.push(format!("network {}: FDB entry {} → {} is missing", net.id, e.mac, e.dst));
+                    problems.push(format!(
+                        "network {}: FDB entry {} → {} is missing",
+                        net.id, e.mac, e.dst
+                    ));
                 }
                 for e in got.difference(&want) {
-                    problems.push(format!("network {}: FDB entry {} → {} should not be there", net.id, e.mac, e.dst));
+                    problems.push(format!(
+                        "network {}: FDB entry {} → {} should not be there",
+                        net.id, e.mac, e.dst
+                    ));
                 }
             }
         }
@@ -213,7 +236,11 @@ pub fn probe_names(net: &ExpectedNetwork, domain: &str) -> Vec<String> {
     if net.names.is_empty() {
         return vec![privnet_core::naming::zone_origin(&net.id, domain)];
     }
-    net.names.iter().take(MAX_NAMES).map(|n| n.name.clone()).collect()
+    net.names
+        .iter()
+        .take(MAX_NAMES)
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// The responder of each network answers.
@@ -221,7 +248,10 @@ pub fn dns(exp: &ExpectedState, nets: &[NetworkReading]) -> Check {
     let mut problems = Vec::new();
     for (net, have) in exp.networks.iter().zip(nets) {
         if !have.namespace {
-            problems.push(format!("network {}: namespace {} is missing", net.id, net.netns));
+            problems.push(format!(
+                "network {}: namespace {} is missing",
+                net.id, net.netns
+            ));
             continue;
         }
         let failed: Vec<&str> = have
@@ -266,9 +296,10 @@ pub fn zone(exp: &ExpectedState, nets: &[NetworkReading]) -> Check {
             match &got.answer {
                 // The dns check reports responders that do not answer.
                 Err(_) => {}
-                Ok(a) if a.is_empty() => {
-                    problems.push(format!("{} does not resolve (should be {})", want.name, want.address))
-                }
+                Ok(a) if a.is_empty() => problems.push(format!(
+                    "{} does not resolve (should be {})",
+                    want.name, want.address
+                )),
                 Ok(a) if a != &[want.address] => problems.push(format!(
                     "{} resolves to {a:?}, should be {}",
                     want.name, want.address
@@ -280,7 +311,11 @@ pub fn zone(exp: &ExpectedState, nets: &[NetworkReading]) -> Check {
     if asked > 0 && nets.iter().all(|n| n.dns.iter().all(|a| a.answer.is_err())) {
         return Check::skip("zone", "no responder answered (see dns)");
     }
-    Check::from_problems("zone", format!("{asked} names against the cluster view"), problems)
+    Check::from_problems(
+        "zone",
+        format!("{asked} names against the cluster view"),
+        problems,
+    )
 }
 
 /// Every device has the MTU it should: the WireGuard link the mesh's, each
@@ -333,7 +368,11 @@ pub fn clock(r: &ClockReading, max: Duration) -> Check {
             };
             let summary = format!("skew {} ms against the API server", skew.as_millis());
             let problems = if skew > max {
-                let side = if latest < *before { "ahead of" } else { "behind" };
+                let side = if latest < *before {
+                    "ahead of"
+                } else {
+                    "behind"
+                };
                 vec![format!(
                     "this node's clock is {:.1} s {side} the API server's (more than {} s)",
                     skew.as_secs_f64(),

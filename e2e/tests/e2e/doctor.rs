@@ -75,7 +75,10 @@ impl Doctor {
             if code == 0 {
                 return self.all_ok(walls);
             }
-            assert!(Instant::now() < deadline, "doctor never got back to ok:\n{report:#}");
+            assert!(
+                Instant::now() < deadline,
+                "doctor never got back to ok:\n{report:#}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -94,7 +97,10 @@ impl Doctor {
             .find(|c| c["name"] == check)
             .unwrap()["problems"]
             .to_string();
-        assert!(problems.contains(words), "{check}: no problem mentions {words:?}:\n{report:#}");
+        assert!(
+            problems.contains(words),
+            "{check}: no problem mentions {words:?}:\n{report:#}"
+        );
         for c in report["checks"].as_array().unwrap() {
             if c["name"] != check {
                 assert_ne!(c["status"], "fail", "only {check} should fail:\n{report:#}");
@@ -150,13 +156,41 @@ fn doctor_names_each_fault_it_is_shown() {
     // Positive control: a healthy node, and `sandbox doctor` on every node.
     doctor.all_ok(&mut walls);
     let all = sb.privnet(&["doctor", "-o", "json"]);
-    assert_eq!(all.status.code(), Some(0), "{}", String::from_utf8_lossy(&all.stdout));
+    assert_eq!(
+        all.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&all.stdout)
+    );
     let reports: Value = serde_json::from_slice(&all.stdout).unwrap();
-    assert_eq!(reports.as_array().unwrap().len(), status["nodes"].as_array().unwrap().len());
+    assert_eq!(
+        reports.as_array().unwrap().len(),
+        status["nodes"].as_array().unwrap().len()
+    );
+
+    // A doctor that cannot run at all says so with exit code 2.
+    let cannot = Command::new(bin("privnet"))
+        .args([
+            "doctor",
+            "--node-netns",
+            "no-such-node-namespace",
+            "--no-api",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        cannot.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&cannot.stderr)
+    );
 
     // A port's final `drop` rule deleted (the agent's read-back does not see
     // a single rule; the doctor compares every rule).
-    let listing = in_ns(&netns, &["nft", "-a", "list", "table", "bridge", "privnet-ports"]);
+    let listing = in_ns(
+        &netns,
+        &["nft", "-a", "list", "table", "bridge", "privnet-ports"],
+    );
     let port = listing
         .lines()
         .find_map(|l| l.trim().strip_prefix("chain port-"))
@@ -170,11 +204,42 @@ fn doctor_names_each_fault_it_is_shown() {
         .lines()
         .take_while(|l| l.trim() != "}")
         .collect();
-    let last = block.iter().rev().find(|l| l.trim().starts_with("drop")).unwrap();
+    let last = block
+        .iter()
+        .rev()
+        .find(|l| l.trim().starts_with("drop"))
+        .unwrap();
     let handle = last.rsplit("handle ").next().unwrap().trim();
-    in_ns(&netns, &["nft", "delete", "rule", "bridge", "privnet-ports", &chain, "handle", handle]);
-    doctor.fails("guard", &format!("chain {chain} has 9 rules, should have 10"), &mut walls);
-    in_ns(&netns, &["nft", "add", "rule", "bridge", "privnet-ports", &chain, "drop"]);
+    in_ns(
+        &netns,
+        &[
+            "nft",
+            "delete",
+            "rule",
+            "bridge",
+            "privnet-ports",
+            &chain,
+            "handle",
+            handle,
+        ],
+    );
+    doctor.fails(
+        "guard",
+        &format!("chain {chain} has 9 rules, should have 10"),
+        &mut walls,
+    );
+    in_ns(
+        &netns,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "bridge",
+            "privnet-ports",
+            &chain,
+            "drop",
+        ],
+    );
     doctor.all_ok(&mut walls);
 
     // A unicast FDB entry deleted.
@@ -185,16 +250,47 @@ fn doctor_names_each_fault_it_is_shown() {
         .expect("a unicast FDB entry");
     let (mac, dst) = (
         entry.split_whitespace().next().unwrap(),
-        entry.split(" dst ").nth(1).unwrap().split_whitespace().next().unwrap(),
+        entry
+            .split(" dst ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap(),
     );
-    in_ns(&netns, &["bridge", "fdb", "del", mac, "dev", &vxlan, "dst", dst]);
-    doctor.fails("fdb", &format!("FDB entry {mac} → {dst} is missing"), &mut walls);
-    in_ns(&netns, &["bridge", "fdb", "replace", mac, "dev", &vxlan, "dst", dst, "self", "permanent"]);
+    in_ns(
+        &netns,
+        &["bridge", "fdb", "del", mac, "dev", &vxlan, "dst", dst],
+    );
+    doctor.fails(
+        "fdb",
+        &format!("FDB entry {mac} → {dst} is missing"),
+        &mut walls,
+    );
+    in_ns(
+        &netns,
+        &[
+            "bridge",
+            "fdb",
+            "replace",
+            mac,
+            "dev",
+            &vxlan,
+            "dst",
+            dst,
+            "self",
+            "permanent",
+        ],
+    );
     doctor.all_ok(&mut walls);
 
     // A container port's MTU changed.
     in_ns(&netns, &["ip", "link", "set", "dev", &port, "mtu", "1280"]);
-    doctor.fails("mtu", &format!("{port} has MTU 1280, should be {mtu}"), &mut walls);
+    doctor.fails(
+        "mtu",
+        &format!("{port} has MTU 1280, should be {mtu}"),
+        &mut walls,
+    );
     in_ns(&netns, &["ip", "link", "set", "dev", &port, "mtu", &mtu]);
     doctor.all_ok(&mut walls);
 
@@ -228,14 +324,22 @@ fn doctor_names_each_fault_it_is_shown() {
     // The agent stopped: its check fails, the others have nothing to compare with.
     let node = n1["name"].as_str().unwrap();
     let kill = sb.privnet(&["agent", node, "kill"]);
-    assert!(kill.status.success(), "{}", String::from_utf8_lossy(&kill.stderr));
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
     let (code, report, wall) = doctor.run();
     walls.push(wall);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(Doctor::status(&report, "agent"), "fail", "{report:#}");
     assert_eq!(Doctor::status(&report, "fdb"), "skip", "{report:#}");
     let start = sb.privnet(&["agent", node, "start"]);
-    assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
     doctor.until_ok(Duration::from_secs(20), &mut walls);
 
     walls.sort();

@@ -27,8 +27,9 @@ pub struct DoctorArgs {
     /// The agent's RPC socket.
     #[arg(long, default_value = privnet_core::rpc::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// The agent's health address (its --metrics-addr), reached from the node's namespace.
-    #[arg(long, default_value = "127.0.0.1:9641")]
+    /// The agent's health address (its --metrics-addr), reached from the node's namespace
+    /// (the chart sets PRIVNET_HEALTH_ADDR in the agent's container).
+    #[arg(long, env = "PRIVNET_HEALTH_ADDR", default_value = "127.0.0.1:9641")]
     health_addr: SocketAddr,
     /// The node's network namespace (`/run/netns/<name>`), when not the doctor's own.
     #[arg(long)]
