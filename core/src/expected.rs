@@ -109,6 +109,10 @@ pub struct ExpectedPort {
     pub mac: String,
     /// The container's address.
     pub ip: Ipv4Addr,
+    /// The container's namespace (`CNI_NETNS`).
+    pub container_netns: String,
+    /// The container's interface (`CNI_IFNAME`).
+    pub container_ifname: String,
 }
 
 /// One FDB entry on the VXLAN device.

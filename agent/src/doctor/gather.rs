@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use privnet_core::expected::{ExpectedFdb, ExpectedMesh, ExpectedNetwork, ExpectedState};
+use privnet_core::expected::{
+    ExpectedFdb, ExpectedMesh, ExpectedNetwork, ExpectedPort, ExpectedState,
+};
 use privnet_core::mac::format_mac;
 use privnet_core::rpc::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,6 +164,7 @@ pub async fn network(net: &ExpectedNetwork, domain: &str) -> NetworkReading {
         fdb: Err("not read".into()),
         tables: Err("not read".into()),
         dns: Vec::new(),
+        containers: Vec::new(),
     };
     if !r.namespace {
         return r;
@@ -209,6 +212,10 @@ pub async fn network(net: &ExpectedNetwork, domain: &str) -> NetworkReading {
         }
     }
     r.tables = failed.map_or(Ok(tables), Err);
+    for p in &net.ports {
+        r.containers
+            .push((p.host_ifname.clone(), container_link(p).await));
+    }
     let names = probe_names(net, domain);
     let server = net.gateway.addr();
     r.dns = netns::run_in_async(&ns, move || {
@@ -233,6 +240,20 @@ pub async fn network(net: &ExpectedNetwork, domain: &str) -> NetworkReading {
     .await
     .unwrap_or_default();
     r
+}
+
+/// The container end of a port, in the container's namespace.
+async fn container_link(p: &ExpectedPort) -> Result<Option<LinkReading>, String> {
+    let path = Path::new(&p.container_netns);
+    if p.container_netns.is_empty() || !path.exists() {
+        return Ok(None);
+    }
+    let ns = NetnsFd::open_path(path).map_err(|e| e.to_string())?;
+    let h = netns::handle_in(&ns).await.map_err(|e| e.to_string())?;
+    let link = links::get(&h, &p.container_ifname)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(link.map(|l| link_reading(p.container_ifname.clone(), &l)))
 }
 
 /// One A query over UDP (`Ok(vec![])`: NXDOMAIN or no data).

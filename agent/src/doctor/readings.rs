@@ -103,6 +103,9 @@ pub struct NetworkReading {
     pub tables: Result<Vec<TableReading>, String>,
     /// DNS queries to the gateway, from inside the namespace.
     pub dns: Vec<DnsAnswer>,
+    /// The container end of each expected port, by host port name
+    /// (`Ok(None)`: the container's namespace or interface is gone).
+    pub containers: Vec<(String, Result<Option<LinkReading>, String>)>,
 }
 
 /// One A query.

@@ -319,7 +319,7 @@ pub fn zone(exp: &ExpectedState, nets: &[NetworkReading]) -> Check {
 }
 
 /// Every device has the MTU it should: the WireGuard link the mesh's, each
-/// network's bridge, VXLAN device and container ports the network's.
+/// network's bridge, VXLAN device and container ports (both ends) the network's.
 pub fn mtu(exp: &ExpectedState, mesh: Option<&MeshReading>, nets: &[NetworkReading]) -> Check {
     let mut problems = Vec::new();
     let mut links = 0;
@@ -330,6 +330,17 @@ pub fn mtu(exp: &ExpectedState, mesh: Option<&MeshReading>, nets: &[NetworkReadi
         }
     }
     for (net, have) in exp.networks.iter().zip(nets) {
+        // A container gone meanwhile (or unreadable) is not an MTU problem.
+        for (port, link) in &have.containers {
+            let Ok(Some(l)) = link else { continue };
+            links += 1;
+            if l.mtu != net.mtu {
+                problems.push(format!(
+                    "network {}: container end {} of port {port} has MTU {}, should be {}",
+                    net.id, l.name, l.mtu, net.mtu
+                ));
+            }
+        }
         let Ok(found) = &have.links else { continue };
         for l in found.iter().filter(|l| l.name != "lo") {
             links += 1;

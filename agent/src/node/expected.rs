@@ -88,10 +88,15 @@ pub fn expected_state(
                 ports: l
                     .ports
                     .iter()
-                    .map(|p| ExpectedPort {
-                        host_ifname: p.host_ifname.clone(),
-                        mac: format_mac(&p.mac),
-                        ip: p.ip,
+                    .map(|p| {
+                        let r = records.iter().find(|r| r.host_ifname == p.host_ifname);
+                        ExpectedPort {
+                            host_ifname: p.host_ifname.clone(),
+                            mac: format_mac(&p.mac),
+                            ip: p.ip,
+                            container_netns: r.map(|r| r.netns.clone()).unwrap_or_default(),
+                            container_ifname: r.map(|r| r.key.ifname.clone()).unwrap_or_default(),
+                        }
                     })
                     .collect(),
                 fdb: fdb

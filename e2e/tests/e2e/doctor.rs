@@ -293,6 +293,25 @@ fn doctor_names_each_fault_it_is_shown() {
     );
     in_ns(&netns, &["ip", "link", "set", "dev", &port, "mtu", &mtu]);
     doctor.all_ok(&mut walls);
+    // ... and the container end's.
+    let c = status["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["node"] == n1["name"] && c["networkId"] == net["id"])
+        .expect("a container of that network on n1");
+    let (c_netns, c_if) = (
+        c["netns"].as_str().unwrap(),
+        c["interface"].as_str().unwrap(),
+    );
+    in_ns(c_netns, &["ip", "link", "set", "dev", c_if, "mtu", "1400"]);
+    doctor.fails(
+        "mtu",
+        &format!("container end {c_if} of port pv"),
+        &mut walls,
+    );
+    in_ns(c_netns, &["ip", "link", "set", "dev", c_if, "mtu", &mtu]);
+    doctor.all_ok(&mut walls);
 
     // The DNS responder blocked by a table of the test's own.
     let block = "table inet doctortest {\n chain input {\n  type filter hook input priority 0; policy accept;\n  udp dport 53 drop\n }\n}\n";

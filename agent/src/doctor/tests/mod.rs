@@ -57,6 +57,8 @@ fn expected() -> ExpectedState {
                 host_ifname: "pv1a".into(),
                 mac: "0a:58:01:02:03:04".into(),
                 ip: Ipv4Addr::new(10, 240, 0, 5),
+                container_netns: "/run/netns/c1".into(),
+                container_ifname: "eth1".into(),
             }],
             fdb: vec![
                 ExpectedFdb {
@@ -150,6 +152,7 @@ fn healthy() -> Readings {
             ]),
             fdb: Ok(Some(net.fdb.clone())),
             tables: Ok(tables),
+            containers: vec![("pv1a".into(), Ok(Some(link("eth1", 1390))))],
             dns: net
                 .names
                 .iter()
@@ -382,6 +385,17 @@ fn mtu_check_fails_on_any_link_with_another_mtu() {
     };
     links[3].mtu = 1280;
     only_fails(&r, "mtu", "pv1a has MTU 1280, should be 1390");
+    let mut r = healthy();
+    r.networks[0].containers[0].1 = Ok(Some(link("eth1", 1500)));
+    only_fails(
+        &r,
+        "mtu",
+        "container end eth1 of port pv1a has MTU 1500, should be 1390",
+    );
+    // A container gone meanwhile is not an MTU problem.
+    let mut r = healthy();
+    r.networks[0].containers[0].1 = Ok(None);
+    assert_eq!(report(&r).exit_code(), 0);
     let mut r = healthy();
     if let Ok(Some(l)) = &mut r.mesh.as_mut().unwrap().link {
         l.mtu = 1500;

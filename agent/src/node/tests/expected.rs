@@ -52,6 +52,13 @@ async fn expected_state_follows_the_view_and_the_book() {
     assert_eq!((net.id.as_str(), net.vni), (NET, VNI));
     assert_eq!(net.ports.len(), 1);
     assert_eq!(net.ports[0].host_ifname, local.host_ifname);
+    assert_eq!(
+        (
+            net.ports[0].container_netns.as_str(),
+            net.ports[0].container_ifname.as_str()
+        ),
+        ("/run/netns/c-c1", "eth1")
+    );
     let fdb: Vec<(&str, Ipv4Addr)> = net.fdb.iter().map(|f| (f.mac.as_str(), f.dst)).collect();
     let n2 = Ipv4Addr::new(100, 64, 0, 2);
     assert_eq!(fdb, [("00:00:00:00:00:00", n2), ("0a:58:0a:f0:01:07", n2)]);
