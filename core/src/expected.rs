@@ -38,6 +38,10 @@ pub struct ExpectedMesh {
     pub mtu: u32,
     /// One per other node with a VTEP.
     pub peers: Vec<ExpectedPeer>,
+    /// Persistent keepalive (seconds): with it, every live session is
+    /// renewed every 2 minutes; without, an idle peer's handshake ages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<u16>,
     /// What the node guard confines to the tunnel (`None`: guard disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<ExpectedNodeGuard>,

@@ -12,6 +12,7 @@ use privnet_core::mac::format_mac;
 use privnet_core::view::ClusterView;
 
 use super::{Agent, Phase, plan};
+use crate::config::AgentConfig;
 use crate::datapath::NodeDatapath;
 use crate::datapath::guard::GuardedPort;
 use crate::datapath::network::NetworkDatapath;
@@ -37,17 +38,17 @@ pub struct LocalInput<'a> {
     pub ports: Vec<GuardedPort>,
 }
 
-/// The node's expected state, pure: `mesh` is the mesh spec once the node
-/// has a VTEP, `records` the book.
+/// The node's expected state, pure: `cfg` gives the node, domain and
+/// keepalive, `mesh` is the mesh spec once the node has a VTEP, `records` the book.
 pub fn expected_state(
-    node: &str,
-    domain: &str,
+    cfg: &AgentConfig,
     unready: Option<String>,
     mesh: Option<&crate::datapath::MeshSpec>,
     view: &ClusterView,
     locals: &[LocalInput<'_>],
     records: &[AttachmentRecord],
 ) -> ExpectedState {
+    let (node, domain) = (cfg.node.as_str(), cfg.domain.as_str());
     let mesh = mesh.map(|m| ExpectedMesh {
         ifname: m.wireguard.ifname.clone(),
         address: m.wireguard.address,
@@ -65,6 +66,7 @@ pub fn expected_state(
                 })
             })
             .collect(),
+        keepalive: cfg.keepalive,
         guard: (!m.guard_disabled).then(|| ExpectedNodeGuard {
             vxlan_port: m.guard.vxlan_port,
             vni_first: *m.guard.vnis.start(),
@@ -146,8 +148,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             })
             .collect();
         expected_state(
-            &self.cfg.node,
-            &self.cfg.domain,
+            &self.cfg,
             unready_reason(&self.phase()),
             mesh.as_ref(),
             &view,

@@ -1,6 +1,6 @@
 //! `privnet doctor` on a real sandbox node: all ok first (the positive
 //! control), then one fault at a time — a guard rule deleted, an FDB entry
-//! deleted, a port's MTU changed, a WireGuard peer removed, the DNS
+//! deleted, a port's MTU changed (each end), a WireGuard peer removed, the DNS
 //! responder blocked, the agent stopped — each seen by the check that
 //! watches it (exit 1, that check `fail`, no other), and all ok again once
 //! the fault is undone. The agents resync every 10 minutes here, so no fault

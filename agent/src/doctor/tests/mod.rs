@@ -37,6 +37,7 @@ fn expected() -> ExpectedState {
                 vtep: Ipv4Addr::new(198, 19, 0, 2),
                 endpoint: "192.168.1.2:4797".parse().unwrap(),
             }],
+            keepalive: Some(25),
             guard: Some(ExpectedNodeGuard {
                 vxlan_port: 4796,
                 vni_first: 1_048_576,
@@ -280,6 +281,20 @@ fn wireguard_check_fails_on_missing_wrong_or_stale_peers_and_a_down_link() {
         r.mesh.as_mut().unwrap().peers = Ok(vec![p]);
         only_fails(&r, "wireguard", words);
     }
+    // Without keepalives an idle peer's old handshake is normal.
+    let mut r = healthy();
+    let Ok(peers) = &mut r.mesh.as_mut().unwrap().peers else {
+        panic!()
+    };
+    peers[0].handshake_age = Some(Duration::from_secs(200));
+    r.expected
+        .as_mut()
+        .unwrap()
+        .mesh
+        .as_mut()
+        .unwrap()
+        .keepalive = None;
+    assert_eq!(report(&r).exit_code(), 0);
     let mut r = healthy();
     if let Ok(Some(l)) = &mut r.mesh.as_mut().unwrap().link {
         l.up = false;
