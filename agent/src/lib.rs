@@ -6,6 +6,7 @@ pub mod book;
 pub mod config;
 pub mod datapath;
 pub mod dns;
+pub mod doctor;
 pub mod local_network;
 pub mod metrics;
 pub mod node;

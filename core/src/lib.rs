@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod defaults;
+pub mod expected;
 pub mod fdb;
 pub mod ipam;
 pub mod mac;

@@ -138,6 +138,8 @@ pub enum Request {
         /// Attachments to keep.
         valid: Vec<AttachmentKey>,
     },
+    /// What the node's datapath should be (read-only, for `privnet doctor`).
+    Expected,
 }
 
 /// Error kinds the agent reports; the plugin maps them to CNI codes.
@@ -180,6 +182,8 @@ pub enum Response {
         /// How many attachments were freed.
         freed: usize,
     },
+    /// Expected: the agent's desired view of the node.
+    Expected(Box<crate::expected::ExpectedState>),
     /// Failure.
     Error {
         /// Kind, mapped to a CNI code by the plugin.

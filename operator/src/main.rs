@@ -1,4 +1,4 @@
-//! The `privnet` binary: `crds`, `agent`, `sandbox`, `controller`, `cni-install`.
+//! The `privnet` binary: `crds`, `agent`, `sandbox`, `controller`, `cni-install`, `doctor`.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +26,8 @@ enum Command {
     Controller(Box<cli::controller::ControllerArgs>),
     /// Install the CNI plugin on the node (Multus conflist or chained).
     CniInstall(cli::cni_install::CniInstallArgs),
+    /// Say what is wrong on this node (exit 0 ok, 1 something wrong, 2 could not run).
+    Doctor(cli::doctor::DoctorArgs),
 }
 
 fn main() -> Result<()> {
@@ -54,5 +56,6 @@ fn main() -> Result<()> {
         Command::Sandbox(args) => cli::sandbox::run(args),
         Command::Controller(args) => cli::controller::run(*args),
         Command::CniInstall(args) => cli::cni_install::run(args),
+        Command::Doctor(args) => cli::doctor::run(args),
     }
 }

@@ -100,21 +100,25 @@ pub async fn get(handle: &Handle, name: &str) -> Result<Option<LinkState>, LinkE
     Ok(link::get(handle, name).await?.as_ref().map(parse))
 }
 
-/// `ip -d link show type vxlan`: name and state of every VXLAN device of the namespace.
-pub async fn vxlans(handle: &Handle) -> Result<Vec<(String, LinkState)>, LinkError> {
+/// `ip -d link show`: name and state of every device of the namespace.
+pub async fn all(handle: &Handle) -> Result<Vec<(String, LinkState)>, LinkError> {
     let mut stream = handle.link().get().execute();
     let mut out = Vec::new();
     while let Some(msg) = stream.try_next().await.map_err(err("list", "links"))? {
-        let state = parse(&msg);
-        if state.kind.as_deref() == Some("vxlan") {
-            let name = msg.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            });
-            out.push((name.unwrap_or_default(), state));
-        }
+        let name = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        out.push((name.unwrap_or_default(), parse(&msg)));
     }
     Ok(out)
+}
+
+/// `ip -d link show type vxlan`: name and state of every VXLAN device of the namespace.
+pub async fn vxlans(handle: &Handle) -> Result<Vec<(String, LinkState)>, LinkError> {
+    let mut links = all(handle).await?;
+    links.retain(|(_, state)| state.kind.as_deref() == Some("vxlan"));
+    Ok(links)
 }
 
 /// Whether a netlink request failed with `errno`.

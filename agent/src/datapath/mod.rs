@@ -18,7 +18,7 @@ pub mod drift;
 pub mod fdb;
 pub mod guard;
 pub mod kernel;
-mod links;
+pub(crate) mod links;
 pub mod memory;
 pub mod neighbours;
 pub mod netns;

@@ -92,7 +92,8 @@ impl NetnsFd {
         Self::open_path(&path_of(name)?)
     }
 
-    fn open_path(path: &Path) -> Result<Self, NetnsError> {
+    /// The namespace mounted or linked at `path` (a container's `CNI_NETNS`).
+    pub fn open_path(path: &Path) -> Result<Self, NetnsError> {
         let file = File::open(path).map_err(io_err("open", path))?;
         Ok(Self(Arc::new(OwnedFd::from(file))))
     }

@@ -9,11 +9,13 @@
 //! - [`hold`]: the blast-radius guard, pure: big removals wait.
 //! - [`repair`], [`repair_plan`]: the periodic read-back and repair of the datapath, and its
 //!   pure decisions.
+//! - [`expected`]: the desired view of the node, for `privnet doctor`.
 //! - [`error`]: typed errors of the verbs and of a pass.
 
 mod attach;
 mod converge;
 pub mod error;
+pub mod expected;
 pub mod hold;
 pub mod plan;
 mod repair;

@@ -168,6 +168,7 @@ impl<S: Source, D: NodeDatapath> RpcHandler for Agent<S, D> {
             Request::Gc { network_id, valid } => Response::Released {
                 freed: self.gc(network_id.as_deref(), valid).await,
             },
+            Request::Expected => Response::Expected(Box::new(self.expected().await)),
         };
         self.metrics
             .rpc_seconds

@@ -6,6 +6,7 @@ mod bulk_receive;
 mod common;
 mod connectivity;
 mod dns_spread;
+mod doctor;
 mod faults;
 mod first_packet;
 mod isolation;

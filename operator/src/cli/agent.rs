@@ -13,8 +13,9 @@ use privnet_agent::config::AgentConfig;
 use privnet_agent::datapath::neighbours;
 use privnet_agent::datapath::netns::NetnsFd;
 use privnet_agent::datapath::wireguard::{Backend, BackendChoice};
+use privnet_agent::node::Agent;
+use privnet_agent::node::expected::unready_reason;
 use privnet_agent::node::hold::HoldPolicy;
-use privnet_agent::node::{Agent, Phase};
 use privnet_agent::source::{KubeSource, LocalDir, Source};
 use privnet_agent::store::DiskStore;
 use privnet_agent::{dns::forward::Forwarder, rpc_server};
@@ -109,7 +110,7 @@ pub struct AgentArgs {
     hold_removals_grace_secs: u64,
     /// How often the agent reads its datapath back and repairs what drifted (guard tables,
     /// devices, addresses, FDB, WireGuard daemon and peers, DNS responders), milliseconds.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    #[arg(long, env = "PRIVNET_RESYNC_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     resync_ms: u64,
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
@@ -131,10 +132,9 @@ struct Health<S: Source>(Arc<Agent<S>>);
 
 impl<S: Source> HealthSource for Health<S> {
     fn ready(&self) -> Result<(), String> {
-        match self.0.phase() {
-            Phase::Ready => Ok(()),
-            Phase::WaitingForMesh => Err("waiting for the mesh address".into()),
-            Phase::Degraded(e) => Err(format!("degraded: {e}")),
+        match unready_reason(&self.0.phase()) {
+            None => Ok(()),
+            Some(why) => Err(why),
         }
     }
     fn metrics(&self) -> String {

@@ -5,6 +5,7 @@ pub mod check;
 pub mod cni_install;
 pub mod controller;
 pub mod crds;
+pub mod doctor;
 pub mod sandbox;
 
 /// Resolves on SIGTERM or SIGINT.

@@ -136,6 +136,16 @@ enum SandboxCommand {
         /// `kill` or `start`.
         action: AgentAction,
     },
+    /// Run `privnet doctor` on a node (every node by default; exit 0 ok, 1 something wrong,
+    /// 2 could not run).
+    Doctor {
+        /// Node name (see `status`).
+        #[arg(long)]
+        node: Option<String>,
+        /// Output format (JSON: one report, or an array without --node).
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: super::doctor::Output,
+    },
     /// Remove everything the sandbox created (safe to run twice).
     Down,
     /// The API server, scheduler and kubelets of the Kubernetes path (started by `up`).
@@ -272,12 +282,49 @@ pub fn run(args: SandboxArgs) -> Result<()> {
         SandboxCommand::ClusterDaemon => {
             privnet_sandbox::kube::daemon::run(&name, Binaries::beside_current_exe()?.cni)?;
         }
+        SandboxCommand::Doctor { node, output } => {
+            let state = SandboxState::load(&name)?;
+            let opts = doctor_options(&state, node.as_deref())?;
+            super::doctor::exit_with(super::doctor::run_all(&opts), output, node.is_none());
+        }
         SandboxCommand::Down => {
             ops::down(&name);
             eprintln!("==> sandbox {name:?} removed");
         }
     }
     Ok(())
+}
+
+/// The doctor's options for one node of the sandbox, or every node: the
+/// node's socket and namespace, the agent's default health address in it,
+/// the sandbox's API server when it runs one.
+fn doctor_options(
+    state: &SandboxState,
+    node: Option<&str>,
+) -> Result<Vec<privnet_agent::doctor::Options>> {
+    use privnet_agent::doctor::{Options, clock::Api, verdict::Limits};
+    let nodes: Vec<_> = state
+        .nodes
+        .iter()
+        .filter(|n| node.is_none_or(|want| n.name == want))
+        .collect();
+    if nodes.is_empty() {
+        bail!("no node {node:?} in the sandbox (see `privnet sandbox status`)");
+    }
+    Ok(nodes
+        .into_iter()
+        .map(|n| Options {
+            socket: n.agent_socket.clone().into(),
+            health: "127.0.0.1:9641".parse().expect("a valid address"),
+            node_netns: Some(n.netns.clone()),
+            api: if state.kubeconfig.is_empty() {
+                Api::None
+            } else {
+                Api::Kubeconfig(state.kubeconfig.clone().into())
+            },
+            limits: Limits::default(),
+        })
+        .collect())
 }
 
 fn print_text(s: &SandboxState) {

@@ -226,26 +226,7 @@ impl Wireguard {
 
     /// The peers as the interface reports them (`wg show <if> dump`).
     pub async fn read_peers(&self) -> Result<Vec<PeerStatus>, WireguardError> {
-        let now = SystemTime::now();
-        let mut out: Vec<PeerStatus> = self
-            .read_host()
-            .await?
-            .peers
-            .into_values()
-            .map(|p| PeerStatus {
-                public_key: p.public_key.to_string(),
-                endpoint: p.endpoint,
-                allowed_ips: p.allowed_ips.iter().map(|a| a.to_string()).collect(),
-                last_handshake_age: p
-                    .last_handshake
-                    .filter(|t| *t > SystemTime::UNIX_EPOCH)
-                    .map(|t| now.duration_since(t).unwrap_or_default()),
-                rx_bytes: p.rx_bytes,
-                tx_bytes: p.tx_bytes,
-            })
-            .collect();
-        out.sort_by(|a, b| a.public_key.cmp(&b.public_key));
-        Ok(out)
+        Ok(peers_of(self.read_host().await?, SystemTime::now()))
     }
 
     /// Stops the tunnel: kills the recorded daemon (by pid) and removes its socket, or deletes
@@ -261,6 +242,39 @@ impl Wireguard {
         self.stop_daemon().await;
         Ok(())
     }
+}
+
+/// The peers of `ifname` in `ns` as the interface reports them, read only (for
+/// `privnet doctor`): the backend is the kernel's when the link is a
+/// `wireguard` link, else wireguard-go's UAPI socket.
+pub async fn read_peers_in(ns: &NetnsFd, ifname: &str) -> Result<Vec<PeerStatus>, WireguardError> {
+    let h = netns::handle_in(ns).await?;
+    let backend = match links::get(&h, ifname).await? {
+        Some(l) if l.kind.as_deref() == Some("wireguard") => Backend::Kernel,
+        _ => Backend::Userspace,
+    };
+    let host = uapi::call_in(ns, backend, ifname, "read the interface", |api| api.read()).await?;
+    Ok(peers_of(host, SystemTime::now()))
+}
+
+fn peers_of(host: defguard_wireguard_rs::host::Host, now: SystemTime) -> Vec<PeerStatus> {
+    let mut out: Vec<PeerStatus> = host
+        .peers
+        .into_values()
+        .map(|p| PeerStatus {
+            public_key: p.public_key.to_string(),
+            endpoint: p.endpoint,
+            allowed_ips: p.allowed_ips.iter().map(|a| a.to_string()).collect(),
+            last_handshake_age: p
+                .last_handshake
+                .filter(|t| *t > SystemTime::UNIX_EPOCH)
+                .map(|t| now.duration_since(t).unwrap_or_default()),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+        })
+        .collect();
+    out.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+    out
 }
 
 /// The rtnetlink message of `ip link add <ifname> type wireguard`.

@@ -23,15 +23,25 @@ impl Wireguard {
         action: &'static str,
         f: impl FnOnce(&dyn WgOps) -> Result<R, WireguardInterfaceError> + Send + 'static,
     ) -> Result<R, WireguardError> {
-        let (backend, ifname) = (self.backend, self.config.ifname.clone());
-        let name = ifname.clone();
-        netns::run_in_async(&self.ns, move || match backend {
-            Backend::Kernel => f(&KernelOps(WGApi::<Kernel>::new(ifname)?)),
-            Backend::Userspace => f(&WGApi::<Userspace>::new(ifname)?),
-        })
-        .await?
-        .map_err(api_err(action, &name))
+        call_in(&self.ns, self.backend, &self.config.ifname, action, f).await
     }
+}
+
+/// Runs `f` against the `WGApi` of `backend` for `ifname`, on a thread inside `ns`.
+pub(super) async fn call_in<R: Send + 'static>(
+    ns: &netns::NetnsFd,
+    backend: Backend,
+    ifname: &str,
+    action: &'static str,
+    f: impl FnOnce(&dyn WgOps) -> Result<R, WireguardInterfaceError> + Send + 'static,
+) -> Result<R, WireguardError> {
+    let (ifname, name) = (ifname.to_string(), ifname.to_string());
+    netns::run_in_async(ns, move || match backend {
+        Backend::Kernel => f(&KernelOps(WGApi::<Kernel>::new(ifname)?)),
+        Backend::Userspace => f(&WGApi::<Userspace>::new(ifname)?),
+    })
+    .await?
+    .map_err(api_err(action, &name))
 }
 
 fn api_err(

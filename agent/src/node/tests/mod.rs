@@ -3,6 +3,7 @@
 
 mod attach;
 mod converge;
+mod expected;
 mod guard;
 mod hold;
 mod plan;

@@ -95,6 +95,17 @@ impl Sandbox {
     }
 
     fn up_with(tag: &str, scenario: Option<&str>, extra: &[&str]) -> Self {
+        Self::up_with_env(tag, scenario, extra, &[])
+    }
+
+    /// `privnet sandbox up` with `env` set for it and the agents it starts
+    /// (e.g. `PRIVNET_RESYNC_MS`, to keep a fault in place while it is looked at).
+    pub fn up_with_env(
+        tag: &str,
+        scenario: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         assert!(
             nix_is_root(),
             "the e2e suite needs root (network namespaces)"
@@ -110,7 +121,14 @@ impl Sandbox {
             args.push("--scenario".into());
             args.push(path.display().to_string());
         }
-        let out = sb.privnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = Command::new(bin("privnet"))
+            .arg("sandbox")
+            .args(["--name", &sb.name])
+            .args(&args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("privnet runs");
         // `up` keeps its own copy of the scenario.
         let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.yaml", sb.name)));
         assert!(
