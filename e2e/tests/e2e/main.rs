@@ -18,3 +18,4 @@ mod restart;
 mod scale;
 mod security;
 mod static_plugin;
+mod teardown_check;
