@@ -122,3 +122,36 @@ fn the_teardown_check_reports_each_kind_of_leftover() {
     let left = leftovers::find(&name, &inodes, &tables_before);
     assert!(left.is_empty(), "{left:#?}");
 }
+
+const ONE_CONTAINER: &str = r#"
+nodes: 1
+projects:
+  - {apiVersion: privnet.io/v1alpha1, kind: Project, metadata: {name: lt}, spec: {namespaces: [lt]}}
+workloads:
+  - {project: lt, application: app, processes: {web: 1}}
+"#;
+
+/// The guard itself: a process left in a node's namespace (one `down` does
+/// not know) outlives `down`, and dropping the sandbox fails naming it.
+#[test]
+fn a_sandbox_whose_down_leaves_a_process_fails_its_test() {
+    common::require_root!();
+    let sb = common::Sandbox::up_files("lt", Some(ONE_CONTAINER));
+    let node_ns = sb.status()["nodes"][0]["netns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut stray = Command::new("ip")
+        .args(["netns", "exec", &node_ns, "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(sb)));
+    let _ = stray.kill();
+    let _ = stray.wait();
+    let report = dropped.expect_err("the guard must fail when down leaves a process");
+    let report = report.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        report.contains("sleep 60") && report.contains("in a namespace of the sandbox"),
+        "{report}"
+    );
+}
