@@ -34,12 +34,15 @@ impl Drop for Strays {
         let short = leftovers::short(n);
         let _ = Command::new("ip")
             .args(["netns", "del", &format!("{n}-stray")])
+            .stderr(Stdio::null())
             .status();
         let _ = Command::new("ip")
             .args(["link", "del", &format!("{short}wg9")])
+            .stderr(Stdio::null())
             .status();
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", &format!("privnet-{n}")])
+            .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(leftovers::root_of(n));
     }
