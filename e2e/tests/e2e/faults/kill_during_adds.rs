@@ -286,3 +286,78 @@ fn agent_kill_9_during_64_parallel_adds_leaks_nothing() {
         answered()
     );
 }
+
+/// The same cleanup on the Kubernetes path, where a claim is a Lease: an
+/// address-claim Lease of n1 that no attachment holds (what an ADD killed
+/// between its claim and its record leaves) is deleted when n1's agent
+/// starts (the controllers stopped, so their sweep cannot be the one); the
+/// claim of the live pod stays (the control).
+#[test]
+fn a_restarted_agent_releases_its_unheld_claim_leases() {
+    common::require_root!();
+    let sb = Sandbox::up_kube("q", Some(SCENARIO));
+    let holders = || -> BTreeMap<String, String> {
+        let out = sb.kubectl(
+            &["get", "leases", "-n", "privnet-system", "-o", "json"],
+            None,
+        );
+        assert!(out.status.success(), "kubectl get leases");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let s = |p: &str| {
+                    l.pointer(p)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                (s("/metadata/name"), s("/spec/holderIdentity"))
+            })
+            .collect()
+    };
+    let net = sb.network("burst");
+    let network_id = net["id"].as_str().unwrap();
+    let live: Vec<(String, String)> = holders()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("privnet-ip-"))
+        .collect();
+    assert_eq!(live.len(), 1, "the resident pod's address claim: {live:?}");
+
+    // The controllers' claim sweep (every 2 s in the sandbox) would collect
+    // the stray claim too: with them stopped, only the agent can.
+    for replica in ["0", "1"] {
+        assert!(
+            sb.privnet(&["controller", replica, "kill"])
+                .status
+                .success()
+        );
+    }
+    assert!(sb.privnet(&["agent", "n1", "kill"]).status.success());
+    let stray = format!("privnet-ip-{network_id}-10-240-3-250");
+    let lease = format!(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {stray}\n  \
+         namespace: privnet-system\n  labels: {{privnet.io/claim: address, privnet.io/network: {network_id}}}\n\
+         spec: {{holderIdentity: n1/cut-short/eth1}}\n"
+    );
+    let made = sb.kubectl(&["apply", "-f", "-"], Some(&lease));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(holders().contains_key(&stray), "the stray claim exists");
+    let started = sb.privnet(&["agent", "n1", "start"]);
+    assert!(started.status.success());
+    assert!(
+        wait_for(Duration::from_secs(10), || !holders().contains_key(&stray)).is_some(),
+        "the unheld claim was not released: {:?}",
+        holders()
+    );
+    let after = holders();
+    for (name, holder) in &live {
+        assert_eq!(after.get(name), Some(holder), "the live claim stays");
+    }
+}
