@@ -53,6 +53,22 @@ pub enum StoreError {
     InvalidKey(String),
 }
 
+impl StoreError {
+    /// Whether the file system is full (`ENOSPC`, `EDQUOT`): transient, the
+    /// same write works once there is room.
+    pub fn is_no_space(&self) -> bool {
+        let io = match self {
+            StoreError::Write(e) => &e.source,
+            StoreError::Io { source, .. } => source,
+            StoreError::InvalidKey(_) => return false,
+        };
+        matches!(
+            io.raw_os_error(),
+            Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT
+        )
+    }
+}
+
 /// Where attachment records live.
 pub trait AttachmentStore: Send + 'static {
     /// Every record.
@@ -61,6 +77,10 @@ pub trait AttachmentStore: Send + 'static {
     fn put(&mut self, record: &AttachmentRecord) -> Result<(), StoreError>;
     /// Removes a record (idempotent).
     fn remove(&mut self, key: &AttachmentKey) -> Result<(), StoreError>;
+    /// Keys of records set aside as corrupted: their addresses stay claimed.
+    fn quarantined(&self) -> Vec<AttachmentKey> {
+        Vec::new()
+    }
 }
 
 /// In-memory fake.
@@ -162,6 +182,20 @@ impl AttachmentStore for DiskStore {
         Ok(privnet_sys::file::write_atomic(&path, text)?)
     }
 
+    fn quarantined(&self) -> Vec<AttachmentKey> {
+        let names = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        names
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let (cid, ifname) = name.strip_suffix(".json.corrupt")?.split_once('+')?;
+                Some(AttachmentKey {
+                    container_id: cid.into(),
+                    ifname: ifname.into(),
+                })
+            })
+            .collect()
+    }
+
     fn remove(&mut self, key: &AttachmentKey) -> Result<(), StoreError> {
         let path = self.path(key)?;
         match std::fs::remove_file(&path) {
@@ -229,6 +263,21 @@ mod tests {
         );
         // Control: nothing else was touched, and a second load agrees.
         assert_eq!(store.load().unwrap(), vec![record("a")]);
+        assert_eq!(store.quarantined(), vec![record("b").key]);
+    }
+
+    #[test]
+    fn a_full_file_system_is_told_apart() {
+        let full = StoreError::Io {
+            path: "x".into(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        };
+        assert!(full.is_no_space());
+        let denied = StoreError::Io {
+            path: "x".into(),
+            source: std::io::Error::from_raw_os_error(nix::libc::EACCES),
+        };
+        assert!(!denied.is_no_space(), "control: another I/O error");
     }
 
     #[test]

@@ -104,6 +104,10 @@ impl AgentError {
                 message,
             } => CniError::PoolExhausted { message },
             Self::Agent {
+                kind: ErrorKind::NoSpace,
+                message,
+            } => CniError::NodeFull { message },
+            Self::Agent {
                 kind: ErrorKind::NotFound,
                 message,
             } => CniError::CheckMismatch {
@@ -304,6 +308,7 @@ mod tests {
         // Outside chained mode a pod the webhook did not admit is a config error.
         assert_eq!(agent(ErrorKind::NotAdmitted).into_cni(p).code(), 7);
         assert_eq!(agent(ErrorKind::Exhausted).into_cni(p).code(), 102);
+        assert_eq!(agent(ErrorKind::NoSpace).into_cni(p).code(), 11);
         assert_eq!(agent(ErrorKind::NotFound).into_cni(p).code(), 103);
         assert_eq!(agent(ErrorKind::Internal).into_cni(p).code(), 999);
     }

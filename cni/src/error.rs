@@ -109,6 +109,12 @@ pub enum CniError {
         /// What the kernel last reported about the port.
         state: String,
     },
+    /// ADD: the node's state directory is full; nothing was attached.
+    #[error("the node cannot attach now: {message} (try again later)")]
+    NodeFull {
+        /// Agent message (which file could not be written, and why).
+        message: String,
+    },
     /// Anything unexpected.
     #[error("internal error: {0}")]
     Internal(String),
@@ -123,7 +129,9 @@ impl CniError {
             Self::Io { .. } => 5,
             Self::Decode { .. } => 6,
             Self::InvalidConfig { .. } => 7,
-            Self::TryAgainLater { .. } | Self::PortNotForwarding { .. } => 11,
+            Self::TryAgainLater { .. } | Self::PortNotForwarding { .. } | Self::NodeFull { .. } => {
+                11
+            }
             Self::NotAvailable { .. } => 50,
             Self::InterfaceExists { .. } => 101,
             Self::PoolExhausted { .. } => 102,

@@ -159,6 +159,9 @@ pub enum ErrorKind {
     /// The pod was not admitted by privnet's webhook: not a privnet workload
     /// (chained mode passes `prevResult` through; otherwise CNI 7).
     NotAdmitted,
+    /// The node's state directory is full: nothing was attached, a later
+    /// try works once there is room (CNI 11).
+    NoSpace,
     /// Anything else (CNI 999).
     Internal,
 }

@@ -13,6 +13,7 @@
 //!     application: shop-api
 //!     processes: {web: 2, worker: 1}
 //!     nodes: [n1, n2]        # optional placement, round-robin otherwise
+//! stateTmpfs: {n1: 256k}     # optional: that node's agent state dir on a tmpfs this small
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +60,11 @@ pub struct Scenario {
     /// Workloads.
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    /// Nodes whose agent state directory is a tmpfs of the given size
+    /// (`mount -t tmpfs -o size=<size>`, e.g. `256k`): fault injection
+    /// fills it to test a full disk. Unmounted by `down`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state_tmpfs: BTreeMap<String, String>,
 }
 
 impl Scenario {
@@ -119,6 +125,17 @@ impl Scenario {
                 ));
             }
         }
+        for (node, size) in &self.state_tmpfs {
+            if !nodes.contains(node) {
+                return bad(format!("stateTmpfs names unknown node {node:?}"));
+            }
+            let digits = size.trim_end_matches(['k', 'm', 'g']);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return bad(format!(
+                    "stateTmpfs size {size:?} of {node}: a number of bytes, optionally suffixed k, m or g"
+                ));
+            }
+        }
         let mut apps = BTreeMap::new();
         for w in &self.workloads {
             if apps.insert((&w.project, &w.application), ()).is_some() {
@@ -161,6 +178,7 @@ impl Scenario {
                 wl("blog", "blog-web", &[("web", 2), ("worker", 1)]),
                 wl("blog", "blog-cache", &[("cache", 1)]),
             ],
+            state_tmpfs: BTreeMap::new(),
         }
     }
 }
@@ -198,5 +216,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_state_tmpfs_names_a_node_and_a_size() {
+        let ok = Scenario::parse("nodes: 2\nprojects: []\nstateTmpfs: {n1: 256k}\n").unwrap();
+        assert_eq!(ok.state_tmpfs["n1"], "256k");
+        for (text, why) in [
+            ("{n3: 256k}", "unknown node \"n3\""),
+            ("{n1: lots}", "a number of bytes"),
+            ("{n1: k}", "a number of bytes"),
+        ] {
+            let e = Scenario::parse(&format!("nodes: 2\nprojects: []\nstateTmpfs: {text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 }

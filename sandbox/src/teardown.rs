@@ -16,6 +16,7 @@ pub(super) fn remove_node(state: &SandboxState, n: &NodeState) {
         let _ = ip(&["netns", "del", &ns]);
     }
     let _ = ip(&["netns", "del", &n.netns]);
+    unmount_under(Path::new(&n.state_dir));
     let dir = cluster_dir(&state.name);
     let _ = std::fs::remove_file(dir.join("nodes").join(format!("{}.json", n.name)));
     let _ = std::fs::remove_dir_all(dir.join("endpoints").join(&n.name));
@@ -103,5 +104,59 @@ pub fn down(name: &str) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
+    unmount_under(&root_of(name));
     let _ = std::fs::remove_dir_all(root_of(name));
+}
+
+/// Unmounts every mount at or below `dir` (a node's state tmpfs), deepest
+/// first: `remove_dir_all` cannot remove a mount point.
+fn unmount_under(dir: &Path) {
+    let mut points = mounts_under(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        dir,
+    );
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = super::sys::run("umount", &[&p]);
+    }
+}
+
+/// The mount points at or below `dir` in `mountinfo` text (the fifth field,
+/// with the kernel's octal escapes of space, tab, newline and backslash undone).
+fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| {
+            p.replace("\\040", " ")
+                .replace("\\011", "\t")
+                .replace("\\012", "\n")
+                .replace("\\134", "\\")
+        })
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_under_a_directory_are_found_and_only_those() {
+        let info = "\
+22 1 0:21 / / rw - ext4 /dev/root rw
+90 22 0:50 / /run/privnet-sandbox/s1/n1/state rw - tmpfs tmpfs rw,size=256k
+91 22 0:51 / /run/privnet-sandbox/s10/n1/state rw - tmpfs tmpfs rw
+92 22 0:52 / /run/privnet-sandbox/s1/a\\040b rw - tmpfs tmpfs rw
+";
+        let found = mounts_under(info, Path::new("/run/privnet-sandbox/s1"));
+        assert_eq!(
+            found,
+            vec![
+                "/run/privnet-sandbox/s1/n1/state".to_string(),
+                "/run/privnet-sandbox/s1/a b".to_string()
+            ],
+            "another sandbox whose name extends this one's is not touched"
+        );
+    }
 }

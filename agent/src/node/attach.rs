@@ -91,7 +91,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             let result = self.try_attach(&req, early).await;
             match &result {
                 // A failure of the node (not of the request) counts as an error.
-                Err(e) if e.kind() == ErrorKind::Internal => {
+                Err(e) if matches!(e.kind(), ErrorKind::Internal | ErrorKind::NoSpace) => {
                     self.metrics.errors.inc();
                     tracing::warn!(error = %crate::error_chain(e), "attach failed");
                 }

@@ -101,6 +101,7 @@ impl AttachError {
             AttachError::NotAdmitted(_) => ErrorKind::NotAdmitted,
             AttachError::Book(_) => ErrorKind::Invalid,
             AttachError::Pod { .. } => ErrorKind::Internal,
+            AttachError::Store(e) if e.is_no_space() => ErrorKind::NoSpace,
             AttachError::Held(_)
             | AttachError::Claim { .. }
             | AttachError::Store(_)

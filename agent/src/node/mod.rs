@@ -171,6 +171,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         for r in rejected {
             tracing::warn!(container = %r.key.container_id, address = %r.address, "dropping a conflicting attachment record");
         }
+        release_unheld_claims(&cfg.node, &source, &book, store.as_ref()).await;
         source
             .publish_node(&NodeInfo {
                 name: cfg.node.clone(),
@@ -272,5 +273,39 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// Prometheus exposition.
     pub fn metrics_text(&self) -> String {
         self.metrics.encode()
+    }
+}
+
+/// Releases the address claims of this node that no attachment holds: an
+/// ADD cut short (agent killed) after its claim and before its record, or a
+/// record released at start because its container is gone. Run at start,
+/// before any verb is served, so no ADD is in flight. Claims of records set
+/// aside as corrupted stay: their containers may still use the address.
+async fn release_unheld_claims<S: Source>(
+    node: &str,
+    source: &S,
+    book: &AttachmentBook,
+    store: &(dyn AttachmentStore + Send),
+) {
+    let owner = |k: &AttachmentKey| {
+        privnet_api::keys::address_claim_owner(node, &k.container_id, &k.ifname)
+    };
+    let held: BTreeSet<String> = book
+        .records()
+        .map(|r| owner(&r.key))
+        .chain(store.quarantined().iter().map(owner))
+        .collect();
+    let claims = match source.node_claims(node).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %super::error_chain(&e), "failed to list this node's address claims");
+            return;
+        }
+    };
+    for c in claims.into_iter().filter(|c| !held.contains(&c.owner)) {
+        tracing::info!(network = %c.network_id, address = %c.ip, owner = %c.owner, "releasing an address claim no attachment holds");
+        if let Err(e) = source.release_address(&c.network_id, c.ip, &c.owner).await {
+            tracing::warn!(error = %super::error_chain(&e), "failed to release an address claim");
+        }
     }
 }

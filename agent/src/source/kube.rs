@@ -14,7 +14,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Source, SourceError};
+use super::{AddressClaim, Source, SourceError};
 use privnet_api::keys::{
     AGENT_FIELD_MANAGER, APPLICATION_LABEL, CLAIM_KIND_LABEL, CONTAINER_NUMBER_ANNOTATION,
     NETWORK_ID_ANNOTATION, NETWORK_LABEL, PROCESS_TYPE_LABEL, WG_ENDPOINT_ANNOTATION,
@@ -97,6 +97,28 @@ pub fn address_claim_name(network_id: &str, ip: Ipv4Addr) -> String {
         "privnet-ip-{network_id}-{}",
         ip.to_string().replace('.', "-")
     )
+}
+
+/// An address claim Lease held by an attachment of `node` (its address
+/// read back from the name [`address_claim_name`] gave it).
+fn address_claim_of(lease: &Lease, node: &str) -> Option<AddressClaim> {
+    let owner = lease.spec.as_ref()?.holder_identity.clone()?;
+    let (holder, _, _) = privnet_api::keys::parse_address_claim_owner(&owner)?;
+    if holder != node {
+        return None;
+    }
+    let network_id = lease.labels().get(NETWORK_LABEL)?.clone();
+    let ip = lease
+        .name_any()
+        .strip_prefix(&format!("privnet-ip-{network_id}-"))?
+        .replace('-', ".")
+        .parse()
+        .ok()?;
+    Some(AddressClaim {
+        network_id,
+        ip,
+        owner,
+    })
 }
 
 fn owned<K: Clone>(cached: Vec<std::sync::Arc<K>>) -> Vec<K> {
@@ -359,6 +381,20 @@ impl Source for KubeSource {
         }
     }
 
+    async fn node_claims(&self, node: &str) -> Result<Vec<AddressClaim>, SourceError> {
+        let selector = format!("{CLAIM_KIND_LABEL}={ADDRESS_CLAIM_KIND}");
+        let leases = self
+            .leases()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err("leases (address claims)"))?;
+        Ok(leases
+            .items
+            .iter()
+            .filter_map(|l| address_claim_of(l, node))
+            .collect())
+    }
+
     async fn withdraw_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
         let found: Vec<_> = self
             .endpoints
@@ -469,5 +505,25 @@ mod tests {
             address_claim_name("pn-1", "10.240.0.7".parse().unwrap()),
             "privnet-ip-pn-1-10-240-0-7"
         );
+    }
+
+    #[test]
+    fn an_address_claim_lease_reads_back_for_its_node_only() {
+        let lease = |owner: &str| Lease {
+            metadata: ObjectMeta {
+                name: Some(address_claim_name("pn-1", "10.240.0.7".parse().unwrap())),
+                labels: Some([(NETWORK_LABEL.to_string(), "pn-1".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(owner.into()),
+                ..Default::default()
+            }),
+        };
+        let claim = address_claim_of(&lease("n1/c1/eth1"), "n1").unwrap();
+        assert_eq!(claim.ip.to_string(), "10.240.0.7");
+        assert_eq!(claim.network_id, "pn-1");
+        assert_eq!(claim.owner, "n1/c1/eth1");
+        assert!(address_claim_of(&lease("n2/c1/eth1"), "n1").is_none());
     }
 }

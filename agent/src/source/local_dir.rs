@@ -7,7 +7,8 @@
 //! nodes/<node>.json              published by each agent: name, key, endpoint
 //! mesh.json                      [NodeInfo] with VTEPs, written by the controller role
 //! endpoints/<node>/<cid>-<if>.yaml  PrivateEndpoint manifests, written by agents
-//! claims/<network>/<ip>          address claims (created with O_EXCL: the CAS)
+//! claims/<network>/<ip>          address claims (owner written to a temp file, then
+//!                                hard-linked into place: the CAS, never a torn claim)
 //! ```
 //!
 //! Changes are picked up by polling a cheap fingerprint (names, sizes,
@@ -17,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Source, SourceError};
+use super::{AddressClaim, Source, SourceError};
 use privnet_api::readers::{endpoint_info, endpoint_spec, network_info};
 use privnet_api::{PrivateEndpoint, PrivateNetwork, Project};
 use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
@@ -143,16 +144,15 @@ impl Source for LocalDir {
         let dir = self.root.join("claims").join(network_id);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let path = dir.join(ip.to_string());
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                f.write_all(owner.as_bytes()).map_err(|e| io(&path, e))?;
-                Ok(true)
-            }
+        // The owner is written before the claim exists: `link` creates the
+        // claim whole or not at all (create + write could be cut in between
+        // by a crash, leaving an empty claim nobody holds).
+        let tmp = dir.join(format!(".{ip}.{}.tmp", owner.replace('/', "+")));
+        std::fs::write(&tmp, owner).map_err(|e| io(&tmp, e))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 // Written by a racing claimer a moment ago, or ours already.
                 let holder = read_opt(&path)?.unwrap_or_default();
@@ -160,6 +160,34 @@ impl Source for LocalDir {
             }
             Err(e) => Err(io(&path, e)),
         }
+    }
+
+    async fn node_claims(&self, node: &str) -> Result<Vec<AddressClaim>, SourceError> {
+        let mut out = Vec::new();
+        for net in list(&self.root.join("claims"))? {
+            let network_id = net.file_name().unwrap().to_string_lossy().into_owned();
+            for path in list(&net)? {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let Ok(ip) = name.parse() else {
+                    // A temp file of a claim cut short: this node's are removed.
+                    if name.starts_with('.') && name.contains(&format!(".{node}+")) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                };
+                let owner = read_opt(&path)?.unwrap_or_default();
+                if privnet_api::keys::parse_address_claim_owner(&owner)
+                    .is_some_and(|(n, _, _)| n == node)
+                {
+                    out.push(AddressClaim {
+                        network_id: network_id.clone(),
+                        ip,
+                        owner,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn release_address(
@@ -328,6 +356,46 @@ mod tests {
         );
         a.release_address("pn-a", ip, "n1/c1/eth1").await.unwrap();
         assert!(b.claim_address("pn-a", ip, "n2/c9/eth1").await.unwrap());
+        assert!(
+            std::fs::read_dir(dir.path().join("claims/pn-a"))
+                .unwrap()
+                .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')),
+            "no temp file left"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_lists_its_own_claims_and_clears_its_cut_short_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LocalDir::new(dir.path(), "n1");
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        assert!(
+            a.claim_address("pn-a", ip("10.240.0.2"), "n1/c1/eth1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            a.claim_address("pn-b", ip("10.240.0.3"), "n1/c2/eth1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            a.claim_address("pn-a", ip("10.240.0.4"), "n2/c3/eth1")
+                .await
+                .unwrap()
+        );
+        let stray = dir.path().join("claims/pn-a/.10.240.0.5.n1+c4+eth1.tmp");
+        std::fs::write(&stray, "n1/c4/eth1").unwrap();
+        let mut mine = a.node_claims("n1").await.unwrap();
+        mine.sort_by_key(|c| c.ip);
+        let owners: Vec<&str> = mine.iter().map(|c| c.owner.as_str()).collect();
+        assert_eq!(
+            owners,
+            ["n1/c1/eth1", "n1/c2/eth1"],
+            "n2's claim is not n1's"
+        );
+        assert_eq!(mine[1].network_id, "pn-b");
+        assert!(!stray.exists(), "n1's cut-short temp file removed");
     }
 
     #[tokio::test]

@@ -40,6 +40,17 @@ pub enum SourceError {
     },
 }
 
+/// One address claim as a backend holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressClaim {
+    /// Network id.
+    pub network_id: String,
+    /// The claimed address.
+    pub ip: std::net::Ipv4Addr,
+    /// Its holder (`<node>/<container id>/<ifname>`).
+    pub owner: String,
+}
+
 /// Inputs and outputs of the agent.
 pub trait Source: Send + Sync + 'static {
     /// Returns the view once its revision differs from `since` (immediately
@@ -80,6 +91,16 @@ pub trait Source: Send + Sync + 'static {
         ip: std::net::Ipv4Addr,
         owner: &str,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// The address claims held by attachments of node `node`, as
+    /// `(network id, address, owner)`: the agent releases at start those no
+    /// attachment of its holds (an ADD cut short by a crash after its
+    /// claim). Backends whose claims are swept elsewhere may answer none.
+    fn node_claims(
+        &self,
+        _node: &str,
+    ) -> impl Future<Output = Result<Vec<AddressClaim>, SourceError>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
     /// Withdraws an endpoint of this node (idempotent).
     fn withdraw_endpoint(
         &self,

@@ -19,3 +19,4 @@ mod restart;
 mod scale;
 mod security;
 mod static_plugin;
+mod teardown_check;

@@ -129,7 +129,7 @@ fn build(
     ));
     topology::create_underlay(&state.underlay_netns)?;
     for (i, node) in scenario.node_names().iter().enumerate() {
-        add_node(&mut state, node, i as u32 + 1, bins, !hold_agents)?;
+        add_node(&mut state, scenario, node, i as u32 + 1, bins, !hold_agents)?;
     }
     state.save()?;
     if hold_agents {
@@ -235,22 +235,35 @@ pub(super) fn short(name: &str) -> String {
         .collect()
 }
 
+/// Creates node `node` (its directory, conflist, namespace) and, when
+/// `with_agent`, starts its agent; its state directory is a tmpfs when the
+/// scenario asks for one (`stateTmpfs`).
 pub(super) fn add_node(
     state: &mut SandboxState,
+    scenario: &Scenario,
     node: &str,
     index: u32,
     bins: &Binaries,
     with_agent: bool,
 ) -> Result<(), SandboxError> {
     let mut n = node_state(state, node, index);
-    let dir = Path::new(&n.state_dir)
-        .parent()
-        .expect("node dir")
-        .to_path_buf();
-    std::fs::create_dir_all(&dir).map_err(|e| StateError::Io {
-        path: dir.display().to_string(),
+    std::fs::create_dir_all(&n.state_dir).map_err(|e| StateError::Io {
+        path: n.state_dir.clone(),
         source: e,
     })?;
+    if let Some(size) = scenario.state_tmpfs.get(node) {
+        sys::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+                &n.state_dir,
+            ],
+        )?;
+    }
     write_atomic(
         Path::new(&n.cni_conflist),
         &serde_json::to_string_pretty(&containers::conflist(&n, &cni_log(&state.name)))

@@ -131,7 +131,7 @@ pub fn apply(
     let mut added = false;
     for (i, node) in scenario.node_names().iter().enumerate() {
         if state.node(node).is_none() {
-            add_node(&mut state, node, i as u32 + 1, bins, true)?;
+            add_node(&mut state, scenario, node, i as u32 + 1, bins, true)?;
             added = true;
         }
     }

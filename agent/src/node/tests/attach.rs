@@ -150,6 +150,19 @@ async fn a_failed_store_write_is_rolled_back() {
 }
 
 #[tokio::test]
+async fn a_full_state_directory_is_a_transient_error_and_rolled_back() {
+    let h = Harness::ready().await;
+    *h.store.full.lock().unwrap() = true;
+    let e = h.agent.attach(request("c1", None)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    nothing_left_of(&h, "c1").await;
+    assert!(h.source.state().claims.is_empty(), "claim released");
+    // Room again: the same ADD works.
+    *h.store.full.lock().unwrap() = false;
+    h.attach("c1").await;
+}
+
+#[tokio::test]
 async fn a_failed_network_or_dns_is_rolled_back() {
     for step in [Step::EnsureNetwork, Step::StartDns] {
         let h = Harness::ready().await;

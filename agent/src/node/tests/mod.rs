@@ -21,7 +21,7 @@ use super::Agent;
 use crate::config::AgentConfig;
 use crate::datapath::MemoryDatapath;
 use crate::datapath::wireguard::BackendChoice;
-use crate::source::{Source, SourceError};
+use crate::source::{AddressClaim, Source, SourceError};
 use crate::store::{AttachmentRecord, AttachmentStore, MemoryStore, StoreError};
 
 pub const NODE: &str = "n1";
@@ -121,6 +121,20 @@ impl Source for FakeSource {
         }
         Ok(())
     }
+    async fn node_claims(&self, node: &str) -> Result<Vec<AddressClaim>, SourceError> {
+        let prefix = format!("{node}/");
+        Ok(self
+            .state()
+            .claims
+            .iter()
+            .filter(|(_, owner)| owner.starts_with(&prefix))
+            .map(|((network_id, ip), owner)| AddressClaim {
+                network_id: network_id.clone(),
+                ip: *ip,
+                owner: owner.clone(),
+            })
+            .collect())
+    }
     async fn withdraw_endpoint(&self, ep: &EndpointInfo) -> Result<(), SourceError> {
         let mut st = self.state();
         st.published
@@ -141,6 +155,8 @@ impl Source for FakeSource {
 pub struct SharedStore {
     pub inner: Arc<Mutex<MemoryStore>>,
     pub fail_put: Arc<Mutex<bool>>,
+    /// Writes fail as on a full file system (`ENOSPC`).
+    pub full: Arc<Mutex<bool>>,
 }
 
 impl AttachmentStore for SharedStore {
@@ -152,6 +168,12 @@ impl AttachmentStore for SharedStore {
             return Err(StoreError::Io {
                 path: "/state/x".into(),
                 source: std::io::Error::other("read-only file system"),
+            });
+        }
+        if *self.full.lock().unwrap() {
+            return Err(StoreError::Io {
+                path: "/state/x".into(),
+                source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
             });
         }
         self.inner.lock().unwrap().put(record)
@@ -279,7 +301,16 @@ impl Harness {
         dp: MemoryDatapath,
         dir: tempfile::TempDir,
     ) -> Harness {
-        let source = FakeSource::default();
+        Self::start_with_source(FakeSource::default(), store, dp, dir).await
+    }
+
+    /// [`Self::start_on`] with the cluster's state (claims, endpoints) kept.
+    pub async fn start_with_source(
+        source: FakeSource,
+        store: SharedStore,
+        dp: MemoryDatapath,
+        dir: tempfile::TempDir,
+    ) -> Harness {
         let agent = Agent::start_with(
             config(dir.path()),
             source.clone(),

@@ -75,3 +75,29 @@ async fn a_restart_adopts_live_attachments_and_cleans_the_rest() {
             .address
     );
 }
+
+#[tokio::test]
+async fn a_restart_releases_this_nodes_claims_no_attachment_holds() {
+    let first = Harness::ready().await;
+    first.attach("live").await;
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    {
+        let mut st = first.source.state();
+        // An ADD cut short by a kill: claimed, never recorded.
+        st.claims
+            .insert((NET.into(), ip("10.240.0.9")), format!("{NODE}/cut/eth1"));
+        // Another node's claim is not this node's to judge.
+        st.claims
+            .insert((NET.into(), ip("10.240.0.10")), "n2/theirs/eth1".into());
+    }
+    let (source, store, dp) = (first.source.clone(), first.store.clone(), first.dp.clone());
+    let dir = first._dir;
+    drop(first.agent);
+    let h = Harness::start_with_source(source, store, dp, dir).await;
+    let owners: BTreeSet<String> = h.source.state().claims.values().cloned().collect();
+    assert_eq!(
+        owners,
+        [format!("{NODE}/live/eth1"), "n2/theirs/eth1".to_string()].into(),
+        "the cut-short claim is released, the live one and n2's kept"
+    );
+}

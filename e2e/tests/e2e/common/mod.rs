@@ -1,8 +1,11 @@
 //! Test harness: a sandbox per test (unique name), torn down on drop even
-//! when the test fails.
+//! when the test fails, and checked to have left nothing behind
+//! ([`leftovers`]): a test whose sandbox leaks fails.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod leftovers;
 pub mod observe;
+pub mod runtime;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -34,6 +37,8 @@ pub fn bin(name: &str) -> PathBuf {
 /// A running sandbox.
 pub struct Sandbox {
     pub name: String,
+    /// The host's nft tables before `up` (see [`leftovers::find`]).
+    host_tables: std::collections::BTreeSet<String>,
 }
 
 impl Sandbox {
@@ -112,7 +117,10 @@ impl Sandbox {
         );
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("e{}{}{n}", tag, std::process::id() % 10000);
-        let sb = Sandbox { name };
+        let sb = Sandbox {
+            name,
+            host_tables: leftovers::host_nft_tables(),
+        };
         let mut args = vec!["up".to_string()];
         args.extend(extra.iter().map(|a| a.to_string()));
         if let Some(text) = scenario {
@@ -255,8 +263,27 @@ impl Sandbox {
 }
 
 impl Drop for Sandbox {
+    /// `down`, then the check that it left nothing: a leak fails the test
+    /// (or is printed, when the test is failing already).
     fn drop(&mut self) {
-        let _ = self.privnet(&["down"]);
+        let inodes = leftovers::namespace_inodes(&self.name);
+        let down = self.privnet(&["down"]);
+        let left = leftovers::find(&self.name, &inodes, &self.host_tables);
+        if down.status.success() && left.is_empty() {
+            return;
+        }
+        let report = format!(
+            "`sandbox down` of {} ({}) left:\n  {}\n{}",
+            self.name,
+            down.status,
+            left.join("\n  "),
+            String::from_utf8_lossy(&down.stderr)
+        );
+        if std::thread::panicking() {
+            eprintln!("{report}");
+        } else {
+            panic!("{report}");
+        }
     }
 }
 

@@ -79,7 +79,7 @@ pub(super) fn build(
         "ul0",
     ])?;
     for (i, node) in scenario.node_names().iter().enumerate() {
-        add_node(state, node, i as u32 + 1, bins, false)?;
+        add_node(state, scenario, node, i as u32 + 1, bins, false)?;
     }
     state.save()?;
     progress("starting the API server, the scheduler and the kubelets");
@@ -159,7 +159,7 @@ pub(super) fn apply(
     let mut added = false;
     for (i, node) in scenario.node_names().iter().enumerate() {
         if state.node(node).is_none() {
-            add_node(state, node, i as u32 + 1, bins, true)?;
+            add_node(state, scenario, node, i as u32 + 1, bins, true)?;
             let n = state.node(node).expect("just added").clone();
             cluster.apply(&objects::node(&n.name, &n.underlay_address))?;
             added = true;

@@ -10,6 +10,9 @@
 //!
 //! The figures are printed (`--nocapture`) as `FAULT <name>: …` lines.
 
+mod kill_during_adds;
+mod state_full;
+
 use crate::common;
 
 use std::process::{Command, Output, Stdio};
