@@ -8,7 +8,7 @@ use super::*;
 use crate::rpc_server::RpcHandler;
 
 async fn expected(h: &Harness) -> privnet_core::expected::ExpectedState {
-    match h.agent.handle(Request::Expected).await {
+    match h.agent.handle(Request::Expected, None).await {
         Response::Expected(e) => *e,
         other => panic!("unexpected {other:?}"),
     }
