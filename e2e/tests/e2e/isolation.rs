@@ -31,10 +31,16 @@ fn projects_sharing_a_subnet_are_isolated() {
             .collect::<Vec<_>>()
     };
     let (alpha, beta) = (of("alpha"), of("beta"));
-    assert_eq!(alpha[0]["ip"], beta[0]["ip"], "the subnets really overlap");
     let name = |c: &serde_json::Value| c["name"].as_str().unwrap().to_string();
     let ip = |c: &serde_json::Value| c["ip"].as_str().unwrap().to_string();
     let alpha_ips: Vec<String> = alpha.iter().map(ip).collect();
+    // Which container gets which address depends on the order the nodes
+    // attach in; that both projects hand out the same addresses does not.
+    assert!(
+        beta.iter().any(|c| alpha_ips.contains(&ip(c))),
+        "the subnets really overlap: {alpha_ips:?} vs {:?}",
+        beta.iter().map(ip).collect::<Vec<_>>()
+    );
     // Beta addresses that do not exist in alpha: only beta could answer.
     let beta_only: Vec<&serde_json::Value> = beta
         .iter()
