@@ -463,6 +463,17 @@ pub async fn vxlan_handle(spec: &NetworkDatapath) -> Result<(Handle, u32), Netwo
 /// namespace once nothing else (a DNS server socket, an open [`NetnsFd`]) holds it. Also
 /// removes a VXLAN device left in the agent namespace by an interrupted [`ensure`].
 pub async fn remove(agent_ns: &NetnsFd, spec: &NetworkDatapath) -> Result<(), NetworkError> {
+    // A namespace is destroyed asynchronously once its last reference goes
+    // (the kernel's cleanup work, a socket or process still in it): until
+    // then its VXLAN device holds (port, VNI) and a network brought back at
+    // once failed with "another VXLAN device already has VNI …" (the soak
+    // found it). Deleting the device is synchronous.
+    if netns::exists(&spec.netns) {
+        let h = netns::handle_in(&NetnsFd::named(&spec.netns)?).await?;
+        if let Some(vx) = links::get(&h, &spec.vxlan).await? {
+            links::delete(&h, vx.index).await?;
+        }
+    }
     netns::delete(&spec.netns)?;
     let a = netns::handle_in(agent_ns).await?;
     if let Some(stale) = links::get(&a, &spec.vxlan).await?

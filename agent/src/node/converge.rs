@@ -126,6 +126,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
         guards.retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         drop(guards);
+        let mut zone_entries = 0;
         for (info, spec, zone) in &locals {
             let id = &info.id;
             let desired = plan::network_fdb(&self.cfg.node, &view, id).map_err(|source| {
@@ -145,16 +146,18 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 conv.applied_fdb.insert(id.clone(), desired);
             }
             let eps = plan::zone_endpoints(&self.cfg.node, &records, &view, id);
-            if let Err(e) = zone.write().expect("zone lock").sync(&eps) {
+            let mut zone = zone.write().expect("zone lock");
+            if let Err(e) = zone.sync(&eps) {
                 tracing::warn!(network = %id, error = %e, "zone rejected an endpoint");
             }
+            zone_entries += zone.len();
         }
         conv.applied_fdb
             .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         // Publication looks at the view as the source shows it (not the
         // held one), so endpoints wiped from the API are published again.
         self.converge_published(&raw, &records, &mut conv).await;
-        self.update_metrics(locals.len()).await;
+        self.update_metrics(locals.len(), zone_entries).await;
         Ok(outcome)
     }
 
@@ -446,8 +449,9 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
     }
 
-    async fn update_metrics(&self, networks: usize) {
+    async fn update_metrics(&self, networks: usize, zone_entries: usize) {
         self.metrics.networks.set(networks as i64);
+        self.metrics.zone_entries.set(zone_entries as i64);
         if let Ok(peers) = self.datapath.read_peers().await {
             self.metrics
                 .max_handshake_age

@@ -17,4 +17,5 @@ mod podman;
 mod restart;
 mod scale;
 mod security;
+mod soak;
 mod static_plugin;
