@@ -298,6 +298,23 @@ pub async fn set_ports(spec: &NetworkDatapath, ports: &[GuardedPort]) -> Result<
     Ok(())
 }
 
+/// Puts back the guard's chains that lost or gained rules and its missing
+/// map elements, read back now against the rendering for `ports`, in one
+/// transaction that touches nothing else (`flush chain` + the chain again,
+/// `add element`; see [`super::guard_drift`]).
+pub async fn repair_guard_rules(
+    spec: &NetworkDatapath,
+    ports: &[GuardedPort],
+) -> Result<(), NetworkError> {
+    let ns = NetnsFd::named(&spec.netns)?;
+    let installed = super::observe::installed_ruleset(&ns).await?;
+    let rendered = super::guard_drift::parse(&guard::network_ruleset(&spec.guard(ports))?);
+    if let Some(text) = super::guard_drift::repair_text(&rendered, &installed) {
+        guard::apply(&ns, &text).await?;
+    }
+    Ok(())
+}
+
 async fn ensure_bridge(h: &Handle, spec: &NetworkDatapath) -> Result<u32, NetworkError> {
     let existing = links::get(h, &spec.bridge).await?;
     let state = match existing {

@@ -36,34 +36,50 @@ pub struct PassOutcome {
 impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// Runs convergence passes forever (woken by changes, by the wake-ups a
     /// pass asks for, and every resync at the latest); every resync
-    /// (`cfg.resync`) the datapath is also read back and repaired.
+    /// (`cfg.resync`), or soon after a kernel event that may be drift
+    /// ([`crate::datapath::events`]), the datapath is also read back and
+    /// repaired.
     pub async fn converge_loop(self: Arc<Self>) {
+        let events = self.datapath.drift_signal();
         let mut last_check = Instant::now();
+        let mut next_pass = Instant::now();
         loop {
-            let wait = match self.converge_at(Instant::now()).await {
-                Ok(outcome) => plan::next_wait(&outcome.wakes),
-                Err(_) => {
-                    tokio::time::sleep(plan::RETRY_AFTER).await;
-                    plan::RESYNC
-                }
-            };
+            if Instant::now() >= next_pass {
+                let wait = match self.converge_at(Instant::now()).await {
+                    Ok(outcome) => plan::next_wait(&outcome.wakes),
+                    Err(_) => {
+                        tokio::time::sleep(plan::RETRY_AFTER).await;
+                        plan::RESYNC
+                    }
+                };
+                next_pass = Instant::now() + wait.min(self.cfg.resync);
+            }
             let now = Instant::now();
-            if repair_plan::until_check(last_check, now, self.cfg.resync).is_zero() {
+            if repair_plan::until_check(last_check, events.peek(), now, self.cfg.resync).is_zero() {
+                // Taken first: an event during the check asks for another.
+                events.take();
                 self.check_at(now).await;
                 last_check = Instant::now();
             }
-            let wait = wait.min(self.cfg.resync).min(repair_plan::until_check(
-                last_check,
-                Instant::now(),
-                self.cfg.resync,
-            ));
-            if tokio::time::timeout(wait, self.wake.notified())
-                .await
-                .is_ok()
-            {
-                // Coalesce a burst (a runtime starting or stopping many
-                // containers) into one pass: one nft swap, one FDB sync.
-                tokio::time::sleep(plan::DEBOUNCE).await;
+            let now = Instant::now();
+            let wait = next_pass
+                .saturating_duration_since(now)
+                .min(repair_plan::until_check(
+                    last_check,
+                    events.peek(),
+                    now,
+                    self.cfg.resync,
+                ));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {
+                    // Coalesce a burst (a runtime starting or stopping many
+                    // containers) into one pass: one nft swap, one FDB sync.
+                    tokio::time::sleep(plan::DEBOUNCE).await;
+                    next_pass = Instant::now();
+                }
+                // Only the check's time may have come.
+                () = events.raised() => {}
             }
         }
     }
