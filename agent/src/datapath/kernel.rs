@@ -25,6 +25,9 @@ use crate::dns::server::Responder;
 /// UDP sockets per responder (one receive loop per core of a small node).
 const DNS_SOCKETS: usize = 2;
 
+/// A kernel-event listener task and the nsfs inode of the namespace it listens in.
+type Listener = (Option<u64>, tokio::task::JoinHandle<()>);
+
 /// The kernel datapath of one node, rooted in the agent's namespace (which
 /// holds the WireGuard interface and where VXLAN devices are created).
 pub struct KernelDatapath {
@@ -35,7 +38,7 @@ pub struct KernelDatapath {
     /// The kernel-event listener of each namespace the agent owns (its
     /// own under `""`, networks under their name), with the nsfs inode it
     /// listens in.
-    listeners: Mutex<BTreeMap<String, (Option<u64>, tokio::task::JoinHandle<()>)>>,
+    listeners: Mutex<BTreeMap<String, Listener>>,
     /// Raised by the listeners.
     signal: Arc<DriftSignal>,
 }
