@@ -7,7 +7,7 @@
 //! not back to idle).
 //!
 //! ```text
-//! bench-soak [--cycles 10000] [--parallel 4] [--limit-percent 5]
+//! bench-soak [--cycles 10000] [--parallel 4] [--limit-percent 5] [--projects soak-a,soak-b,soak-c]
 //! ```
 
 use anyhow::{Context, Result, bail};
@@ -20,6 +20,7 @@ fn main() -> Result<()> {
         cycles: 10_000,
         parallel: 4,
         limit: 0.05,
+        projects: SoakConfig::all_projects(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -28,12 +29,15 @@ fn main() -> Result<()> {
             "--cycles" => cfg.cycles = value.parse()?,
             "--parallel" => cfg.parallel = value.parse()?,
             "--limit-percent" => cfg.limit = value.parse::<f64>()? / 100.0,
+            "--projects" => cfg.projects = value.split(',').map(String::from).collect(),
             other => bail!("unknown flag {other}"),
         }
     }
     println!(
-        "bench-soak: {} ADD/DEL cycles on n1, 3 networks, blocks of 50 alternating 1 and {} callers",
-        cfg.cycles, cfg.parallel
+        "bench-soak: {} ADD/DEL cycles on n1, networks of {}, blocks of 50 alternating 1 and {} callers",
+        cfg.cycles,
+        cfg.projects.join(", "),
+        cfg.parallel
     );
     let report = soak::run(&cfg).context("failed to run the soak")?;
     println!("\n{}", report.render());

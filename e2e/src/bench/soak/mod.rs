@@ -55,6 +55,16 @@ pub struct SoakConfig {
     pub parallel: usize,
     /// Growth allowed between the start and a later sample (0.05 = 5 %).
     pub limit: f64,
+    /// The projects whose networks the cycles use, in turn (`soak-a` and
+    /// `soak-b` stay up, `soak-c` comes and goes).
+    pub projects: Vec<String>,
+}
+
+impl SoakConfig {
+    /// Every project of the scenario.
+    pub fn all_projects() -> Vec<String> {
+        ["soak-a", "soak-b", "soak-c"].map(String::from).to_vec()
+    }
 }
 
 /// Errors of the soak (a failed cycle is a finding, not an error).
@@ -231,11 +241,11 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, SoakError> {
     };
     let cni = cfg.privnet.with_file_name("privnet-cni");
     let mut plugins = Vec::new();
-    for project in ["soak-a", "soak-b", "soak-c"] {
+    for project in &cfg.projects {
         let net = status
             .networks
             .iter()
-            .find(|n| n.project == project)
+            .find(|n| &n.project == project)
             .ok_or_else(|| SoakError::Missing(format!("the network of {project}")))?;
         plugins.push(CniPlugin {
             binary: cni.clone(),
@@ -375,7 +385,7 @@ impl SoakReport {
             self.control.len(),
             self.control
                 .iter()
-                .map(|b| b.0.split(':').next().unwrap_or(""))
+                .map(|b| b.1.split(':').next().unwrap_or(""))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));

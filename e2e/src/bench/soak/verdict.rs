@@ -71,13 +71,25 @@ pub const COUNTS: [Field; 11] = [
 /// start, not with idle — any one more after the start is a leak.
 pub const WARM: [&str; 2] = ["fds", "children"];
 
+/// Which kind of limit broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// ADD or DEL calls failed.
+    Failure,
+    /// Something made per container is not back to idle (or an fd or a
+    /// child more than at the start).
+    Leak,
+    /// A resource grew more than the limit from the start.
+    Growth,
+}
+
 /// A limit the run broke.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Broken(pub String);
+pub struct Broken(pub Kind, pub String);
 
 impl fmt::Display for Broken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.1)
     }
 }
 
@@ -97,24 +109,30 @@ pub fn growth(start: u64, later: u64) -> f64 {
 pub fn verdict(samples: &[Sample], limit: f64, failures: usize) -> Vec<Broken> {
     let mut broken = Vec::new();
     if failures > 0 {
-        broken.push(Broken(format!("{failures} ADD/DEL calls failed")));
+        broken.push(Broken(
+            Kind::Failure,
+            format!("{failures} ADD/DEL calls failed"),
+        ));
     }
     let (Some(idle), Some(start)) = (samples.first(), samples.get(1)) else {
-        broken.push(Broken("fewer than two samples".into()));
+        broken.push(Broken(Kind::Failure, "fewer than two samples".into()));
         return broken;
     };
     for later in &samples[2..] {
         for (name, get) in RESOURCES {
             let g = growth(get(start), get(later));
             if g > limit {
-                broken.push(Broken(format!(
-                    "{name} grew {:.1} % from start to {} ({} -> {}), limit {:.1} %",
-                    g * 100.0,
-                    later.label,
-                    get(start),
-                    get(later),
-                    limit * 100.0
-                )));
+                broken.push(Broken(
+                    Kind::Growth,
+                    format!(
+                        "{name} grew {:.1} % from start to {} ({} -> {}), limit {:.1} %",
+                        g * 100.0,
+                        later.label,
+                        get(start),
+                        get(later),
+                        limit * 100.0
+                    ),
+                ));
             }
         }
     }
@@ -126,11 +144,14 @@ pub fn verdict(samples: &[Sample], limit: f64, failures: usize) -> Vec<Broken> {
             }
             let (want, have) = (get(base(name)), get(s));
             if have != want {
-                broken.push(Broken(format!(
-                    "{name} at {}: {have}, {} {want} (leaked or lost)",
-                    s.label,
-                    base(name).label
-                )));
+                broken.push(Broken(
+                    Kind::Leak,
+                    format!(
+                        "{name} at {}: {have}, {} {want} (leaked or lost)",
+                        s.label,
+                        base(name).label
+                    ),
+                ));
             }
         }
     }
@@ -174,12 +195,15 @@ mod tests {
         ];
         let b = verdict(&s, 0.05, 0);
         let text: Vec<String> = b.iter().map(ToString::to_string).collect();
-        assert_eq!(text.len(), 2, "{text:?}");
+        assert_eq!(text.len(), 3, "{text:?}");
         assert!(
             text[0].starts_with("rss KiB grew 5.1 % from start to end"),
             "{text:?}"
         );
-        assert!(text[1].starts_with("records at end: 3, idle 2"), "{text:?}");
+        assert_eq!(b[0].0, Kind::Growth);
+        assert!(text[1].starts_with("claims at end: 3, idle 2"), "{text:?}");
+        assert!(text[2].starts_with("records at end: 3, idle 2"), "{text:?}");
+        assert_eq!((b[1].0, b[2].0), (Kind::Leak, Kind::Leak));
     }
 
     #[test]
