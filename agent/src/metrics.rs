@@ -17,6 +17,8 @@ pub struct AgentMetrics {
     pub attachments: Gauge,
     /// Private networks present on this node.
     pub networks: Gauge,
+    /// Names in the DNS zones the node serves (leaks show here first).
+    pub zone_entries: Gauge,
     /// WireGuard peers configured.
     pub peers: Gauge,
     /// Age of the oldest peer handshake, seconds (-1: some peer never shook hands).
@@ -49,6 +51,7 @@ impl Default for AgentMetrics {
         Self {
             attachments: Gauge::default(),
             networks: Gauge::default(),
+            zone_entries: Gauge::default(),
             peers: Gauge::default(),
             max_handshake_age: Gauge::default(),
             errors: Counter::default(),
@@ -84,6 +87,11 @@ impl AgentMetrics {
             "networks",
             "Private networks present on this node",
             self.networks.clone(),
+        );
+        r.register(
+            "zone_entries",
+            "Names in the DNS zones this node serves",
+            self.zone_entries.clone(),
         );
         r.register(
             "wireguard_peers",

@@ -15,12 +15,15 @@ pub enum What {
     WireguardLink,
     /// WireGuard peers differ from the mesh.
     Peers,
-    /// The node guard table is missing or empty.
+    /// The node guard table is missing or empty, or lost rules.
     NodeGuard,
     /// A network's namespace is gone.
     Namespace,
     /// A network's nft tables are missing or empty.
     NetworkGuard,
+    /// A chain of a network's guard lost (or gained) rules, or its port map
+    /// lost an element.
+    GuardRules,
     /// The bridge is missing, down, or lost its MAC or MTU.
     Bridge,
     /// The gateway address on the bridge is missing or has company.
@@ -49,6 +52,7 @@ impl What {
             What::NodeGuard => "node_guard",
             What::Namespace => "network_namespace",
             What::NetworkGuard => "network_guard",
+            What::GuardRules => "guard_rules",
             What::Bridge => "bridge",
             What::Gateway => "gateway",
             What::Vxlan => "vxlan",
@@ -104,6 +108,8 @@ pub struct NetworkRepair {
     pub devices: bool,
     /// The guard tables, rewritten whole for the live ports.
     pub guard: bool,
+    /// The guard's drifted chains and missing map elements, put back alone.
+    pub guard_rules: bool,
     /// Container ports to put back on the bridge and up.
     pub ports: Vec<String>,
 }
@@ -111,6 +117,6 @@ pub struct NetworkRepair {
 impl NetworkRepair {
     /// Nothing to do in the namespace.
     pub fn is_empty(&self) -> bool {
-        !self.devices && !self.guard && self.ports.is_empty()
+        !self.devices && !self.guard && !self.guard_rules && self.ports.is_empty()
     }
 }

@@ -1,14 +1,15 @@
 //! The kernel implementation of [`NodeDatapath`]: today's datapath modules
 //! (namespaces, bridge/VXLAN, FDB, nft guard, WireGuard) behind the seam.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 
 use privnet_core::fdb::FdbEntry;
 use privnet_core::zone::Zone;
 
-use super::drift::{Drift, NetworkRepair, What};
+use super::drift::{Drift, NetworkRepair};
+use super::events::{self, DriftSignal, WatchScope};
 use super::fdb;
 use super::guard::{self, GuardedPort, PortTable};
 use super::netns::{self, NetnsFd};
@@ -24,6 +25,9 @@ use crate::dns::server::Responder;
 /// UDP sockets per responder (one receive loop per core of a small node).
 const DNS_SOCKETS: usize = 2;
 
+/// A kernel-event listener task and the nsfs inode of the namespace it listens in.
+type Listener = (Option<u64>, tokio::task::JoinHandle<()>);
+
 /// The kernel datapath of one node, rooted in the agent's namespace (which
 /// holds the WireGuard interface and where VXLAN devices are created).
 pub struct KernelDatapath {
@@ -31,6 +35,20 @@ pub struct KernelDatapath {
     wireguard: Mutex<Option<Wireguard>>,
     /// An `nft` started ahead of time per network, for the ADD path.
     nft: Arc<NftSpares>,
+    /// The kernel-event listener of each namespace the agent owns (its
+    /// own under `""`, networks under their name), with the nsfs inode it
+    /// listens in.
+    listeners: Mutex<BTreeMap<String, Listener>>,
+    /// Raised by the listeners.
+    signal: Arc<DriftSignal>,
+}
+
+impl Drop for KernelDatapath {
+    fn drop(&mut self) {
+        for (_, (_, task)) in std::mem::take(&mut *self.listeners.lock().expect("listeners lock")) {
+            task.abort();
+        }
+    }
 }
 
 impl KernelDatapath {
@@ -40,6 +58,43 @@ impl KernelDatapath {
             agent_ns,
             wireguard: Mutex::new(None),
             nft: Arc::default(),
+            listeners: Mutex::default(),
+            signal: Arc::default(),
+        }
+    }
+
+    /// Listens to the kernel events of `ns` under `key`, unless a listener
+    /// runs in that very namespace already (a namespace recreated under
+    /// the same name gets a new one).
+    fn listen(&self, key: &str, ns: NetnsFd, scope: WatchScope) {
+        let inode = ns.inode();
+        let mut listeners = self.listeners.lock().expect("listeners lock");
+        if let Some((running_in, task)) = listeners.get(key)
+            && *running_in == inode
+            && !task.is_finished()
+        {
+            return;
+        }
+        let task = tokio::spawn(events::listen(ns, scope, self.signal.clone()));
+        if let Some((_, old)) = listeners.insert(key.to_string(), (inode, task)) {
+            old.abort();
+        }
+    }
+
+    fn listen_network(&self, spec: &NetworkDatapath) {
+        if let Ok(ns) = NetnsFd::named(&spec.netns) {
+            let scope = WatchScope::Network {
+                bridge: spec.bridge.clone(),
+                vxlan: spec.vxlan.clone(),
+            };
+            self.listen(&spec.netns, ns, scope);
+        }
+    }
+
+    /// Stops listening in a namespace that goes (its socket would keep it alive).
+    fn stop_listening(&self, key: &str) {
+        if let Some((_, task)) = self.listeners.lock().expect("listeners lock").remove(key) {
+            task.abort();
         }
     }
 
@@ -88,7 +143,15 @@ impl NodeDatapath for KernelDatapath {
             .await
             .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
         *self.wireguard.lock().expect("wireguard lock") = Some(wg);
+        let scope = WatchScope::Mesh {
+            wg_ifname: mesh.wireguard.ifname.clone(),
+        };
+        self.listen("", self.agent_ns.clone(), scope);
         Ok(())
+    }
+
+    fn drift_signal(&self) -> Arc<DriftSignal> {
+        self.signal.clone()
     }
 
     async fn set_peers(&self, peers: &[MeshPeer]) -> Result<(), DatapathError> {
@@ -119,7 +182,9 @@ impl NodeDatapath for KernelDatapath {
     ) -> Result<(), DatapathError> {
         network::ensure(&self.agent_ns, spec, ports)
             .await
-            .map_err(net_err(Step::EnsureNetwork, spec))
+            .map_err(net_err(Step::EnsureNetwork, spec))?;
+        self.listen_network(spec);
+        Ok(())
     }
 
     /// Binds UDP and TCP port 53 on the gateway address inside the network's
@@ -158,6 +223,7 @@ impl NodeDatapath for KernelDatapath {
 
     async fn remove_network(&self, spec: &NetworkDatapath) -> Result<(), DatapathError> {
         self.nft.discard(&spec.netns);
+        self.stop_listening(&spec.netns);
         network::remove(&self.agent_ns, spec)
             .await
             .map_err(net_err(Step::RemoveNetwork, spec))
@@ -173,6 +239,7 @@ impl NodeDatapath for KernelDatapath {
 
     fn remove_leftover(&self, name: &str) -> Result<(), DatapathError> {
         self.nft.discard(name);
+        self.stop_listening(name);
         netns::delete(name).map_err(|source| DatapathError::Netns {
             step: Step::RemoveLeftover,
             netns: name.to_string(),
@@ -238,10 +305,9 @@ impl NodeDatapath for KernelDatapath {
         };
         let mut out = wg.observe(peers).await.map_err(wg_err(Step::ObserveMesh))?;
         if !mesh.guard_disabled {
-            let node_guard =
-                observe::table_drift(&self.agent_ns, guard::AGENT_TABLE, What::NodeGuard)
-                    .await
-                    .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
+            let node_guard = observe::node_guard(&self.agent_ns, &mesh.guard)
+                .await
+                .map_err(|e| DatapathError::NodeGuard(Box::new(e)))?;
             out.extend(node_guard);
         }
         Ok(out)
@@ -271,12 +337,19 @@ impl NodeDatapath for KernelDatapath {
             }
             if repair.guard {
                 network::set_ports(spec, ports).await?;
+            } else if repair.guard_rules {
+                network::repair_guard_rules(spec, ports).await?;
             }
             if !repair.ports.is_empty() {
                 network::reattach_ports(spec, &repair.ports).await?;
             }
             Ok(())
         };
-        result.await.map_err(fail)
+        result.await.map_err(fail)?;
+        if repair.devices {
+            // The namespace may be a new one.
+            self.listen_network(spec);
+        }
+        Ok(())
     }
 }

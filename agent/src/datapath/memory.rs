@@ -11,6 +11,7 @@ use privnet_core::fdb::FdbEntry;
 use privnet_core::zone::Zone;
 
 use super::drift::{Drift, NetworkRepair, What};
+use super::events::DriftSignal;
 use super::guard::{self, GuardedPort, PortTable};
 use super::network::NetworkDatapath;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
@@ -82,6 +83,8 @@ struct Inner {
     kernel: FakeKernel,
     calls: Vec<Call>,
     failing: BTreeSet<Step>,
+    /// Raised by a test (standing for the kernel's listeners).
+    signal: Arc<DriftSignal>,
 }
 
 /// The fake datapath. Cloning shares the state (a test keeps one handle,
@@ -146,6 +149,10 @@ impl MemoryDatapath {
 impl NodeDatapath for MemoryDatapath {
     fn container_alive(&self, netns: &str) -> bool {
         self.lock().kernel.containers.contains(netns)
+    }
+
+    fn drift_signal(&self) -> Arc<DriftSignal> {
+        self.lock().signal.clone()
     }
 
     async fn ensure_mesh(&self, mesh: &MeshSpec) -> Result<(), DatapathError> {
@@ -372,6 +379,7 @@ impl NodeDatapath for MemoryDatapath {
 fn fixed_by(drift: &Drift, repair: &NetworkRepair) -> bool {
     match drift.what {
         What::NetworkGuard => repair.guard,
+        What::GuardRules => repair.guard_rules || repair.guard,
         What::Port => repair.ports.contains(&drift.subject),
         What::Namespace | What::Bridge | What::Gateway | What::Vxlan | What::Forwarding => {
             repair.devices

@@ -6,17 +6,21 @@
 //! - [`netns`]: named namespaces, running code/commands inside one, rtnetlink handles there.
 //! - [`network`]: one private network's namespace, bridge, VXLAN port and gateway.
 //! - [`fdb`]: the VXLAN device's static forwarding database.
-//! - [`guard`]: nftables guard rules; [`nft_spare`]: an `nft` started ahead of time per network.
+//! - [`guard`]: nftables guard rules; [`nft_spare`]: an `nft` started ahead of time per network;
+//!   [`guard_drift`]: the rules as rendered against the kernel's, and what puts back the difference.
 //! - [`neighbours`]: clashes with the primary CNI's VXLAN and ports, found before start.
 //! - [`wireguard`]: the node's WireGuard interface and peers.
 //! - [`seam`]: the [`NodeDatapath`] trait the agent calls; [`kernel`] implements it on the
 //!   modules above, [`memory`] is the in-memory fake for unit tests.
-//! - [`drift`], [`observe`]: what the read-back found wrong, and the read-back of a network.
+//! - [`drift`], [`observe`]: what the read-back found wrong, and the read-back of a network;
+//!   [`events`]: kernel events that bring the read-back forward.
 //! - [`snapshot`]: normalised kernel state, for "restart leaves the kernel identical" tests.
 
 pub mod drift;
+pub mod events;
 pub mod fdb;
 pub mod guard;
+pub mod guard_drift;
 pub mod kernel;
 pub(crate) mod links;
 pub mod memory;

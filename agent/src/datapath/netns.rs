@@ -98,6 +98,12 @@ impl NetnsFd {
         Ok(Self(Arc::new(OwnedFd::from(file))))
     }
 
+    /// The nsfs inode of the namespace (its identity: a namespace deleted
+    /// and created again under the same name has another).
+    pub fn inode(&self) -> Option<u64> {
+        nix::sys::stat::fstat(self).ok().map(|st| st.st_ino)
+    }
+
     /// The raw descriptor, e.g. for `ip link set … netns <fd>` through rtnetlink's `setns_by_fd`.
     pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;

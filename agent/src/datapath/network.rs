@@ -298,6 +298,23 @@ pub async fn set_ports(spec: &NetworkDatapath, ports: &[GuardedPort]) -> Result<
     Ok(())
 }
 
+/// Puts back the guard's chains that lost or gained rules and its missing
+/// map elements, read back now against the rendering for `ports`, in one
+/// transaction that touches nothing else (`flush chain` + the chain again,
+/// `add element`; see [`super::guard_drift`]).
+pub async fn repair_guard_rules(
+    spec: &NetworkDatapath,
+    ports: &[GuardedPort],
+) -> Result<(), NetworkError> {
+    let ns = NetnsFd::named(&spec.netns)?;
+    let installed = super::observe::installed_ruleset(&ns).await?;
+    let rendered = super::guard_drift::parse(&guard::network_ruleset(&spec.guard(ports))?);
+    if let Some(text) = super::guard_drift::repair_text(&rendered, &installed) {
+        guard::apply(&ns, &text).await?;
+    }
+    Ok(())
+}
+
 async fn ensure_bridge(h: &Handle, spec: &NetworkDatapath) -> Result<u32, NetworkError> {
     let existing = links::get(h, &spec.bridge).await?;
     let state = match existing {
@@ -463,6 +480,17 @@ pub async fn vxlan_handle(spec: &NetworkDatapath) -> Result<(Handle, u32), Netwo
 /// namespace once nothing else (a DNS server socket, an open [`NetnsFd`]) holds it. Also
 /// removes a VXLAN device left in the agent namespace by an interrupted [`ensure`].
 pub async fn remove(agent_ns: &NetnsFd, spec: &NetworkDatapath) -> Result<(), NetworkError> {
+    // A namespace is destroyed asynchronously once its last reference goes
+    // (the kernel's cleanup work, a socket or process still in it): until
+    // then its VXLAN device holds (port, VNI) and a network brought back at
+    // once failed with "another VXLAN device already has VNI …" (the soak
+    // found it). Deleting the device is synchronous.
+    if netns::exists(&spec.netns) {
+        let h = netns::handle_in(&NetnsFd::named(&spec.netns)?).await?;
+        if let Some(vx) = links::get(&h, &spec.vxlan).await? {
+            links::delete(&h, vx.index).await?;
+        }
+    }
     netns::delete(&spec.netns)?;
     let a = netns::handle_in(agent_ns).await?;
     if let Some(stale) = links::get(&a, &spec.vxlan).await?

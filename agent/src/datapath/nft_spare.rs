@@ -51,7 +51,7 @@ impl Inner {
 
 /// The nsfs inode of a namespace (its identity).
 fn inode_of(ns: &NetnsFd) -> Option<u64> {
-    nix::sys::stat::fstat(ns).ok().map(|st| st.st_ino)
+    ns.inode()
 }
 
 fn nft_failed(stderr: String) -> NetnsError {

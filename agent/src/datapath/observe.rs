@@ -1,7 +1,10 @@
 //! Read-back of a network's datapath for the agent's repairs: what
 //! [`super::network::ensure`] and the FDB sync set, compared with the kernel.
-//! Reads only (`ip -d link`, `ip -4 addr`, `bridge fdb`, `nft -j list table`,
-//! `sysctl`); what to do about a drift is the agent's decision.
+//! Reads only (`ip -d link`, `ip -4 addr`, `bridge fdb`, `nft -j list`,
+//! `sysctl`); what to do about a drift is the agent's decision. The guard
+//! tables are compared with what the agent renders for them
+//! ([`super::guard_drift`]): a deleted rule or map element shows, not only a
+//! missing table.
 
 use std::collections::BTreeSet;
 
@@ -10,79 +13,90 @@ use serde_json::Value;
 
 use super::drift::{Drift, What};
 use super::fdb;
-use super::guard::{self, GuardError, GuardedPort};
+use super::guard::{self, GuardError, GuardedPort, NodeGuard};
+use super::guard_drift::{self, Installed};
 use super::links;
 use super::netns::{self, NetnsFd};
 use super::network::{self, NetworkDatapath, NetworkError};
 
-/// Rules in an nft table of `ns` (`nft -j list table <t>`); `None` when the table is missing.
-pub async fn table_rules(ns: &NetnsFd, table: &str) -> Result<Option<usize>, GuardError> {
-    let mut args = vec!["-j", "list", "table"];
-    args.extend(table.split_whitespace());
-    let out = match netns::command_in(ns, "nft", &args, None).await {
-        Ok(out) => out,
-        // nft fails on a table that does not exist.
-        Err(netns::NetnsError::Command { .. }) => return Ok(None),
-        Err(e) => return Err(GuardError::Nft(e)),
-    };
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let rules = json["nftables"].as_array().map_or(0, |items| {
-        items.iter().filter(|i| i.get("rule").is_some()).count()
-    });
-    Ok(Some(rules))
+/// `nft -j list <what…>` in `ns`; `None` when nft fails (a table that does not exist).
+async fn nft_json(ns: &NetnsFd, what: &[&str]) -> Result<Option<Value>, GuardError> {
+    let mut args = vec!["-j", "list"];
+    args.extend(what);
+    match netns::command_in(ns, "nft", &args, None).await {
+        Ok(out) => Ok(Some(
+            serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        )),
+        Err(netns::NetnsError::Command { .. }) => Ok(None),
+        Err(e) => Err(GuardError::Nft(e)),
+    }
 }
 
-/// Rules per table of every table in `ns` (`nft -j list ruleset`: one command for all of a
+/// The nft tables of `ns` (`nft -j list ruleset`: one command for all of a
 /// network namespace's tables, which holds only privnet's).
-pub async fn ruleset_rules(ns: &NetnsFd) -> Result<Vec<(String, usize)>, GuardError> {
+pub async fn installed_ruleset(ns: &NetnsFd) -> Result<Installed, GuardError> {
     let out = netns::command_in(ns, "nft", &["-j", "list", "ruleset"], None)
         .await
         .map_err(GuardError::Nft)?;
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let mut tables: Vec<(String, usize)> = Vec::new();
-    for item in json["nftables"].as_array().into_iter().flatten() {
-        let name = |o: &Value| {
-            format!(
-                "{} {}",
-                o["family"].as_str().unwrap_or(""),
-                o["table"].as_str().or(o["name"].as_str()).unwrap_or("")
-            )
-        };
-        if let Some(t) = item.get("table") {
-            tables.push((name(t), 0));
-        } else if let Some(r) = item.get("rule") {
-            let key = name(r);
-            if let Some(entry) = tables.iter_mut().find(|(t, _)| *t == key) {
-                entry.1 += 1;
-            }
-        }
-    }
-    Ok(tables)
+    Ok(guard_drift::installed(&json))
 }
 
-/// A drift of `what` for each of `wanted` that is missing or has no rules in `tables`.
-pub fn missing_tables(tables: &[(String, usize)], wanted: &[&str], what: What) -> Vec<Drift> {
+/// A drift of `what` for each of `wanted` that is missing or has no rules in `installed`.
+pub fn missing_tables(installed: &Installed, wanted: &[&str], what: What) -> Vec<Drift> {
     wanted
         .iter()
-        .filter_map(|w| match tables.iter().find(|(t, _)| t == w) {
-            None => Some(Drift::new(what, *w, "table missing")),
-            Some((_, 0)) => Some(Drift::new(what, *w, "table has no rules")),
-            Some(_) => None,
+        .filter_map(|w| {
+            if !installed.tables.contains(*w) {
+                return Some(Drift::new(what, *w, "table missing"));
+            }
+            let rules: usize = installed
+                .rules
+                .iter()
+                .filter(|((t, _), _)| t == w)
+                .map(|(_, n)| n)
+                .sum();
+            (rules == 0).then(|| Drift::new(what, *w, "table has no rules"))
         })
         .collect()
 }
 
-/// Whether `table` is present with rules, as a drift of `what` when not.
-pub async fn table_drift(
-    ns: &NetnsFd,
-    table: &str,
-    what: What,
-) -> Result<Option<Drift>, GuardError> {
-    Ok(match table_rules(ns, table).await? {
-        None => Some(Drift::new(what, table, "table missing")),
-        Some(0) => Some(Drift::new(what, table, "table has no rules")),
-        Some(_) => None,
-    })
+/// `tables` of `installed` against the `rendered` ruleset: a table missing
+/// or emptied is a drift of `whole` (written again whole); otherwise each
+/// chain that lost or gained rules and each missing map element is a drift
+/// of `rules` (put back alone).
+pub fn guard_drifts(
+    installed: &Installed,
+    rendered: &str,
+    tables: &[&str],
+    whole: What,
+    rules: What,
+) -> Vec<Drift> {
+    let missing = missing_tables(installed, tables, whole);
+    if !missing.is_empty() {
+        return missing;
+    }
+    guard_drift::drifts(&guard_drift::parse(rendered), installed, rules)
+}
+
+/// The node guard in the agent's namespace against its rendering (`nft -j
+/// list table`: never the whole ruleset, which on a Kubernetes node holds
+/// kube-proxy's).
+pub async fn node_guard(ns: &NetnsFd, guard: &NodeGuard) -> Result<Vec<Drift>, GuardError> {
+    let mut what: Vec<&str> = vec!["table"];
+    what.extend(guard::AGENT_TABLE.split_whitespace());
+    let installed = match nft_json(ns, &what).await? {
+        Some(json) => guard_drift::installed(&json),
+        None => Installed::default(),
+    };
+    let rendered = guard::agent_ruleset(guard, false)?;
+    Ok(guard_drifts(
+        &installed,
+        &rendered,
+        &[guard::AGENT_TABLE],
+        What::NodeGuard,
+        What::NodeGuard,
+    ))
 }
 
 /// Everything that differs in the network's namespace: the namespace itself, bridge, gateway
@@ -170,11 +184,14 @@ pub async fn network(
             "ip_forward is on",
         ));
     }
-    let tables = ruleset_rules(&ns).await?;
-    out.extend(missing_tables(
-        &tables,
+    let installed = installed_ruleset(&ns).await?;
+    let rendered = guard::network_ruleset(&spec.guard(ports))?;
+    out.extend(guard_drifts(
+        &installed,
+        &rendered,
         &[guard::PORTS_TABLE, guard::GATEWAY_TABLE],
         What::NetworkGuard,
+        What::GuardRules,
     ));
     if let Some(bridge) = bridge_index {
         for port in ports {
@@ -204,13 +221,17 @@ mod tests {
 
     #[test]
     fn missing_and_empty_tables_are_drifts_and_others_ignored() {
-        let tables = vec![
-            ("bridge privnet-ports".to_string(), 12),
-            ("inet privnet-gw".to_string(), 0),
-            ("inet someone-else".to_string(), 3),
-        ];
+        let mut installed = Installed::default();
+        for (t, c, n) in [
+            ("bridge privnet-ports", "prerouting", 12),
+            ("inet privnet-gw", "input", 0),
+            ("inet someone-else", "input", 3),
+        ] {
+            installed.tables.insert(t.to_string());
+            installed.rules.insert((t.to_string(), c.to_string()), n);
+        }
         let d = missing_tables(
-            &tables,
+            &installed,
             &["bridge privnet-ports", "inet privnet-gw", "inet privnet-x"],
             What::NetworkGuard,
         );
@@ -218,5 +239,16 @@ mod tests {
         assert_eq!(subjects, ["inet privnet-gw", "inet privnet-x"]);
         assert_eq!(d[0].detail, "table has no rules");
         assert_eq!(d[1].detail, "table missing");
+        // A table rewritten whole is not also repaired rule by rule.
+        let rendered = "table inet privnet-gw {\n\tchain input {\n\t\taccept\n\t}\n}\n";
+        let d = guard_drifts(
+            &installed,
+            rendered,
+            &["inet privnet-gw"],
+            What::NetworkGuard,
+            What::GuardRules,
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].what, What::NetworkGuard);
     }
 }

@@ -15,6 +15,7 @@ use privnet_core::fdb::FdbEntry;
 use privnet_core::zone::Zone;
 
 use super::drift::{Drift, NetworkRepair};
+use super::events::DriftSignal;
 use super::guard::{GuardError, GuardedPort, PortTable};
 use super::netns::NetnsError;
 use super::network::{NetworkDatapath, NetworkError};
@@ -159,6 +160,10 @@ pub trait NodeDatapath: Send + Sync + 'static {
     /// Whether a container's namespace (a path) still exists; records of
     /// vanished containers are released at start.
     fn container_alive(&self, netns: &str) -> bool;
+
+    /// Raised when the kernel reports something that may be drift (see
+    /// [`super::events`]); the agent's loop brings its read-back forward.
+    fn drift_signal(&self) -> Arc<DriftSignal>;
 
     /// Brings up the WireGuard interface with its address and applies the
     /// node guard (`ip link add wg0 type wireguard`, `nft -f`).

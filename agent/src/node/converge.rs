@@ -36,34 +36,50 @@ pub struct PassOutcome {
 impl<S: Source, D: NodeDatapath> Agent<S, D> {
     /// Runs convergence passes forever (woken by changes, by the wake-ups a
     /// pass asks for, and every resync at the latest); every resync
-    /// (`cfg.resync`) the datapath is also read back and repaired.
+    /// (`cfg.resync`), or soon after a kernel event that may be drift
+    /// ([`crate::datapath::events`]), the datapath is also read back and
+    /// repaired.
     pub async fn converge_loop(self: Arc<Self>) {
+        let events = self.datapath.drift_signal();
         let mut last_check = Instant::now();
+        let mut next_pass = Instant::now();
         loop {
-            let wait = match self.converge_at(Instant::now()).await {
-                Ok(outcome) => plan::next_wait(&outcome.wakes),
-                Err(_) => {
-                    tokio::time::sleep(plan::RETRY_AFTER).await;
-                    plan::RESYNC
-                }
-            };
+            if Instant::now() >= next_pass {
+                let wait = match self.converge_at(Instant::now()).await {
+                    Ok(outcome) => plan::next_wait(&outcome.wakes),
+                    Err(_) => {
+                        tokio::time::sleep(plan::RETRY_AFTER).await;
+                        plan::RESYNC
+                    }
+                };
+                next_pass = Instant::now() + wait.min(self.cfg.resync);
+            }
             let now = Instant::now();
-            if repair_plan::until_check(last_check, now, self.cfg.resync).is_zero() {
+            if repair_plan::until_check(last_check, events.peek(), now, self.cfg.resync).is_zero() {
+                // Taken first: an event during the check asks for another.
+                events.take();
                 self.check_at(now).await;
                 last_check = Instant::now();
             }
-            let wait = wait.min(self.cfg.resync).min(repair_plan::until_check(
-                last_check,
-                Instant::now(),
-                self.cfg.resync,
-            ));
-            if tokio::time::timeout(wait, self.wake.notified())
-                .await
-                .is_ok()
-            {
-                // Coalesce a burst (a runtime starting or stopping many
-                // containers) into one pass: one nft swap, one FDB sync.
-                tokio::time::sleep(plan::DEBOUNCE).await;
+            let now = Instant::now();
+            let wait = next_pass
+                .saturating_duration_since(now)
+                .min(repair_plan::until_check(
+                    last_check,
+                    events.peek(),
+                    now,
+                    self.cfg.resync,
+                ));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {
+                    // Coalesce a burst (a runtime starting or stopping many
+                    // containers) into one pass: one nft swap, one FDB sync.
+                    tokio::time::sleep(plan::DEBOUNCE).await;
+                    next_pass = Instant::now();
+                }
+                // Only the check's time may have come.
+                () = events.raised() => {}
             }
         }
     }
@@ -126,6 +142,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
         guards.retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         drop(guards);
+        let mut zone_entries = 0;
         for (info, spec, zone) in &locals {
             let id = &info.id;
             let desired = plan::network_fdb(&self.cfg.node, &view, id).map_err(|source| {
@@ -145,16 +162,18 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 conv.applied_fdb.insert(id.clone(), desired);
             }
             let eps = plan::zone_endpoints(&self.cfg.node, &records, &view, id);
-            if let Err(e) = zone.write().expect("zone lock").sync(&eps) {
+            let mut zone = zone.write().expect("zone lock");
+            if let Err(e) = zone.sync(&eps) {
                 tracing::warn!(network = %id, error = %e, "zone rejected an endpoint");
             }
+            zone_entries += zone.len();
         }
         conv.applied_fdb
             .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         // Publication looks at the view as the source shows it (not the
         // held one), so endpoints wiped from the API are published again.
         self.converge_published(&raw, &records, &mut conv).await;
-        self.update_metrics(locals.len()).await;
+        self.update_metrics(locals.len(), zone_entries).await;
         Ok(outcome)
     }
 
@@ -446,8 +465,9 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
     }
 
-    async fn update_metrics(&self, networks: usize) {
+    async fn update_metrics(&self, networks: usize, zone_entries: usize) {
         self.metrics.networks.set(networks as i64);
+        self.metrics.zone_entries.set(zone_entries as i64);
         if let Ok(peers) = self.datapath.read_peers().await {
             self.metrics
                 .max_handshake_age

@@ -79,6 +79,8 @@ pub fn network_repair(drifts: &[Drift]) -> Repair {
             }
             What::Bridge | What::Gateway | What::Forwarding => r.network.devices = true,
             What::NetworkGuard => r.network.guard = true,
+            // Only the drifted chains and elements: flows keep running.
+            What::GuardRules => r.network.guard_rules = true,
             What::Port => {
                 if !r.network.ports.contains(&d.subject) {
                     r.network.ports.push(d.subject.clone());
@@ -106,9 +108,33 @@ pub fn merge(all: &mut Vec<Drift>, more: &[Drift]) {
     }
 }
 
-/// How long until the next check is due (zero: now).
-pub fn until_check(last: Instant, now: Instant, every: Duration) -> Duration {
-    every.saturating_sub(now.saturating_duration_since(last))
+/// Quiet time after a kernel event before the check it brings forward: a
+/// burst (a dying daemon takes its devices with it) makes one check.
+pub const EVENT_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Least time between two checks when events bring them forward: the
+/// agent's own repairs raise events too, and a check costs a few netlink
+/// dumps and an `nft` per network.
+pub const EVENT_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// How long until the next check is due (zero: now): every `every` since
+/// the `last`, or sooner after a kernel `event` (the first one since the
+/// last check), [`EVENT_DEBOUNCE`] after it and [`EVENT_MIN_GAP`] after
+/// the last check at the earliest.
+pub fn until_check(
+    last: Instant,
+    event: Option<Instant>,
+    now: Instant,
+    every: Duration,
+) -> Duration {
+    let periodic = every.saturating_sub(now.saturating_duration_since(last));
+    match event {
+        None => periodic,
+        Some(at) => {
+            let due = (at + EVENT_DEBOUNCE).max(last + EVENT_MIN_GAP);
+            periodic.min(due.saturating_duration_since(now))
+        }
+    }
 }
 
 /// What one check of one scope (the mesh, a network) amounts to.

@@ -2,6 +2,7 @@
 //! test binary, and every one linked and monomorphised the whole stack again.
 
 mod datapath_guard;
+mod datapath_guard_rules;
 mod datapath_mesh;
 mod datapath_nft_spare;
 mod datapath_support;

@@ -8,8 +8,10 @@
 pub mod dnsperf;
 pub mod dnswire;
 pub mod iperf;
+pub mod plugin;
 pub mod process;
 pub mod sandbox;
 pub mod snmp;
+pub mod soak;
 pub mod stats;
 pub mod zonefile;

@@ -45,6 +45,12 @@ pub struct Node {
     /// Prefix of the node's per-network namespaces (`<prefix><vni>`).
     #[serde(default)]
     pub network_netns_prefix: String,
+    /// The agent's pid (0 when stopped).
+    #[serde(default)]
+    pub agent_pid: u32,
+    /// The agent's state directory.
+    #[serde(default)]
+    pub state_dir: String,
 }
 
 /// One private network.
@@ -94,6 +100,9 @@ pub struct Container {
 /// `privnet sandbox status -o json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Status {
+    /// The sandbox's root directory (its cluster files are under `cluster/`).
+    #[serde(default)]
+    pub root: String,
     /// Nodes.
     pub nodes: Vec<Node>,
     /// Networks.
@@ -168,7 +177,17 @@ impl Sandbox {
     /// itself, without pods (on the Kubernetes path the agent attaches only
     /// what the webhook admitted).
     pub fn up_files(prefix: &str, scenario: Option<&Path>) -> Result<Sandbox, SandboxError> {
-        Self::up_with(prefix, scenario, &["--api", "files"])
+        Self::up_files_using(privnet_binary()?, prefix, scenario)
+    }
+
+    /// [`Self::up_files`] with the `privnet` binary given (a test finds it
+    /// in the target directory, not next to itself).
+    pub fn up_files_using(
+        binary: PathBuf,
+        prefix: &str,
+        scenario: Option<&Path>,
+    ) -> Result<Sandbox, SandboxError> {
+        Self::up_with_binary(binary, prefix, scenario, &["--api", "files"])
     }
 
     fn up_with(
@@ -176,7 +195,15 @@ impl Sandbox {
         scenario: Option<&Path>,
         extra: &[&str],
     ) -> Result<Sandbox, SandboxError> {
-        let binary = privnet_binary()?;
+        Self::up_with_binary(privnet_binary()?, prefix, scenario, extra)
+    }
+
+    fn up_with_binary(
+        binary: PathBuf,
+        prefix: &str,
+        scenario: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Sandbox, SandboxError> {
         // Short: node interface names derive from it (15-byte limit).
         let name = process::unique_name(prefix);
         let mut cmd = Command::new(&binary);

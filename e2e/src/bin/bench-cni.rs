@@ -20,15 +20,14 @@
 //! against a stand-in agent shipped in the plugin's library.
 
 use std::fs::File;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns};
+use privnet_e2e::bench::plugin::CniPlugin;
 use privnet_e2e::bench::process::{ScratchDir, ScratchNetns};
 use privnet_e2e::bench::sandbox::{Sandbox, privnet_binary};
 use privnet_e2e::bench::stats::{Summary, Table, ms, ratio};
@@ -75,60 +74,18 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// One plugin under test.
-struct Plugin {
-    binary: PathBuf,
-    conf: Value,
-    cni_path: String,
-    cni_args: String,
-    /// Namespace the plugin process runs in (reference only).
-    host_netns: Option<String>,
+/// The plugin calls of the bench (the invocation itself is the toolkit's).
+trait Bench {
+    fn first_reply(&self, runs: usize, tag: &str) -> Result<Vec<Duration>>;
+    fn measure(
+        &self,
+        runs: usize,
+        workers: usize,
+        tag: &str,
+    ) -> Result<(Vec<Duration>, Vec<Duration>)>;
 }
 
-impl Plugin {
-    fn invoke(&self, command: &str, container: &str, netns: &str) -> Result<Duration> {
-        Ok(self.invoke_output(command, container, netns)?.0)
-    }
-
-    /// One invocation: its duration from exec to exit, and its stdout.
-    fn invoke_output(
-        &self,
-        command: &str,
-        container: &str,
-        netns: &str,
-    ) -> Result<(Duration, Vec<u8>)> {
-        let start = Instant::now();
-        let mut child = Command::new(&self.binary)
-            .env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth1")
-            .env("CNI_PATH", &self.cni_path)
-            .env("CNI_ARGS", &self.cni_args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("failed to spawn {}", self.binary.display()))?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(self.conf.to_string().as_bytes())?;
-        let out = child.wait_with_output()?;
-        let elapsed = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "{} {command} failed: {} {}",
-                self.binary.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok((elapsed, out.stdout))
-    }
-
+impl Bench for CniPlugin {
     /// `runs` times, sequentially: exec of ADD to the first echo reply from
     /// the gateway of its result (one echo, sent when ADD exits), then an
     /// untimed DEL.
@@ -334,7 +291,7 @@ fn main() -> Result<()> {
         conf["logLevel"] = json!("debug");
         conf["logFile"] = json!(log);
     }
-    let ours = Plugin {
+    let ours = CniPlugin {
         binary: cni.clone(),
         conf,
         cni_path: cni
@@ -345,7 +302,7 @@ fn main() -> Result<()> {
         host_netns: None,
     };
     let ref_host = ScratchNetns::new("pnbh")?;
-    let reference = Plugin {
+    let reference = CniPlugin {
         binary: args.reference_dir.join("bridge"),
         conf: json!({
             "cniVersion": "1.0.0", "name": "bench-ref", "type": "bridge",

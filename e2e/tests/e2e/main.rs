@@ -18,5 +18,6 @@ mod podman;
 mod restart;
 mod scale;
 mod security;
+mod soak;
 mod static_plugin;
 mod teardown_check;

@@ -239,6 +239,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking threads (an ADD's nft feed) are cheap to start again:
+        // idle ones go after 1 s, not tokio's 10 s, so the thread count
+        // the soak watches is the agent's own (docs/BENCHMARKS.md).
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .enable_all()
         .build()?;
     let node = args.node.clone();

@@ -309,3 +309,66 @@ fn the_tracker_logs_once_counts_repairs_and_reports_what_keeps_failing() {
     t.retain_scopes(|s| s != "gone");
     assert_eq!(t.failing(), None);
 }
+
+#[test]
+fn a_kernel_event_brings_the_check_forward_debounced_and_spaced() {
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let (t0, every) = (Instant::now(), Duration::from_secs(5));
+    // No event: the resync.
+    assert_eq!(
+        repair_plan::until_check(t0, None, t0 + ms(1000), every),
+        ms(4000)
+    );
+    // An event 2 s after the last check: due after the debounce.
+    let at = t0 + ms(2000);
+    assert_eq!(repair_plan::until_check(t0, Some(at), at, every), ms(100));
+    assert!(repair_plan::until_check(t0, Some(at), at + ms(150), every).is_zero());
+    // Just after a check, an event (the repair's own) waits for the gap.
+    let at = t0 + ms(10);
+    assert_eq!(repair_plan::until_check(t0, Some(at), at, every), ms(990));
+    // Never later than the resync.
+    let at = t0 + ms(4950);
+    assert_eq!(repair_plan::until_check(t0, Some(at), at, every), ms(50));
+}
+
+#[tokio::test]
+async fn a_deleted_guard_rule_and_map_element_are_put_back_alone() {
+    let h = healthy().await;
+    let port = h.dp.kernel().networks[&h.netns()][0].host_ifname.clone();
+    h.dp.with_kernel(|k| {
+        k.network_drift.insert(
+            h.netns(),
+            vec![
+                Drift::new(
+                    What::GuardRules,
+                    format!("bridge privnet-ports chain port-{port}"),
+                    "9 rules, want 10",
+                ),
+                Drift::new(
+                    What::GuardRules,
+                    format!("bridge privnet-ports map ports element {port}"),
+                    "element missing",
+                ),
+            ],
+        );
+    });
+    h.agent.check_at(Instant::now()).await;
+    let rules_only = NetworkRepair {
+        guard_rules: true,
+        ..NetworkRepair::default()
+    };
+    assert_eq!(
+        writes(h.dp.calls()),
+        [Call::RepairNetwork(h.netns(), rules_only)],
+        "no table rewrite, no devices, no FDB, no port table change"
+    );
+    assert!(h.dp.kernel().network_drift[&h.netns()].is_empty());
+    let metrics = h.agent.metrics_text();
+    assert!(
+        metrics.contains("privnet_agent_repairs_total{what=\"guard_rules\"} 2"),
+        "the chain and the element: {metrics}"
+    );
+    assert!(!metrics.contains("network_guard"));
+    assert_eq!(h.agent.phase(), Phase::Ready);
+}

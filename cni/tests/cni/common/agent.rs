@@ -50,6 +50,10 @@ impl NodeDatapath for TestDatapath {
     fn container_alive(&self, netns: &str) -> bool {
         self.kernel.container_alive(netns)
     }
+    fn drift_signal(&self) -> Arc<privnet_agent::datapath::events::DriftSignal> {
+        // The networks' listeners are the kernel's.
+        self.kernel.drift_signal()
+    }
     async fn ensure_mesh(&self, mesh: &MeshSpec) -> Result<(), DatapathError> {
         self.mesh.ensure_mesh(mesh).await
     }

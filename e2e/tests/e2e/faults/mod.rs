@@ -6,7 +6,11 @@
 //! Must hold for each fault: repaired within one resync (+ a handshake for
 //! WireGuard), traffic resumes, DNS answers, and not one clear-text VXLAN
 //! packet nor private address on the underlay throughout (with the capture's positive
-//! control: it saw the tunnel).
+//! control: it saw the tunnel). A fault the kernel announces (a link,
+//! address or FDB entry deleted: the agent listens to rtnetlink in the
+//! namespaces it owns) is repaired well before the resync: each fault is
+//! injected just after the previous repair, i.e. just after a check, so a
+//! repair within [`EVENT_LIMIT`] came from the event.
 //!
 //! The figures are printed (`--nocapture`) as `FAULT <name>: …` lines.
 
@@ -37,6 +41,10 @@ const RESYNC: Duration = Duration::from_secs(5);
 const SLACK: Duration = Duration::from_secs(3);
 /// WireGuard's handshake after a restarted daemon (rekey timeout 5 s).
 const HANDSHAKE: Duration = Duration::from_secs(6);
+/// A fault the kernel announces: event, 100 ms debounce, read-back,
+/// repair — and slack for a loaded machine, still well under the ~4.6 s a
+/// resync took from the same point.
+const EVENT_LIMIT: Duration = Duration::from_secs(3);
 
 /// Where the fault goes.
 struct Target {
@@ -129,12 +137,12 @@ fn has_rules(ns: &str, table: &str) -> bool {
 }
 
 /// Runs one fault: capture and traffic first, then `inject`, then waits
-/// for `repaired`, then for traffic and DNS. Prints and returns the figures.
+/// for `repaired` (at most `limit`), then for traffic and DNS. Prints the figures.
 fn run_fault(
     sb: &Sandbox,
     t: &Target,
     name: &str,
-    budget: Duration,
+    limit: Duration,
     inject: impl FnOnce(),
     repaired: impl FnMut() -> bool,
 ) {
@@ -150,8 +158,8 @@ fn run_fault(
     );
     let t0 = Instant::now();
     inject();
-    let repair = wait_for(budget + SLACK, repaired);
-    let traffic = wait_for(budget + SLACK, || pings(sb, t)).map(|_| t0.elapsed());
+    let repair = wait_for(limit, repaired);
+    let traffic = wait_for(limit + SLACK, || pings(sb, t)).map(|_| t0.elapsed());
     let dns = wait_for(Duration::from_secs(5), || dns_answers(sb, t)).map(|_| t0.elapsed());
     let (sent, received) = stream.stop();
     let counts = cap.stop_and_count(&[
@@ -175,11 +183,7 @@ fn run_fault(
         counts[1],
         counts[2]
     );
-    assert!(
-        repair.is_some(),
-        "{name}: not repaired within {budget:?} + {SLACK:?}"
-    );
-    assert!(repair.unwrap() <= budget + SLACK, "{name}: repair too slow");
+    assert!(repair.is_some(), "{name}: not repaired within {limit:?}");
     assert!(traffic.is_some(), "{name}: traffic did not resume");
     assert!(dns.is_some(), "{name}: DNS does not answer");
     assert!(
@@ -216,7 +220,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
         &sb,
         &t,
         "node-nft-flush",
-        RESYNC,
+        RESYNC + SLACK,
         || {
             injected(&t.node_ns, "node-nft-flush", "nft flush ruleset", || {
                 !guard_back()
@@ -232,7 +236,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
         &sb,
         &t,
         "network-nft-flush",
-        RESYNC,
+        RESYNC + SLACK,
         || {
             injected(&t.net_ns, "network-nft-flush", "nft flush ruleset", || {
                 !net_guard_back()
@@ -252,7 +256,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
         &sb,
         &t,
         "vxlan-deleted",
-        RESYNC,
+        EVENT_LIMIT,
         || {
             let script = format!("ip link del {}", t.vxlan);
             injected(&t.net_ns, "vxlan-deleted", &script, || !vxlan_back())
@@ -266,7 +270,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
         &sb,
         &t,
         "fdb-deleted",
-        RESYNC,
+        EVENT_LIMIT,
         || {
             let script: Vec<String> = fdb_before
                 .iter()
@@ -289,7 +293,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
         &sb,
         &t,
         "gateway-removed",
-        RESYNC,
+        EVENT_LIMIT,
         || {
             let script = format!("ip addr del {} dev br0", t.gateway);
             injected(&t.net_ns, "gateway-removed", &script, || !gateway_back())
@@ -318,7 +322,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
             &sb,
             &t,
             "wireguard-go-kill-9",
-            RESYNC + HANDSHAKE,
+            RESYNC + HANDSHAKE + SLACK,
             || {
                 let killed = Command::new("kill")
                     .args(["-9", &old_pid])
