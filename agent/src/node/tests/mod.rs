@@ -206,6 +206,8 @@ pub fn node(name: &str, last: u8, vtep: bool) -> NodeInfo {
         public_key: format!("key-{name}"),
         endpoint: SocketAddr::from(([192, 0, 2, last], 51820)),
         vtep: vtep.then(|| Ipv4Addr::new(100, 64, 0, last)),
+        next_public_key: None,
+        accepted_keys: Vec::new(),
     }
 }
 

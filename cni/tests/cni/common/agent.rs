@@ -172,6 +172,8 @@ fn view(with_vtep: bool) -> ClusterView {
             public_key: "key".into(),
             endpoint: "192.0.2.1:51820".parse().unwrap(),
             vtep: with_vtep.then_some(VTEP),
+            next_public_key: None,
+            accepted_keys: Vec::new(),
         }],
         networks: vec![NetworkInfo {
             id: NETWORK_ID.into(),
