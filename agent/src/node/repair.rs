@@ -62,7 +62,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             return;
         };
         let mesh = self.mesh_spec(address);
-        let peers = plan::mesh_peers(&self.cfg.node, self.cfg.keepalive, view);
+        let peers = self.desired_peers(view, conv);
         let (mut found, mut left, mut error) = (Vec::new(), Vec::new(), None);
         for _ in 0..repair_plan::ROUNDS {
             left = match self.datapath.observe_mesh(&mesh, &peers).await {

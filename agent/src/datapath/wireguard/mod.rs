@@ -14,6 +14,7 @@
 
 mod api;
 use api::{fix_key_and_port, sync_peers};
+pub use defguard_wireguard_rs::key::Key;
 mod daemon;
 mod health;
 mod key;
@@ -32,7 +33,10 @@ use rtnetlink::packet_route::link::LinkMessage;
 use super::links::{self, LinkError};
 use super::netns::{self, NetnsError, NetnsFd};
 
-pub use key::load_or_create_key;
+pub use key::{
+    create_next_key, discard_next_key, key_age, load_next_key, load_or_create_key,
+    promote_next_key, rotate_request_file,
+};
 pub use plan::{PeerPlan, desired_peer, plan_peers};
 
 /// Directory of wireguard-go's UAPI sockets.
@@ -130,6 +134,9 @@ pub struct MeshPeer {
     pub vtep: Ipv4Addr,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
+    /// An announced next key of the node (see `privnet_core::rotation`): configured with
+    /// no allowed IPs and no keepalive, so it can answer a handshake but routes nothing.
+    pub standby: bool,
 }
 
 /// What the interface reports about a peer (for metrics).

@@ -8,6 +8,7 @@ mod hold;
 mod plan;
 mod repair;
 mod restart;
+mod rotation;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,6 +49,8 @@ pub struct SourceState {
     pub publications: Vec<String>,
     /// Containers whose owner (pod) is gone from the cluster.
     pub owners_gone: BTreeSet<String>,
+    /// This node's entries as published, in order.
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// An in-memory source; clones share state.
@@ -71,7 +74,8 @@ impl Source for FakeSource {
     async fn next_view(&self, _since: u64) -> Result<(u64, ClusterView), SourceError> {
         std::future::pending().await
     }
-    async fn publish_node(&self, _node: &NodeInfo) -> Result<(), SourceError> {
+    async fn publish_node(&self, node: &NodeInfo) -> Result<(), SourceError> {
+        self.state().nodes.push(node.clone());
         Ok(())
     }
     fn endpoint_owner_exists(&self, ep: &EndpointInfo) -> bool {
@@ -197,6 +201,8 @@ pub fn config(state: &std::path::Path) -> AgentConfig {
             ..Default::default()
         },
         resync: crate::node::plan::RESYNC,
+        rotate_key_every: None,
+        rotate_key_timeout: privnet_core::rotation::DEFAULT_TIMEOUT,
     }
 }
 

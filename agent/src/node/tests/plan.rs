@@ -94,7 +94,7 @@ fn port_actions_and_purge_timing() {
 
 #[test]
 fn silent_peer_timers_follow_the_clock() {
-    let peers = mesh_peers(NODE, Some(25), &view());
+    let peers = mesh_peers(NODE, Some(25), &view(), &Default::default());
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].keepalive, Some(25));
     let status = |age: Option<Duration>| {

@@ -242,6 +242,8 @@ impl TestAgent {
             guard_disabled: false,
             removal_hold: Default::default(),
             resync: privnet_agent::node::plan::RESYNC,
+            rotate_key_every: None,
+            rotate_key_timeout: privnet_core::rotation::DEFAULT_TIMEOUT,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
