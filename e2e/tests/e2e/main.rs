@@ -9,6 +9,7 @@ mod dns_spread;
 mod faults;
 mod first_packet;
 mod isolation;
+mod key_rotation;
 mod kube_path;
 mod neighbour;
 mod node_loss;
