@@ -294,6 +294,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             }
             outcome.wakes.extend(silent.wake_after);
         }
+        self.note_routed(view, conv);
         if !self.publish_self(view, conv, &peers).await {
             outcome.wakes.push(plan::RETRY_AFTER);
         }

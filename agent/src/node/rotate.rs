@@ -32,6 +32,8 @@ pub(crate) struct RotationState {
     pub standby_since: BTreeMap<String, Instant>,
     /// What this node last published about itself.
     pub published: Option<NodeInfo>,
+    /// The key each peer is routed to, as last set (to log a peer's switch once).
+    pub routed: BTreeMap<String, String>,
     /// A promoted key the device has not switched to yet (retried every pass).
     pub switch_due: Option<Key>,
 }
@@ -131,11 +133,28 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let switched =
             rotation::update_switched(&conv.rotation.switched, &others, |k| handshaken.contains(k));
         for key in switched.difference(&conv.rotation.switched) {
-            tracing::info!(key = %key, "a peer switched to its next key: routing to it");
+            tracing::info!(key = %key, "a handshake on a peer's next key: it switched");
         }
         let changed = switched != conv.rotation.switched;
         conv.rotation.switched = switched;
         changed
+    }
+
+    /// Logs each peer whose routed key changed since the last call.
+    pub(super) fn note_routed(&self, view: &ClusterView, conv: &mut ConvergeState) {
+        let routed: BTreeMap<String, String> = plan::other_nodes(&self.cfg.node, view)
+            .into_iter()
+            .map(|n| {
+                let keys = rotation::peer_keys(n, &conv.rotation.switched);
+                (n.name.clone(), keys.routed)
+            })
+            .collect();
+        for (node, key) in &routed {
+            if conv.rotation.routed.get(node).is_some_and(|old| old != key) {
+                tracing::info!(peer = %node, key = %key, "routing to the peer's new key");
+            }
+        }
+        conv.rotation.routed = routed;
     }
 
     /// Publishes this node's entry (key, endpoint, next key, accepted keys)

@@ -82,6 +82,54 @@ fn json_line(out: &std::process::Output, what: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
 }
 
+/// One paced stream of `seconds` from `src` to `dst`; `during` runs once it
+/// flows. Returns (sent, received) as the two scripts report them.
+fn stream(
+    src: &serde_json::Value,
+    dst: &serde_json::Value,
+    port: u16,
+    seconds: u32,
+    during: impl FnOnce(),
+) -> (serde_json::Value, serde_json::Value) {
+    let ip = dst["ip"].as_str().unwrap();
+    let netns = dst["netns"].as_str().unwrap();
+    let receiver = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(["python3", "-c", PY_RECV, ip, &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(netns, port);
+    let mut send = Command::new("ip");
+    send.args(["netns", "exec", src["netns"].as_str().unwrap()])
+        .args(["python3", "-c", PY_SEND, ip, &port.to_string()])
+        .arg(seconds.to_string())
+        .stdout(Stdio::piped());
+    let sender = spawn_until_stderr(send, "connected", Duration::from_secs(10));
+    during();
+    let sent = sender.wait_with_output().unwrap();
+    assert!(sent.status.success(), "sender: {sent:?}");
+    let received = receiver.wait_with_output().unwrap();
+    assert!(received.status.success(), "receiver: {received:?}");
+    (json_line(&sent, "sender"), json_line(&received, "receiver"))
+}
+
+/// The agents' log lines about key rotation (for the report).
+fn rotation_log(sb: &Sandbox) -> Vec<String> {
+    let status = sb.status();
+    let mut out = Vec::new();
+    for n in status["nodes"].as_array().unwrap() {
+        let text = std::fs::read_to_string(n["agentLog"].as_str().unwrap()).unwrap_or_default();
+        out.extend(
+            text.lines()
+                .filter(|l| l.contains("key"))
+                .map(|l| format!("{}: {l}", n["name"].as_str().unwrap())),
+        );
+    }
+    out
+}
+
 fn peers_of(sb: &Sandbox, node: &str) -> Vec<String> {
     let out = sb.wg_show(node, &["peers"]);
     assert!(out.status.success(), "wg show {node} peers: {out:?}");
@@ -107,35 +155,25 @@ fn a_key_rotation_under_a_tcp_stream_loses_nothing_and_leaks_nothing() {
         .to_string();
     assert!(peers_of(&sb, &peer).contains(&old_key));
 
+    // Control: the same stream without a rotation, for the figures.
+    let (base_sent, base_received) = stream(&src, &dst, 5600, 6, || {});
+    eprintln!("without rotation: sent {base_sent}, received {base_received}");
+    assert_eq!(base_sent["bytes"], base_received["bytes"]);
+
     let mut capture = UnderlayCapture::start(&sb, "rotation");
-    let (ip, port) = (dst["ip"].as_str().unwrap(), "5601");
-    let receiver = Command::new("ip")
-        .args(["netns", "exec", dst["netns"].as_str().unwrap()])
-        .args(["python3", "-c", PY_RECV, ip, port])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(dst["netns"].as_str().unwrap(), 5601);
-    let mut send = Command::new("ip");
-    send.args(["netns", "exec", src["netns"].as_str().unwrap()])
-        .args(["python3", "-c", PY_SEND, ip, port, "10"])
-        .stdout(Stdio::piped());
-    let sender = spawn_until_stderr(send, "connected", Duration::from_secs(10));
-    // A second of steady stream, then the rotation of the sender's node: its
-    // data is what the peer must accept on the new key.
-    std::thread::sleep(Duration::from_secs(1));
-    let rotated = sb.privnet(&["rotate-key", &node, "--timeout-secs", "30"]);
-    let report = String::from_utf8_lossy(&rotated.stdout).to_string();
-    assert!(
-        rotated.status.success(),
-        "rotate-key: {report}\n{}",
-        String::from_utf8_lossy(&rotated.stderr)
-    );
-    let sent = sender.wait_with_output().unwrap();
-    assert!(sent.status.success(), "sender: {sent:?}");
-    let received = receiver.wait_with_output().unwrap();
-    assert!(received.status.success(), "receiver: {received:?}");
+    let mut report = String::new();
+    let (sent, received) = stream(&src, &dst, 5601, 10, || {
+        // A second of steady stream, then the rotation of the sender's node:
+        // its data is what the peer must accept on the new key.
+        std::thread::sleep(Duration::from_secs(1));
+        let rotated = sb.privnet(&["rotate-key", &node, "--timeout-secs", "30"]);
+        report = String::from_utf8_lossy(&rotated.stdout).to_string();
+        assert!(
+            rotated.status.success(),
+            "rotate-key: {report}\n{}",
+            String::from_utf8_lossy(&rotated.stderr)
+        );
+    });
     let counts = capture.stop_and_count(&[
         &format!("udp port {WIREGUARD_PORT}"),
         &format!("udp port {VXLAN_PORT}"),
@@ -143,9 +181,11 @@ fn a_key_rotation_under_a_tcp_stream_loses_nothing_and_leaks_nothing() {
         // The agents' watches of the API server are the only TCP the underlay may carry.
         "tcp and not port 6443",
     ]);
-    let (sent, received) = (json_line(&sent, "sender"), json_line(&received, "receiver"));
     eprintln!("rotation: {}", report.trim());
-    eprintln!("stream: sent {sent}, received {received}; underlay {counts:?}");
+    eprintln!("with rotation: sent {sent}, received {received}; underlay {counts:?}");
+    for line in rotation_log(&sb) {
+        eprintln!("  {line}");
+    }
 
     // Nothing in clear text, while the capture did see the tunnel.
     assert!(
@@ -177,7 +217,7 @@ fn a_key_rotation_under_a_tcp_stream_loses_nothing_and_leaks_nothing() {
     let peers = peers_of(&sb, &peer);
     assert!(peers.contains(&new_key) && !peers.contains(&old_key), "{peers:?}");
     // The tunnel carries traffic on the new key.
-    sb.exec_ok(from, &["ping", "-c2", "-W2", ip]);
+    sb.exec_ok(from, &["ping", "-c2", "-W2", dst["ip"].as_str().unwrap()]);
     if status["api"] != "kube" {
         return;
     }
