@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use privnet_core::fdb::{FdbEntry, RemoteEndpoint, desired_fdb};
 use privnet_core::mac::parse_mac;
 use privnet_core::naming::PrivateName;
-use privnet_core::rpc::AttachmentKey;
 use privnet_core::rotation;
+use privnet_core::rpc::AttachmentKey;
 use privnet_core::view::{ClusterView, EndpointInfo, NetworkInfo, NodeInfo};
 use privnet_core::zone::ZoneEndpoint;
 

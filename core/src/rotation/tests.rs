@@ -143,7 +143,10 @@ fn it_switches_once_every_peer_accepted_and_aborts_after_the_timeout() {
         RotationStep::Switch
     );
     // No peer at all: nothing to wait for.
-    assert_eq!(decide(&input(Some(&pending), &[], t0)), RotationStep::Switch);
+    assert_eq!(
+        decide(&input(Some(&pending), &[], t0)),
+        RotationStep::Switch
+    );
     // A request during a rotation does not start another one.
     let only_b = [&b];
     let mut i = input(Some(&pending), &only_b, t0);

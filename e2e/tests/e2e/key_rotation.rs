@@ -195,7 +195,10 @@ fn a_key_rotation_under_a_tcp_stream_loses_nothing_and_leaks_nothing() {
     assert_eq!(&counts[1..], &[0, 0, 0], "clear text on the underlay");
     // Every byte arrived; the longest stall is bounded.
     assert_eq!(sent["bytes"], received["bytes"], "bytes lost");
-    assert!(received["bytes"].as_u64().unwrap() > 40_000_000, "{received}");
+    assert!(
+        received["bytes"].as_u64().unwrap() > 40_000_000,
+        "{received}"
+    );
     let stall = received["max_gap_ms"].as_f64().unwrap();
     assert!(stall < 500.0, "the stream stalled {stall} ms");
     // The key changed where it is published, and the peer holds only the new one.
@@ -215,7 +218,10 @@ fn a_key_rotation_under_a_tcp_stream_loses_nothing_and_leaks_nothing() {
         .to_string();
     assert_eq!(published, new_key);
     let peers = peers_of(&sb, &peer);
-    assert!(peers.contains(&new_key) && !peers.contains(&old_key), "{peers:?}");
+    assert!(
+        peers.contains(&new_key) && !peers.contains(&old_key),
+        "{peers:?}"
+    );
     // The tunnel carries traffic on the new key.
     sb.exec_ok(from, &["ping", "-c2", "-W2", dst["ip"].as_str().unwrap()]);
     if status["api"] != "kube" {

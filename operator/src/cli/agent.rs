@@ -204,7 +204,9 @@ fn config_of(args: &AgentArgs) -> Result<AgentConfig> {
             ..HoldPolicy::default()
         },
         resync: std::time::Duration::from_millis(args.resync_ms),
-        rotate_key_every: args.rotate_key_every_secs.map(std::time::Duration::from_secs),
+        rotate_key_every: args
+            .rotate_key_every_secs
+            .map(std::time::Duration::from_secs),
         rotate_key_timeout: std::time::Duration::from_secs(args.rotate_key_timeout_secs),
     })
 }

@@ -268,11 +268,8 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             )?;
         }
         SandboxCommand::RotateKey { node, timeout_secs } => {
-            let report = ops::rotate_key(
-                &name,
-                &node,
-                std::time::Duration::from_secs(timeout_secs),
-            )?;
+            let report =
+                ops::rotate_key(&name, &node, std::time::Duration::from_secs(timeout_secs))?;
             println!(
                 "{}: {} -> {} in {} ms; every peer holds only the new key",
                 report.node,

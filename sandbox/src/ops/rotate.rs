@@ -44,9 +44,11 @@ pub fn rotate_key(
     let me = state.nodes[idx].clone();
     let backend = state.wireguard_backend;
     let device_key = || -> Result<String, SandboxError> {
-        Ok(wg_show(backend, &me.netns, &me.wireguard_interface, "public-key")?
-            .trim()
-            .to_string())
+        Ok(
+            wg_show(backend, &me.netns, &me.wireguard_interface, "public-key")?
+                .trim()
+                .to_string(),
+        )
     };
     let old_key = device_key()?;
     let start = Instant::now();

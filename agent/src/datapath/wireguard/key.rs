@@ -109,7 +109,10 @@ pub fn discard_next_key(state_dir: &Path) -> Result<(), WireguardError> {
 
 /// How old the current key is (its file's modification time), for the schedule.
 pub fn key_age(state_dir: &Path, now: SystemTime) -> Option<Duration> {
-    let modified = fs::metadata(state_dir.join(CURRENT)).ok()?.modified().ok()?;
+    let modified = fs::metadata(state_dir.join(CURRENT))
+        .ok()?
+        .modified()
+        .ok()?;
     Some(now.duration_since(modified).unwrap_or_default())
 }
 

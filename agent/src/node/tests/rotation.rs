@@ -44,8 +44,14 @@ async fn a_requested_rotation_announces_waits_for_every_peer_then_switches() {
     let announced = last_published(&h);
     assert_eq!(announced.public_key, old, "still the old key");
     assert_eq!(announced.next_public_key.as_deref(), Some(next.as_str()));
-    assert!(!rotate_request_file(dir).exists(), "the request is consumed");
-    assert!(switches(&h).is_empty(), "no switch before the peer accepted");
+    assert!(
+        !rotate_request_file(dir).exists(),
+        "the request is consumed"
+    );
+    assert!(
+        switches(&h).is_empty(),
+        "no switch before the peer accepted"
+    );
     // The peer accepted: the device switches, the key is published.
     let mut v = view();
     v.nodes[1].accepted_keys = vec![next.clone()];

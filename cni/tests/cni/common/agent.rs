@@ -59,6 +59,13 @@ impl NodeDatapath for TestDatapath {
     async fn read_peers(&self) -> Result<Vec<PeerStatus>, DatapathError> {
         self.mesh.read_peers().await
     }
+    async fn switch_key(
+        &self,
+        mesh: &MeshSpec,
+        key: &privnet_agent::datapath::wireguard::Key,
+    ) -> Result<(), DatapathError> {
+        self.mesh.switch_key(mesh, key).await
+    }
     async fn poke(&self, vteps: &[Ipv4Addr]) {
         self.mesh.poke(vteps).await
     }
