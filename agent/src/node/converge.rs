@@ -154,7 +154,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         // Publication looks at the view as the source shows it (not the
         // held one), so endpoints wiped from the API are published again.
         self.converge_published(&raw, &records, &mut conv).await;
-        self.update_metrics(locals.len()).await;
+        self.update_metrics(locals.len(), &conv.rotation.standby_since)
+            .await;
         Ok(outcome)
     }
 
@@ -485,9 +486,15 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
     }
 
-    async fn update_metrics(&self, networks: usize) {
+    async fn update_metrics(
+        &self,
+        networks: usize,
+        standbys: &std::collections::BTreeMap<String, Instant>,
+    ) {
         self.metrics.networks.set(networks as i64);
-        if let Ok(peers) = self.datapath.read_peers().await {
+        if let Ok(mut peers) = self.datapath.read_peers().await {
+            // A standby key shakes hands only once its node switches to it.
+            peers.retain(|p| !standbys.contains_key(&p.public_key));
             self.metrics
                 .max_handshake_age
                 .set(plan::max_handshake_age(&peers));
