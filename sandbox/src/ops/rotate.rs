@@ -56,10 +56,14 @@ pub fn rotate_key(
     privnet_sys::file::write_atomic(&Path::new(&me.state_dir).join("rotate-key"), "")
         .map_err(|e| SandboxError::Precondition(e.to_string()))?;
     let deadline = start + timeout;
+    let cluster = match state.api {
+        ApiMode::Kube => Some(Cluster::connect(Path::new(&state.kubeconfig))?),
+        ApiMode::Files => None,
+    };
     loop {
         let new_key = device_key()?;
         if new_key != old_key
-            && published_key(&state, node)?.as_deref() == Some(new_key.as_str())
+            && published_key(&state, cluster.as_ref(), node)?.as_deref() == Some(new_key.as_str())
             && peers_hold_only(&state, node, &new_key, &old_key)?
         {
             state.nodes[idx].public_key = new_key.clone();
@@ -105,9 +109,12 @@ fn peers_hold_only(
 
 /// The key the cluster shows for `node` (its Node annotation, or in files
 /// mode what its agent published).
-fn published_key(state: &SandboxState, node: &str) -> Result<Option<String>, SandboxError> {
-    if state.api == ApiMode::Kube {
-        let cluster = Cluster::connect(Path::new(&state.kubeconfig))?;
+fn published_key(
+    state: &SandboxState,
+    cluster: Option<&Cluster>,
+    node: &str,
+) -> Result<Option<String>, SandboxError> {
+    if let Some(cluster) = cluster {
         let nodes = cluster.list(&objects::node("x", ""), "")?;
         return Ok(nodes
             .into_iter()
