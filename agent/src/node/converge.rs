@@ -253,6 +253,15 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
         let rotation_wake = self.rotate_own_key(view, conv, &mesh, now).await?;
         outcome.wakes.extend(rotation_wake);
+        if !conv.rotation.standby_since.is_empty() {
+            // A peer's switch may be due: look before setting the peers, so the
+            // move is this pass's one set.
+            if let Ok(status) = self.datapath.read_peers().await {
+                let standing = self.desired_peers(view, conv);
+                let handshaken = plan::handshaken_standbys(&standing, &status);
+                self.follow_peer_switches(view, conv, &handshaken);
+            }
+        }
         let mut peers = self.desired_peers(view, conv);
         self.datapath
             .set_peers(&peers)

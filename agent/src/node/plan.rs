@@ -70,15 +70,18 @@ pub fn mesh_peers(
     out
 }
 
-/// Standby keys that have a handshake now: their node switched to them.
+/// Standby keys their node uses already: a completed handshake, or any
+/// byte received (wireguard-go counts an initiation once it has
+/// authenticated it, a round trip before the handshake completes; only the
+/// holder of that key's private half can produce one).
 pub fn handshaken_standbys(peers: &[MeshPeer], status: &[PeerStatus]) -> BTreeSet<String> {
     peers
         .iter()
         .filter(|p| p.standby)
         .filter(|p| {
-            status
-                .iter()
-                .any(|s| s.public_key == p.public_key && s.last_handshake_age.is_some())
+            status.iter().any(|s| {
+                s.public_key == p.public_key && (s.last_handshake_age.is_some() || s.rx_bytes > 0)
+            })
         })
         .map(|p| p.public_key.clone())
         .collect()
