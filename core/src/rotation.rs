@@ -29,6 +29,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a node with a standby peer polls its handshakes while the
 /// peer's switch may come any moment (each poll is one UAPI read).
 pub const STANDBY_POLL: Duration = Duration::from_millis(5);
+/// How often the agent's standby watcher reads the peers while a standby is
+/// pending (one UAPI read; only during a rotation).
+pub const WATCH_POLL: Duration = Duration::from_millis(2);
+/// How often it looks whether there is a standby to watch.
+pub const WATCH_IDLE: Duration = Duration::from_millis(20);
 /// How long after acknowledging a node polls that fast (afterwards the
 /// promoted key in the view still completes the switch).
 pub const STANDBY_FAST_FOR: Duration = Duration::from_secs(30);

@@ -119,6 +119,13 @@ impl NodeDatapath for KernelDatapath {
         Ok(())
     }
 
+    async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), DatapathError> {
+        let wg = self.wg(Step::PromoteStandby)?;
+        wg.promote_standby(peer, old)
+            .await
+            .map_err(wg_err(Step::PromoteStandby))
+    }
+
     async fn poke(&self, vteps: &[Ipv4Addr]) {
         if let Ok(sock) = tokio::net::UdpSocket::bind("0.0.0.0:0").await {
             for vtep in vteps {

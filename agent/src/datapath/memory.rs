@@ -29,6 +29,8 @@ pub enum Call {
     ReadPeers,
     /// `switch_key` (the new public key).
     SwitchKey(String),
+    /// `promote_standby` (next key, old key).
+    PromoteStandby(String, String),
     /// `poke` (VTEPs).
     Poke(Vec<Ipv4Addr>),
     /// `ensure_network` (namespace, port names).
@@ -180,6 +182,21 @@ impl NodeDatapath for MemoryDatapath {
             return Err(DatapathError::MeshDown(Step::SwitchKey));
         }
         inner.kernel.switched_key = Some(public);
+        Ok(())
+    }
+
+    async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), DatapathError> {
+        let call = Call::PromoteStandby(peer.public_key.clone(), old.to_string());
+        let mut inner = self.enter(Step::PromoteStandby, call)?;
+        let peers = &mut inner.kernel.peers;
+        peers.retain(|p| p.public_key != old);
+        match peers.iter_mut().find(|p| p.public_key == peer.public_key) {
+            Some(p) => p.standby = false,
+            None => peers.push(MeshPeer {
+                standby: false,
+                ..peer.clone()
+            }),
+        }
         Ok(())
     }
 

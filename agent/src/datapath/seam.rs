@@ -45,6 +45,8 @@ pub enum Step {
     ReadPeers,
     /// [`NodeDatapath::switch_key`].
     SwitchKey,
+    /// [`NodeDatapath::promote_standby`].
+    PromoteStandby,
     /// [`NodeDatapath::ensure_network`].
     EnsureNetwork,
     /// [`NodeDatapath::start_dns`].
@@ -78,6 +80,7 @@ impl std::fmt::Display for Step {
             Step::SetPeers => "set peers",
             Step::ReadPeers => "read peers",
             Step::SwitchKey => "switch the private key",
+            Step::PromoteStandby => "route to a peer's next key",
             Step::EnsureNetwork => "bring up the network",
             Step::StartDns => "start DNS",
             Step::RemoveNetwork => "remove the network",
@@ -182,6 +185,13 @@ pub trait NodeDatapath: Send + Sync + 'static {
         &self,
         mesh: &MeshSpec,
         key: &Key,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Routes to a peer's next key (`peer`, a standby until now) and removes its old key,
+    /// leaving every other peer as it is.
+    fn promote_standby(
+        &self,
+        peer: &MeshPeer,
+        old: &str,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// Sends one datagram to each VTEP's discard port (starts a handshake).
     fn poke(&self, vteps: &[Ipv4Addr]) -> impl Future<Output = ()> + Send;

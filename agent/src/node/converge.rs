@@ -253,15 +253,11 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
         let rotation_wake = self.rotate_own_key(view, conv, &mesh, now).await?;
         outcome.wakes.extend(rotation_wake);
-        if !conv.rotation.standby_since.is_empty() {
-            // A peer's switch may be due: look before setting the peers, so the
-            // move is this pass's one set.
-            if let Ok(status) = self.datapath.read_peers().await {
-                let standing = self.desired_peers(view, conv);
-                let handshaken = plan::handshaken_standbys(&standing, &status);
-                self.follow_peer_switches(view, conv, &handshaken);
-            }
-        }
+        // The standby watcher may have routed to a peer's next key: take it
+        // in before computing the peers, under the lock it switches under.
+        let peers_guard = self.peers_lock.lock().await;
+        let fast = std::mem::take(&mut self.standby_watch.lock().expect("watch lock").switched);
+        conv.rotation.switched.extend(fast);
         let mut peers = self.desired_peers(view, conv);
         self.datapath
             .set_peers(&peers)
@@ -280,9 +276,10 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                 status = self.datapath.read_peers().await.unwrap_or(status);
             }
             plan::track_standbys(&mut conv.rotation.standby_since, &peers, now);
-            outcome
-                .wakes
-                .extend(plan::standby_poll(&conv.rotation.standby_since, now));
+            let polled = plan::standby_poll(&conv.rotation.standby_since, now);
+            outcome.wakes.extend(polled);
+            self.standby_watch.lock().expect("watch lock").standbys =
+                plan::watched_standbys(&peers, view, &conv.rotation.standby_since, now);
             let silent = conv.peer_timers.plan(&peers, &status, now);
             if !silent.rearm.is_empty() {
                 let others: Vec<_> = peers
@@ -304,6 +301,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             }
             outcome.wakes.extend(silent.wake_after);
         }
+        drop(peers_guard);
         self.note_routed(view, conv);
         if !self.publish_self(view, conv, &peers).await {
             outcome.wakes.push(plan::RETRY_AFTER);

@@ -125,6 +125,10 @@ pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
     /// CHECK reports them, until the attachment is released.
     pub(crate) gone_ports: RwLock<BTreeSet<String>>,
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// The standbys the watcher polls and what it switched (see [`rotate`]).
+    pub(crate) standby_watch: std::sync::Mutex<rotate::StandbyWatch>,
+    /// Serialises setting the peers (the pass, the repair) and a standby's promotion (the watcher).
+    pub(crate) peers_lock: tokio::sync::Mutex<()>,
     pub(crate) dns_counters: Arc<DnsCounters>,
     pub(crate) metrics: AgentMetrics,
 }
@@ -213,6 +217,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             repair_failing: RwLock::new(None),
             gone_ports: RwLock::new(BTreeSet::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            standby_watch: Default::default(),
+            peers_lock: tokio::sync::Mutex::new(()),
             dns_counters: Arc::new(metrics.dns.clone()),
             metrics,
         }))

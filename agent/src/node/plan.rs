@@ -87,6 +87,32 @@ pub fn handshaken_standbys(peers: &[MeshPeer], status: &[PeerStatus]) -> BTreeSe
         .collect()
 }
 
+/// The standbys the watcher polls, each with the key it replaces: those
+/// configured less than [`rotation::STANDBY_FAST_FOR`] ago.
+pub fn watched_standbys(
+    peers: &[MeshPeer],
+    view: &ClusterView,
+    since: &BTreeMap<String, Instant>,
+    now: Instant,
+) -> Vec<(MeshPeer, String)> {
+    peers
+        .iter()
+        .filter(|p| p.standby)
+        .filter(|p| {
+            since
+                .get(&p.public_key)
+                .is_some_and(|s| now.duration_since(*s) < rotation::STANDBY_FAST_FOR)
+        })
+        .filter_map(|p| {
+            let node = view
+                .nodes
+                .iter()
+                .find(|n| n.next_public_key.as_deref() == Some(p.public_key.as_str()))?;
+            Some((p.clone(), node.public_key.clone()))
+        })
+        .collect()
+}
+
 /// Keeps when each standby key in `peers` was first configured.
 pub fn track_standbys(since: &mut BTreeMap<String, Instant>, peers: &[MeshPeer], now: Instant) {
     since.retain(|k, _| peers.iter().any(|p| p.standby && &p.public_key == k));

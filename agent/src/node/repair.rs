@@ -62,6 +62,11 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             return;
         };
         let mesh = self.mesh_spec(address);
+        // Under the lock the standby watcher switches under, with its
+        // switches taken in: a repair must not undo one.
+        let _peers_guard = self.peers_lock.lock().await;
+        let fast = std::mem::take(&mut self.standby_watch.lock().expect("watch lock").switched);
+        conv.rotation.switched.extend(fast);
         let peers = self.desired_peers(view, conv);
         let (mut found, mut left, mut error) = (Vec::new(), Vec::new(), None);
         for _ in 0..repair_plan::ROUNDS {

@@ -38,7 +38,92 @@ pub(crate) struct RotationState {
     pub switch_due: Option<Key>,
 }
 
+/// What the standby watcher polls for, shared by the pass (which sets it)
+/// and the watcher (which switches). See [`Agent::watch_standbys`].
+#[derive(Debug, Default)]
+pub(crate) struct StandbyWatch {
+    /// Standby keys to look at, each with the key it replaces.
+    pub standbys: Vec<(MeshPeer, String)>,
+    /// Next keys the watcher routed to since the pass last looked.
+    pub switched: BTreeSet<String>,
+}
+
 impl<S: Source, D: NodeDatapath> Agent<S, D> {
+    /// Watches the standby keys (peers' announced next keys) while there are
+    /// any, every [`rotation::WATCH_POLL`], and routes to one the moment it is
+    /// in use, without waiting for a convergence pass: what its node sends on
+    /// the new key is dropped until then. Runs forever.
+    pub async fn watch_standbys(self: std::sync::Arc<Self>) {
+        loop {
+            let busy = !self
+                .standby_watch
+                .lock()
+                .expect("watch lock")
+                .standbys
+                .is_empty();
+            if busy {
+                self.watch_tick().await;
+                tokio::time::sleep(rotation::WATCH_POLL).await;
+            } else {
+                tokio::time::sleep(rotation::WATCH_IDLE).await;
+            }
+        }
+    }
+
+    /// One look at the standbys: routes to those in use. Returns how many.
+    pub(crate) async fn watch_tick(&self) -> usize {
+        let standbys = self
+            .standby_watch
+            .lock()
+            .expect("watch lock")
+            .standbys
+            .clone();
+        if standbys.is_empty() {
+            return 0;
+        }
+        let Ok(status) = self.datapath.read_peers().await else {
+            return 0;
+        };
+        let peers: Vec<MeshPeer> = standbys.iter().map(|(p, _)| p.clone()).collect();
+        let used = plan::handshaken_standbys(&peers, &status);
+        let mut done = 0;
+        for (peer, old) in standbys
+            .iter()
+            .filter(|(p, _)| used.contains(&p.public_key))
+        {
+            // Serialised with the pass's set of the peers, which would undo it otherwise.
+            let _peers = self.peers_lock.lock().await;
+            let still = self
+                .standby_watch
+                .lock()
+                .expect("watch lock")
+                .standbys
+                .iter()
+                .any(|(p, _)| p.public_key == peer.public_key);
+            if !still {
+                continue;
+            }
+            match self.datapath.promote_standby(peer, old).await {
+                Ok(()) => {
+                    let mut watch = self.standby_watch.lock().expect("watch lock");
+                    watch
+                        .standbys
+                        .retain(|(p, _)| p.public_key != peer.public_key);
+                    watch.switched.insert(peer.public_key.clone());
+                    tracing::info!(key = %peer.public_key, "a peer's next key is in use: routing to it");
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "failed to route to a peer's next key");
+                }
+            }
+        }
+        if done > 0 {
+            self.wake.notify_one();
+        }
+        done
+    }
+
     /// This node's own rotation: one decision, then its I/O. Returns when
     /// to decide again at the latest.
     pub(super) async fn rotate_own_key(

@@ -291,6 +291,7 @@ async fn serve<S: Source>(cfg: AgentConfig, source: S, metrics_addr: SocketAddr)
         .with_context(|| format!("failed to bind {metrics_addr}"))?;
     tokio::spawn(agent.clone().follow_source());
     tokio::spawn(agent.clone().converge_loop());
+    tokio::spawn(agent.clone().watch_standbys());
     tokio::spawn(health::serve(
         metrics,
         Arc::new(Health(agent.clone())),

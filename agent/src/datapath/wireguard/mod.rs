@@ -231,6 +231,21 @@ impl Wireguard {
             .await
     }
 
+    /// Routes to a peer's next key: `wg set <if> peer NEXT allowed-ips VTEP/32 …` (the VTEP
+    /// moves to it in one step), then `wg set <if> peer OLD remove`.
+    pub async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), WireguardError> {
+        let routed = desired_peer(&MeshPeer {
+            standby: false,
+            ..peer.clone()
+        })?;
+        let old = Key::try_from(old).map_err(|_| WireguardError::BadKey(old.to_string()))?;
+        self.call("route to a peer's next key", move |api| {
+            api.peer(&routed)?;
+            api.unpeer(&old)
+        })
+        .await
+    }
+
     /// The peers as the interface reports them (`wg show <if> dump`).
     pub async fn read_peers(&self) -> Result<Vec<PeerStatus>, WireguardError> {
         let now = SystemTime::now();

@@ -191,3 +191,38 @@ async fn an_aborted_peer_rotation_removes_the_standby() {
     assert_eq!(keys(&h), vec![("key-n2".into(), false)]);
     assert!(last_published(&h).accepted_keys.is_empty());
 }
+
+#[tokio::test]
+async fn the_standby_watcher_routes_to_a_next_key_in_use_between_passes() {
+    let h = Harness::ready().await;
+    let mut v = view();
+    v.nodes[1].next_public_key = Some("next-n2".into());
+    h.agent.set_view(v);
+    let t0 = Instant::now();
+    h.agent.converge_at(t0).await.unwrap();
+    // Not in use yet: the watcher leaves it.
+    assert_eq!(h.agent.watch_tick().await, 0);
+    assert_eq!(keys(&h).len(), 2);
+    h.dp.with_kernel(|k| {
+        k.handshakes
+            .insert("next-n2".into(), Duration::from_millis(1));
+    });
+    assert_eq!(h.agent.watch_tick().await, 1);
+    assert_eq!(keys(&h), vec![("next-n2".into(), false)]);
+    assert!(
+        h.dp.calls()
+            .contains(&Call::PromoteStandby("next-n2".into(), "key-n2".into()))
+    );
+    // The next pass keeps it (it takes the watcher's switch in), and the
+    // watcher has nothing left to do.
+    h.dp.with_kernel(|k| k.handshakes.remove("next-n2"));
+    h.agent
+        .converge_at(t0 + Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert_eq!(keys(&h), vec![("next-n2".into(), false)]);
+    assert_eq!(h.agent.watch_tick().await, 0);
+    // A repair does not undo it either.
+    h.agent.check_at(t0 + Duration::from_millis(6)).await;
+    assert_eq!(keys(&h), vec![("next-n2".into(), false)]);
+}

@@ -66,6 +66,9 @@ impl NodeDatapath for TestDatapath {
     ) -> Result<(), DatapathError> {
         self.mesh.switch_key(mesh, key).await
     }
+    async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), DatapathError> {
+        self.mesh.promote_standby(peer, old).await
+    }
     async fn poke(&self, vteps: &[Ipv4Addr]) {
         self.mesh.poke(vteps).await
     }
