@@ -56,6 +56,12 @@ pub struct AgentConfig {
     /// How often the datapath is read back and repaired (and the longest
     /// wait between convergence passes).
     pub resync: Duration,
+    /// Rotate the WireGuard key when it is this old (`None`: only on request,
+    /// `touch <state-dir>/rotate-key`).
+    pub rotate_key_every: Option<Duration>,
+    /// How long a rotation waits for every peer to accept the next key
+    /// before it is aborted (nothing changed).
+    pub rotate_key_timeout: Duration,
 }
 
 impl AgentConfig {

@@ -203,6 +203,8 @@ mod tests {
             guard_disabled: false,
             removal_hold: Default::default(),
             resync: crate::node::plan::RESYNC,
+            rotate_key_every: None,
+            rotate_key_timeout: privnet_core::rotation::DEFAULT_TIMEOUT,
         }
     }
 

@@ -37,6 +37,19 @@ pub struct AgentMetrics {
     pub rpc_seconds: Histogram,
     /// Repairs of drifted datapath state, by what was repaired.
     pub repairs: Family<RepairLabels, Counter>,
+    /// This node's key rotations.
+    pub key_rotations: KeyRotations,
+}
+
+/// Counters of this node's key rotations.
+#[derive(Clone, Debug, Default)]
+pub struct KeyRotations {
+    /// Next keys announced.
+    pub started: Counter,
+    /// Switches to the next key.
+    pub switched: Counter,
+    /// Rotations aborted (a peer did not accept in time; key unchanged).
+    pub aborted: Counter,
 }
 
 /// Labels of `privnet_agent_repairs_total`.
@@ -61,6 +74,7 @@ impl Default for AgentMetrics {
             dns: DnsCounters::default(),
             rpc_seconds: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0]),
             repairs: Family::default(),
+            key_rotations: KeyRotations::default(),
         }
     }
 }
@@ -144,6 +158,21 @@ impl AgentMetrics {
             "repairs",
             "Repairs of datapath state found drifted on read-back, by what was repaired",
             self.repairs.clone(),
+        );
+        r.register(
+            "key_rotations_started",
+            "WireGuard key rotations started (next key announced)",
+            self.key_rotations.started.clone(),
+        );
+        r.register(
+            "key_rotations_switched",
+            "WireGuard key rotations completed (device switched to the next key)",
+            self.key_rotations.switched.clone(),
+        );
+        r.register(
+            "key_rotations_aborted",
+            "WireGuard key rotations aborted (a peer did not accept in time)",
+            self.key_rotations.aborted.clone(),
         );
         let mut out = String::new();
         encode(&mut out, &r).expect("writing to a String cannot fail");

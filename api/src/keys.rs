@@ -49,6 +49,12 @@ pub const ORPHANED_SINCE_ANNOTATION: &str = "privnet.io/orphaned-since";
 
 /// Node annotation published by the agent: WireGuard public key (base64).
 pub const WG_PUBLIC_KEY_ANNOTATION: &str = "privnet.io/wireguard-public-key";
+/// Node annotation published by the agent while it rotates its key: the
+/// next WireGuard public key (base64), announced before it is used.
+pub const WG_NEXT_PUBLIC_KEY_ANNOTATION: &str = "privnet.io/wireguard-next-public-key";
+/// Node annotation published by the agent: the other nodes' announced next
+/// keys it has configured (comma-separated base64), its acknowledgement.
+pub const WG_ACCEPTED_KEYS_ANNOTATION: &str = "privnet.io/wireguard-accepted-keys";
 /// Node annotation published by the agent: WireGuard endpoint `ip:port`.
 pub const WG_ENDPOINT_ANNOTATION: &str = "privnet.io/wireguard-endpoint";
 /// Node annotation written by the controller: the node's VTEP address.

@@ -9,7 +9,8 @@ use privnet_core::zone::WEB_PROCESS_TYPE;
 
 use crate::keys::{
     APPLICATION_LABEL, CONTAINER_NUMBER_ANNOTATION, PROCESS_TYPE_LABEL, VTEP_ANNOTATION,
-    WG_ENDPOINT_ANNOTATION, WG_PUBLIC_KEY_ANNOTATION,
+    WG_ACCEPTED_KEYS_ANNOTATION, WG_ENDPOINT_ANNOTATION, WG_NEXT_PUBLIC_KEY_ANNOTATION,
+    WG_PUBLIC_KEY_ANNOTATION,
 };
 use crate::{PrivateEndpointSpec, PrivateNetwork, Project};
 
@@ -21,7 +22,45 @@ pub fn node_info(node: &Node) -> Option<NodeInfo> {
         public_key: a.get(WG_PUBLIC_KEY_ANNOTATION)?.clone(),
         endpoint: a.get(WG_ENDPOINT_ANNOTATION)?.parse().ok()?,
         vtep: a.get(VTEP_ANNOTATION).and_then(|v| v.parse().ok()),
+        next_public_key: a
+            .get(WG_NEXT_PUBLIC_KEY_ANNOTATION)
+            .filter(|k| !k.is_empty())
+            .cloned(),
+        accepted_keys: a
+            .get(WG_ACCEPTED_KEYS_ANNOTATION)
+            .map(|v| parse_key_list(v))
+            .unwrap_or_default(),
     })
+}
+
+/// The annotations an agent publishes for its node (key, endpoint, and
+/// while rotations are under way its next key and accepted keys); an
+/// annotation left out is removed by the server-side apply.
+pub fn node_annotations(node: &NodeInfo) -> std::collections::BTreeMap<&'static str, String> {
+    let mut out = std::collections::BTreeMap::from([
+        (WG_PUBLIC_KEY_ANNOTATION, node.public_key.clone()),
+        (WG_ENDPOINT_ANNOTATION, node.endpoint.to_string()),
+    ]);
+    if let Some(next) = &node.next_public_key {
+        out.insert(WG_NEXT_PUBLIC_KEY_ANNOTATION, next.clone());
+    }
+    if !node.accepted_keys.is_empty() {
+        out.insert(WG_ACCEPTED_KEYS_ANNOTATION, node.accepted_keys.join(","));
+    }
+    out
+}
+
+/// A comma-separated list of keys (base64 has no commas), blanks dropped.
+fn parse_key_list(v: &str) -> Vec<String> {
+    let mut keys: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// The spec of the `PrivateEndpoint` object describing `ep`.
@@ -145,6 +184,35 @@ pub fn workload_of(pod: &Pod) -> Option<Workload> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_round_trips_through_its_annotations() {
+        let info = NodeInfo {
+            name: "n1".into(),
+            public_key: "old=".into(),
+            endpoint: "192.0.2.1:4797".parse().unwrap(),
+            vtep: None,
+            next_public_key: Some("new=".into()),
+            accepted_keys: vec!["a=".into(), "b=".into()],
+        };
+        let annotations: std::collections::BTreeMap<String, String> = node_annotations(&info)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "n1", "annotations": annotations }
+        }))
+        .unwrap();
+        assert_eq!(node_info(&node), Some(info.clone()));
+        // Control: without a rotation, the two annotations are left out.
+        let idle = NodeInfo {
+            next_public_key: None,
+            accepted_keys: Vec::new(),
+            ..info
+        };
+        assert_eq!(node_annotations(&idle).len(), 2);
+        assert_eq!(parse_key_list(" b=,a=,,a="), vec!["a=", "b="]);
+    }
 
     fn pod(labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({

@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod mtu;
 pub mod naming;
 pub mod numbering;
+pub mod rotation;
 pub mod rpc;
 pub mod view;
 pub mod vni;

@@ -379,11 +379,19 @@ pub fn plan_mesh(
     }
     Ok(mesh
         .nodes()
-        .map(|n| NodeInfo {
-            name: n.name.clone(),
-            public_key: n.public_key.clone(),
-            endpoint: n.endpoint,
-            vtep: Some(n.vtep),
+        .map(|n| {
+            // What the agent announces about a rotation rides along.
+            let published = published.iter().find(|p| p.name == n.name);
+            NodeInfo {
+                name: n.name.clone(),
+                public_key: n.public_key.clone(),
+                endpoint: n.endpoint,
+                vtep: Some(n.vtep),
+                next_public_key: published.and_then(|p| p.next_public_key.clone()),
+                accepted_keys: published
+                    .map(|p| p.accepted_keys.clone())
+                    .unwrap_or_default(),
+            }
         })
         .collect())
 }

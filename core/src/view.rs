@@ -20,6 +20,13 @@ pub struct NodeInfo {
     /// Mesh (VTEP) address, allocated by the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep: Option<Ipv4Addr>,
+    /// The key it is rotating to, announced before it is used
+    /// (see [`crate::rotation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_public_key: Option<String>,
+    /// Other nodes' announced next keys it has configured (its acknowledgement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_keys: Vec<String>,
 }
 
 /// A private network ready to be used (its status is complete).

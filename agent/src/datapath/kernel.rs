@@ -17,7 +17,7 @@ use super::network::{self, NetworkDatapath, NetworkError};
 use super::nft_spare::NftSpares;
 use super::observe;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
-use super::wireguard::{MeshPeer, PeerStatus, Wireguard, WireguardError};
+use super::wireguard::{Backend, Key, MeshPeer, PeerStatus, Wireguard, WireguardError};
 use crate::dns::forward::Forwarder;
 use crate::dns::handler::DnsCounters;
 use crate::dns::server::Responder;
@@ -165,6 +165,28 @@ impl NodeDatapath for KernelDatapath {
     async fn read_peers(&self) -> Result<Vec<PeerStatus>, DatapathError> {
         let wg = self.wg(Step::ReadPeers)?;
         wg.read_peers().await.map_err(wg_err(Step::ReadPeers))
+    }
+
+    async fn switch_key(&self, mesh: &MeshSpec, key: &Key) -> Result<(), DatapathError> {
+        let mut wg = self.wg(Step::SwitchKey)?;
+        if wg.backend() == Backend::Kernel {
+            // The kernel library has no key-only call: converge the interface again from the
+            // key file, which holds the new key already (a re-handshake with every peer).
+            wg = Wireguard::ensure(&self.agent_ns, mesh.wireguard.clone())
+                .await
+                .map_err(wg_err(Step::SwitchKey))?;
+        } else {
+            wg.switch_key(key).await.map_err(wg_err(Step::SwitchKey))?;
+        }
+        *self.wireguard.lock().expect("wireguard lock") = Some(wg);
+        Ok(())
+    }
+
+    async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), DatapathError> {
+        let wg = self.wg(Step::PromoteStandby)?;
+        wg.promote_standby(peer, old)
+            .await
+            .map_err(wg_err(Step::PromoteStandby))
     }
 
     async fn poke(&self, vteps: &[Ipv4Addr]) {

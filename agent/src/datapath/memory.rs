@@ -15,7 +15,7 @@ use super::events::DriftSignal;
 use super::guard::{self, GuardedPort, PortTable};
 use super::network::NetworkDatapath;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
-use super::wireguard::{MeshPeer, PeerStatus};
+use super::wireguard::{Key, MeshPeer, PeerStatus};
 use crate::dns::handler::DnsCounters;
 use crate::dns::server::Responder;
 
@@ -28,6 +28,10 @@ pub enum Call {
     SetPeers(Vec<String>),
     /// `read_peers`.
     ReadPeers,
+    /// `switch_key` (the new public key).
+    SwitchKey(String),
+    /// `promote_standby` (next key, old key).
+    PromoteStandby(String, String),
     /// `poke` (VTEPs).
     Poke(Vec<Ipv4Addr>),
     /// `ensure_network` (namespace, port names).
@@ -63,6 +67,8 @@ pub struct FakeKernel {
     pub mesh_up: bool,
     /// Configured peers.
     pub peers: Vec<MeshPeer>,
+    /// The public key of the private key last switched to (`None`: the one from the start).
+    pub switched_key: Option<String>,
     /// Handshake age per peer key (absent: never had one).
     pub handshakes: BTreeMap<String, Duration>,
     /// Network namespaces present (by name) with their live guard ports.
@@ -176,6 +182,31 @@ impl NodeDatapath for MemoryDatapath {
         Ok(())
     }
 
+    async fn switch_key(&self, _mesh: &MeshSpec, key: &Key) -> Result<(), DatapathError> {
+        let public = key.public_key().to_string();
+        let mut inner = self.enter(Step::SwitchKey, Call::SwitchKey(public.clone()))?;
+        if !inner.kernel.mesh_up {
+            return Err(DatapathError::MeshDown(Step::SwitchKey));
+        }
+        inner.kernel.switched_key = Some(public);
+        Ok(())
+    }
+
+    async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), DatapathError> {
+        let call = Call::PromoteStandby(peer.public_key.clone(), old.to_string());
+        let mut inner = self.enter(Step::PromoteStandby, call)?;
+        let peers = &mut inner.kernel.peers;
+        peers.retain(|p| p.public_key != old);
+        match peers.iter_mut().find(|p| p.public_key == peer.public_key) {
+            Some(p) => p.standby = false,
+            None => peers.push(MeshPeer {
+                standby: false,
+                ..peer.clone()
+            }),
+        }
+        Ok(())
+    }
+
     async fn read_peers(&self) -> Result<Vec<PeerStatus>, DatapathError> {
         let inner = self.enter(Step::ReadPeers, Call::ReadPeers)?;
         Ok(inner
@@ -185,7 +216,11 @@ impl NodeDatapath for MemoryDatapath {
             .map(|p| PeerStatus {
                 public_key: p.public_key.clone(),
                 endpoint: p.endpoint,
-                allowed_ips: vec![format!("{}/32", p.vtep)],
+                allowed_ips: if p.standby {
+                    Vec::new()
+                } else {
+                    vec![format!("{}/32", p.vtep)]
+                },
                 last_handshake_age: inner.kernel.handshakes.get(&p.public_key).copied(),
                 rx_bytes: 0,
                 tx_bytes: 0,

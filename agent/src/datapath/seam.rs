@@ -19,7 +19,7 @@ use super::events::DriftSignal;
 use super::guard::{GuardError, GuardedPort, PortTable};
 use super::netns::NetnsError;
 use super::network::{NetworkDatapath, NetworkError};
-use super::wireguard::{MeshPeer, PeerStatus, WireguardConfig, WireguardError};
+use super::wireguard::{Key, MeshPeer, PeerStatus, WireguardConfig, WireguardError};
 use crate::dns::handler::DnsCounters;
 use crate::dns::server::Responder;
 
@@ -44,6 +44,10 @@ pub enum Step {
     SetPeers,
     /// [`NodeDatapath::read_peers`].
     ReadPeers,
+    /// [`NodeDatapath::switch_key`].
+    SwitchKey,
+    /// [`NodeDatapath::promote_standby`].
+    PromoteStandby,
     /// [`NodeDatapath::ensure_network`].
     EnsureNetwork,
     /// [`NodeDatapath::start_dns`].
@@ -76,6 +80,8 @@ impl std::fmt::Display for Step {
             Step::EnsureMesh => "bring up the mesh",
             Step::SetPeers => "set peers",
             Step::ReadPeers => "read peers",
+            Step::SwitchKey => "switch the private key",
+            Step::PromoteStandby => "route to a peer's next key",
             Step::EnsureNetwork => "bring up the network",
             Step::StartDns => "start DNS",
             Step::RemoveNetwork => "remove the network",
@@ -178,6 +184,20 @@ pub trait NodeDatapath: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// Reads the peers back (`wg show`).
     fn read_peers(&self) -> impl Future<Output = Result<Vec<PeerStatus>, DatapathError>> + Send;
+    /// Switches the interface to `key` (already written to the key file) without touching
+    /// its peers or their sessions (`wg set <if> private-key …`).
+    fn switch_key(
+        &self,
+        mesh: &MeshSpec,
+        key: &Key,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Routes to a peer's next key (`peer`, a standby until now) and removes its old key,
+    /// leaving every other peer as it is.
+    fn promote_standby(
+        &self,
+        peer: &MeshPeer,
+        old: &str,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// Sends one datagram to each VTEP's discard port (starts a handshake).
     fn poke(&self, vteps: &[Ipv4Addr]) -> impl Future<Output = ()> + Send;
 

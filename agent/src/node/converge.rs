@@ -173,7 +173,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         // Publication looks at the view as the source shows it (not the
         // held one), so endpoints wiped from the API are published again.
         self.converge_published(&raw, &records, &mut conv).await;
-        self.update_metrics(locals.len(), zone_entries).await;
+        self.update_metrics(locals.len(), zone_entries, &conv.rotation.standby_since)
+            .await;
         Ok(outcome)
     }
 
@@ -261,19 +262,43 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         };
         let address = Ipv4Net::new(vtep, self.cfg.mesh_cidr.prefix_len())
             .map_err(ConvergeError::MeshAddress)?;
+        let mesh = self.mesh_spec(address);
         if !conv.mesh_up {
             self.datapath
-                .ensure_mesh(&self.mesh_spec(address))
+                .ensure_mesh(&mesh)
                 .await
                 .map_err(ConvergeError::Mesh)?;
             conv.mesh_up = true;
         }
-        let peers = plan::mesh_peers(&self.cfg.node, self.cfg.keepalive, view);
+        let rotation_wake = self.rotate_own_key(view, conv, &mesh, now).await?;
+        outcome.wakes.extend(rotation_wake);
+        // The standby watcher may have routed to a peer's next key: take it
+        // in before computing the peers, under the lock it switches under.
+        let peers_guard = self.peers_lock.lock().await;
+        let fast = std::mem::take(&mut self.standby_watch.lock().expect("watch lock").switched);
+        conv.rotation.switched.extend(fast);
+        let mut peers = self.desired_peers(view, conv);
         self.datapath
             .set_peers(&peers)
             .await
             .map_err(ConvergeError::Mesh)?;
-        if let Ok(status) = self.datapath.read_peers().await {
+        if let Ok(mut status) = self.datapath.read_peers().await {
+            let handshaken = plan::handshaken_standbys(&peers, &status);
+            if self.follow_peer_switches(view, conv, &handshaken) {
+                // A peer switched to its next key: route to it now (configure, then
+                // remove the old key), not at the next pass.
+                peers = self.desired_peers(view, conv);
+                self.datapath
+                    .set_peers(&peers)
+                    .await
+                    .map_err(ConvergeError::Mesh)?;
+                status = self.datapath.read_peers().await.unwrap_or(status);
+            }
+            plan::track_standbys(&mut conv.rotation.standby_since, &peers, now);
+            let polled = plan::standby_poll(&conv.rotation.standby_since, now);
+            outcome.wakes.extend(polled);
+            self.standby_watch.lock().expect("watch lock").standbys =
+                plan::watched_standbys(&peers, view, &conv.rotation.standby_since, now);
             let silent = conv.peer_timers.plan(&peers, &status, now);
             if !silent.rearm.is_empty() {
                 let others: Vec<_> = peers
@@ -295,13 +320,35 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             }
             outcome.wakes.extend(silent.wake_after);
         }
-        self.metrics.peers.set(peers.len() as i64);
+        drop(peers_guard);
+        self.note_routed(view, conv);
+        if !self.publish_self(view, conv, &peers).await {
+            outcome.wakes.push(plan::RETRY_AFTER);
+        }
+        self.metrics
+            .peers
+            .set(peers.iter().filter(|p| !p.standby).count() as i64);
         let mut phase = self.phase.write().expect("phase lock");
         if *phase != Phase::Ready {
             tracing::info!(vtep = %vtep, peers = peers.len(), "mesh ready");
             *phase = Phase::Ready;
         }
         Ok(())
+    }
+
+    /// The peers this node configures: the view's, with the peers' key
+    /// rotations as far as this node has followed them.
+    pub(super) fn desired_peers(
+        &self,
+        view: &ClusterView,
+        conv: &ConvergeState,
+    ) -> Vec<crate::datapath::wireguard::MeshPeer> {
+        plan::mesh_peers(
+            &self.cfg.node,
+            self.cfg.keepalive,
+            view,
+            &conv.rotation.switched,
+        )
     }
 
     pub(super) fn mesh_spec(&self, address: Ipv4Net) -> MeshSpec {
@@ -465,10 +512,17 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         }
     }
 
-    async fn update_metrics(&self, networks: usize, zone_entries: usize) {
+    async fn update_metrics(
+        &self,
+        networks: usize,
+        zone_entries: usize,
+        standbys: &std::collections::BTreeMap<String, Instant>,
+    ) {
         self.metrics.networks.set(networks as i64);
         self.metrics.zone_entries.set(zone_entries as i64);
-        if let Ok(peers) = self.datapath.read_peers().await {
+        if let Ok(mut peers) = self.datapath.read_peers().await {
+            // A standby key shakes hands only once its node switches to it.
+            peers.retain(|p| !standbys.contains_key(&p.public_key));
             self.metrics
                 .max_handshake_age
                 .set(plan::max_handshake_age(&peers));

@@ -120,6 +120,13 @@ pub enum ConvergeError {
     /// WireGuard, the node guard or the peers could not be set.
     #[error("failed to converge the mesh")]
     Mesh(#[source] DatapathError),
+    /// A key file of the rotation could not be written or read.
+    #[error("failed to rotate the WireGuard key")]
+    KeyRotation {
+        /// Cause.
+        #[source]
+        source: crate::datapath::wireguard::WireguardError,
+    },
     /// A network could not be brought up.
     #[error("failed to bring network {id} up")]
     NetworkUp {

@@ -20,6 +20,7 @@ pub mod hold;
 pub mod plan;
 mod repair;
 pub mod repair_plan;
+mod rotate;
 mod rpc;
 #[cfg(test)]
 mod tests;
@@ -34,7 +35,7 @@ use privnet_core::view::{ClusterView, EndpointInfo, NodeInfo};
 use super::book::AttachmentBook;
 use super::config::AgentConfig;
 use super::datapath::guard::PortTable;
-use super::datapath::wireguard::load_or_create_key;
+use super::datapath::wireguard::{load_next_key, load_or_create_key};
 use super::datapath::{KernelDatapath, NodeDatapath};
 use super::dns::handler::DnsCounters;
 use super::local_network::LocalNetwork;
@@ -97,6 +98,8 @@ pub(crate) struct ConvergeState {
     pub settling: hold::SettlingRemovals,
     /// Drifts the last read-back left unrepaired.
     pub repairs: repair_plan::RepairTracker,
+    /// Key rotations: this node's, and its peers' as far as it followed them.
+    pub rotation: rotate::RotationState,
 }
 
 /// Per network: the port guard as applied and when its live set last
@@ -111,7 +114,8 @@ pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
     pub(crate) cfg: AgentConfig,
     pub(crate) source: S,
     pub(crate) datapath: D,
-    pub(crate) public_key: String,
+    /// The current public key (changes when a rotation switches).
+    pub(crate) public_key: RwLock<String>,
     pub(crate) state: tokio::sync::Mutex<State>,
     pub(crate) conv: tokio::sync::Mutex<ConvergeState>,
     pub(crate) guards: tokio::sync::Mutex<PortGuards>,
@@ -123,6 +127,10 @@ pub struct Agent<S: Source, D: NodeDatapath = KernelDatapath> {
     /// CHECK reports them, until the attachment is released.
     pub(crate) gone_ports: RwLock<BTreeSet<String>>,
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// The standbys the watcher polls and what it switched (see [`rotate`]).
+    pub(crate) standby_watch: std::sync::Mutex<rotate::StandbyWatch>,
+    /// Serialises setting the peers (the pass, the repair) and a standby's promotion (the watcher).
+    pub(crate) peers_lock: tokio::sync::Mutex<()>,
     pub(crate) dns_counters: Arc<DnsCounters>,
     pub(crate) metrics: AgentMetrics,
 }
@@ -153,6 +161,11 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             source: e,
         })?;
         let public_key = load_or_create_key(&cfg.state_dir)?.public_key().to_string();
+        // A rotation under way when the agent stopped resumes (its timeout anew).
+        let pending = load_next_key(&cfg.state_dir)?.map(|k| privnet_core::rotation::Pending {
+            next: k.public_key().to_string(),
+            since: Instant::now(),
+        });
         let mut store = store;
         // A record whose container namespace is gone (node reboot, container
         // removed while the agent was down) is released now: no leak.
@@ -172,40 +185,51 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             tracing::warn!(container = %r.key.container_id, address = %r.address, "dropping a conflicting attachment record");
         }
         release_unheld_claims(&cfg.node, &source, &book, store.as_ref()).await;
-        source
-            .publish_node(&NodeInfo {
-                name: cfg.node.clone(),
-                public_key: public_key.clone(),
-                endpoint: cfg.endpoint,
-                vtep: None,
-            })
-            .await?;
+        let me = NodeInfo {
+            name: cfg.node.clone(),
+            public_key: public_key.clone(),
+            endpoint: cfg.endpoint,
+            vtep: None,
+            next_public_key: pending.as_ref().map(|p| p.next.clone()),
+            accepted_keys: Vec::new(),
+        };
+        source.publish_node(&me).await?;
+        let conv = ConvergeState {
+            rotation: rotate::RotationState {
+                pending,
+                published: Some(me),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let metrics = AgentMetrics::default();
         Ok(Arc::new(Self {
             cfg,
             source,
             datapath,
-            public_key,
+            public_key: RwLock::new(public_key),
             state: tokio::sync::Mutex::new(State {
                 book,
                 store,
                 networks: BTreeMap::new(),
             }),
-            conv: tokio::sync::Mutex::new(ConvergeState::default()),
+            conv: tokio::sync::Mutex::new(conv),
             guards: tokio::sync::Mutex::new(PortGuards::new()),
             view: RwLock::new(Arc::new(ClusterView::default())),
             phase: RwLock::new(Phase::WaitingForMesh),
             repair_failing: RwLock::new(None),
             gone_ports: RwLock::new(BTreeSet::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            standby_watch: Default::default(),
+            peers_lock: tokio::sync::Mutex::new(()),
             dns_counters: Arc::new(metrics.dns.clone()),
             metrics,
         }))
     }
 
-    /// The node's WireGuard public key.
-    pub fn public_key(&self) -> &str {
-        &self.public_key
+    /// The node's WireGuard public key (the current one).
+    pub fn public_key(&self) -> String {
+        self.public_key.read().expect("key lock").clone()
     }
 
     /// Current readiness: degraded while a repair keeps failing.

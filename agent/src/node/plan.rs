@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use privnet_core::fdb::{FdbEntry, RemoteEndpoint, desired_fdb};
 use privnet_core::mac::parse_mac;
 use privnet_core::naming::PrivateName;
+use privnet_core::rotation;
 use privnet_core::rpc::AttachmentKey;
-use privnet_core::view::{ClusterView, EndpointInfo, NetworkInfo};
+use privnet_core::view::{ClusterView, EndpointInfo, NetworkInfo, NodeInfo};
 use privnet_core::zone::ZoneEndpoint;
 
 use crate::datapath::guard::{GuardedPort, PortTable};
@@ -33,20 +34,101 @@ pub const RESYNC: Duration = Duration::from_secs(5);
 /// Pause after a failed pass before waiting for the next one.
 pub const RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// Peers of this node: every other node that has a VTEP.
-pub fn mesh_peers(node: &str, keepalive: Option<u16>, view: &ClusterView) -> Vec<MeshPeer> {
+/// The other nodes of the mesh: every node but this one that has a VTEP.
+pub fn other_nodes<'a>(node: &str, view: &'a ClusterView) -> Vec<&'a NodeInfo> {
     view.nodes
         .iter()
-        .filter(|n| n.name != node)
-        .filter_map(|n| {
-            Some(MeshPeer {
-                public_key: n.public_key.clone(),
-                endpoint: Some(n.endpoint),
-                vtep: n.vtep?,
-                keepalive,
+        .filter(|n| n.name != node && n.vtep.is_some())
+        .collect()
+}
+
+/// Peers of this node: every other node that has a VTEP, on the key that
+/// routes to it, plus its announced next key as a standby (no allowed IPs)
+/// until `switched` holds it (see [`privnet_core::rotation`]).
+pub fn mesh_peers(
+    node: &str,
+    keepalive: Option<u16>,
+    view: &ClusterView,
+    switched: &BTreeSet<String>,
+) -> Vec<MeshPeer> {
+    let mut out = Vec::new();
+    for n in other_nodes(node, view) {
+        let Some(vtep) = n.vtep else { continue };
+        let keys = rotation::peer_keys(n, switched);
+        let peer = |public_key: String, standby| MeshPeer {
+            public_key,
+            endpoint: Some(n.endpoint),
+            vtep,
+            keepalive,
+            standby,
+        };
+        out.push(peer(keys.routed, false));
+        if let Some(next) = keys.standby {
+            out.push(peer(next, true));
+        }
+    }
+    out
+}
+
+/// Standby keys their node uses already: a completed handshake, or any
+/// byte received (wireguard-go counts an initiation once it has
+/// authenticated it, a round trip before the handshake completes; only the
+/// holder of that key's private half can produce one).
+pub fn handshaken_standbys(peers: &[MeshPeer], status: &[PeerStatus]) -> BTreeSet<String> {
+    peers
+        .iter()
+        .filter(|p| p.standby)
+        .filter(|p| {
+            status.iter().any(|s| {
+                s.public_key == p.public_key && (s.last_handshake_age.is_some() || s.rx_bytes > 0)
             })
         })
+        .map(|p| p.public_key.clone())
         .collect()
+}
+
+/// The standbys the watcher polls, each with the key it replaces: those
+/// configured less than [`rotation::STANDBY_FAST_FOR`] ago.
+pub fn watched_standbys(
+    peers: &[MeshPeer],
+    view: &ClusterView,
+    since: &BTreeMap<String, Instant>,
+    now: Instant,
+) -> Vec<(MeshPeer, String)> {
+    peers
+        .iter()
+        .filter(|p| p.standby)
+        .filter(|p| {
+            since
+                .get(&p.public_key)
+                .is_some_and(|s| now.duration_since(*s) < rotation::STANDBY_FAST_FOR)
+        })
+        .filter_map(|p| {
+            let node = view
+                .nodes
+                .iter()
+                .find(|n| n.next_public_key.as_deref() == Some(p.public_key.as_str()))?;
+            Some((p.clone(), node.public_key.clone()))
+        })
+        .collect()
+}
+
+/// Keeps when each standby key in `peers` was first configured.
+pub fn track_standbys(since: &mut BTreeMap<String, Instant>, peers: &[MeshPeer], now: Instant) {
+    since.retain(|k, _| peers.iter().any(|p| p.standby && &p.public_key == k));
+    for p in peers.iter().filter(|p| p.standby) {
+        since.entry(p.public_key.clone()).or_insert(now);
+    }
+}
+
+/// How soon to poll handshakes again: fast while some standby was
+/// configured less than [`rotation::STANDBY_FAST_FOR`] ago (its node may
+/// switch any moment, and each poll shortens what it sends into the void).
+pub fn standby_poll(standby_since: &BTreeMap<String, Instant>, now: Instant) -> Option<Duration> {
+    standby_since
+        .values()
+        .any(|since| now.duration_since(*since) < rotation::STANDBY_FAST_FOR)
+        .then_some(rotation::STANDBY_POLL)
 }
 
 /// What to do about peers without a handshake (see [`PeerTimers::plan`]).
@@ -76,6 +158,8 @@ impl PeerTimers {
     pub fn plan(&mut self, peers: &[MeshPeer], status: &[PeerStatus], now: Instant) -> SilentPlan {
         let silent: Vec<&MeshPeer> = peers
             .iter()
+            // A standby key answers handshakes only once its node switches to it.
+            .filter(|p| !p.standby)
             .filter(|p| {
                 status
                     .iter()

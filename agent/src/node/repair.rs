@@ -62,7 +62,12 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             return;
         };
         let mesh = self.mesh_spec(address);
-        let peers = plan::mesh_peers(&self.cfg.node, self.cfg.keepalive, view);
+        // Under the lock the standby watcher switches under, with its
+        // switches taken in: a repair must not undo one.
+        let _peers_guard = self.peers_lock.lock().await;
+        let fast = std::mem::take(&mut self.standby_watch.lock().expect("watch lock").switched);
+        conv.rotation.switched.extend(fast);
+        let peers = self.desired_peers(view, conv);
         let (mut found, mut left, mut error) = (Vec::new(), Vec::new(), None);
         for _ in 0..repair_plan::ROUNDS {
             left = match self.datapath.observe_mesh(&mesh, &peers).await {

@@ -25,10 +25,11 @@ use tokio::sync::watch;
 use super::{AddressClaim, Source, SourceError};
 use privnet_api::keys::{
     AGENT_FIELD_MANAGER, APPLICATION_LABEL, CLAIM_KIND_LABEL, CONTAINER_NUMBER_ANNOTATION,
-    NETWORK_ID_ANNOTATION, NETWORK_LABEL, PROCESS_TYPE_LABEL, WG_ENDPOINT_ANNOTATION,
-    WG_PUBLIC_KEY_ANNOTATION,
+    NETWORK_ID_ANNOTATION, NETWORK_LABEL, PROCESS_TYPE_LABEL,
 };
-use privnet_api::readers::{endpoint_info, endpoint_spec, network_info, node_info, workload_of};
+use privnet_api::readers::{
+    endpoint_info, endpoint_spec, network_info, node_annotations, node_info, workload_of,
+};
 use privnet_api::readers::{held_namespaces, namespace_conflicts};
 use privnet_api::{PrivateEndpoint, PrivateNetwork, Project};
 use privnet_core::rpc::Workload;
@@ -244,8 +245,10 @@ impl Source for KubeSource {
     }
 
     async fn publish_node(&self, node: &NodeInfo) -> Result<(), SourceError> {
-        let body = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": node.name, "annotations": {
-            WG_PUBLIC_KEY_ANNOTATION: node.public_key, WG_ENDPOINT_ANNOTATION: node.endpoint.to_string() } } });
+        // Server-side apply of every annotation the agent owns: one left out
+        // (a finished rotation's next key) is removed.
+        let body = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": node.name,
+            "annotations": node_annotations(node) } });
         Api::<Node>::all(self.client.clone())
             .patch(
                 &node.name,
@@ -449,6 +452,7 @@ impl Source for KubeSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use privnet_api::keys::{WG_ENDPOINT_ANNOTATION, WG_PUBLIC_KEY_ANNOTATION};
     use privnet_api::{PrivateNetworkSpec, PrivateNetworkStatus, ProjectSpec, ProjectStatus};
 
     #[test]

@@ -61,6 +61,18 @@ impl LocalDir {
             view.nodes =
                 serde_json::from_str(&text).map_err(|e| decode(&self.root.join("mesh.json"), e))?;
         }
+        // mesh.json gives the VTEPs (the controller role's); the keys are
+        // what each agent publishes now, so a key rotation needs no new mesh.
+        for n in &mut view.nodes {
+            let path = self.root.join("nodes").join(format!("{}.json", n.name));
+            let Some(text) = read_opt(&path)? else {
+                continue;
+            };
+            let published: NodeInfo = serde_json::from_str(&text).map_err(|e| decode(&path, e))?;
+            n.public_key = published.public_key;
+            n.next_public_key = published.next_public_key;
+            n.accepted_keys = published.accepted_keys;
+        }
         for (path, text) in read_all(&self.root.join("networks"))? {
             let pn: PrivateNetwork = serde_yaml::from_str(&text).map_err(|e| decode(&path, e))?;
             if let Some(info) = network_info(&pn) {

@@ -176,6 +176,7 @@ async fn containers_on_two_nodes_talk_only_through_wireguard() {
             endpoint: Some(SocketAddr::from((other.underlay_ip, 51820))),
             vtep: other.vtep,
             keepalive: None,
+            standby: false,
         }];
         let plan = wg.set_peers(&peers).await.unwrap();
         assert_eq!(plan.configure.len(), 1);

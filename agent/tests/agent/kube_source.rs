@@ -64,6 +64,8 @@ async fn kube_source_reads_and_writes_through_the_api() {
             public_key: KEY.into(),
             endpoint: "192.0.2.1:51999".parse().unwrap(),
             vtep: None,
+            next_public_key: None,
+            accepted_keys: Vec::new(),
         })
         .await
         .unwrap();

@@ -177,6 +177,8 @@ fn mesh_keeps_vteps_of_known_nodes() {
         public_key: key.into(),
         endpoint: "192.168.1.1:51820".parse().unwrap(),
         vtep: None,
+        next_public_key: None,
+        accepted_keys: Vec::new(),
     };
     let k1 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let k2 = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";

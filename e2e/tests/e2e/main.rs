@@ -10,6 +10,7 @@ mod doctor;
 mod faults;
 mod first_packet;
 mod isolation;
+mod key_rotation;
 mod kube_path;
 mod neighbour;
 mod node_loss;

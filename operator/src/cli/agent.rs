@@ -112,6 +112,16 @@ pub struct AgentArgs {
     /// devices, addresses, FDB, WireGuard daemon and peers, DNS responders), milliseconds.
     #[arg(long, env = "PRIVNET_RESYNC_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     resync_ms: u64,
+    /// Rotate the node's WireGuard key when it is this many seconds old (default: only on
+    /// request, `touch <state-dir>/rotate-key`). Peers accept the next key before the node
+    /// switches to it, so established streams keep flowing (docs/OPERATOR.md).
+    #[arg(long = "rotate-key-every", value_parser = clap::value_parser!(u64).range(60..))]
+    rotate_key_every_secs: Option<u64>,
+    /// Seconds a rotation waits for every peer to accept the next key before it is aborted
+    /// (the key then stays as it was).
+    #[arg(long = "rotate-key-timeout", default_value_t = privnet_core::rotation::DEFAULT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    rotate_key_timeout_secs: u64,
     /// Disable the node guard (negative-control tests only; NEVER in production).
     #[arg(long, hide = true)]
     insecure_disable_guard: bool,
@@ -194,6 +204,10 @@ fn config_of(args: &AgentArgs) -> Result<AgentConfig> {
             ..HoldPolicy::default()
         },
         resync: std::time::Duration::from_millis(args.resync_ms),
+        rotate_key_every: args
+            .rotate_key_every_secs
+            .map(std::time::Duration::from_secs),
+        rotate_key_timeout: std::time::Duration::from_secs(args.rotate_key_timeout_secs),
     })
 }
 
@@ -226,6 +240,7 @@ fn check_config(args: &AgentArgs, cfg: &AgentConfig) -> Result<()> {
         "metricsAddr": args.metrics_addr.to_string(),
         "groFlushTimeoutUs": args.gro_flush_timeout_us,
         "resyncMs": args.resync_ms,
+        "rotateKeyEverySecs": args.rotate_key_every_secs, "rotateKeyTimeoutSecs": args.rotate_key_timeout_secs,
         "holdRemovals": {"share": args.hold_removals_share, "above": args.hold_removals_above, "graceSecs": args.hold_removals_grace_secs},
     });
     super::check::print("agent", doc, notes)
@@ -280,6 +295,7 @@ async fn serve<S: Source>(cfg: AgentConfig, source: S, metrics_addr: SocketAddr)
         .with_context(|| format!("failed to bind {metrics_addr}"))?;
     tokio::spawn(agent.clone().follow_source());
     tokio::spawn(agent.clone().converge_loop());
+    tokio::spawn(agent.clone().watch_standbys());
     tokio::spawn(health::serve(
         metrics,
         Arc::new(Health(agent.clone())),

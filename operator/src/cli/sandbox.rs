@@ -146,6 +146,15 @@ enum SandboxCommand {
         #[arg(short, long, value_enum, default_value = "text")]
         output: super::doctor::Output,
     },
+    /// Rotate a node's WireGuard key (as `touch <state-dir>/rotate-key` on a node does) and
+    /// wait until every other node holds only the new key.
+    RotateKey {
+        /// Node name.
+        node: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Remove everything the sandbox created (safe to run twice).
     Down,
     /// The API server, scheduler and kubelets of the Kubernetes path (started by `up`).
@@ -267,6 +276,17 @@ pub fn run(args: SandboxArgs) -> Result<()> {
                 matches!(action, AgentAction::Start),
                 &Binaries::beside_current_exe()?,
             )?;
+        }
+        SandboxCommand::RotateKey { node, timeout_secs } => {
+            let report =
+                ops::rotate_key(&name, &node, std::time::Duration::from_secs(timeout_secs))?;
+            println!(
+                "{}: {} -> {} in {} ms; every peer holds only the new key",
+                report.node,
+                report.old_key,
+                report.new_key,
+                report.took.as_millis()
+            );
         }
         SandboxCommand::StartAgents => {
             print_text(&ops::start_agents(&name, &Binaries::beside_current_exe()?)?);

@@ -5,10 +5,12 @@
 mod controller_role;
 mod kube_path;
 mod lifecycle;
+mod rotate;
 mod workloads;
 
 pub use kube_path::{CONTROLLER_REPLICAS, LEASE_SECONDS, controller_control};
 pub use lifecycle::{agent_control, scale, start_agents, up, up_without_agents};
+pub use rotate::{RotationReport, rotate_key};
 pub use workloads::{apply, converge_containers, desired_containers};
 
 use std::path::PathBuf;

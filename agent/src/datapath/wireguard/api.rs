@@ -211,6 +211,7 @@ mod tests {
             endpoint: Some(SocketAddr::from(([192, 0, 2, n], port))),
             vtep: Ipv4Addr::new(10, 99, 0, n),
             keepalive: Some(25),
+            standby: false,
         })
         .unwrap()
     }

@@ -43,10 +43,14 @@ impl Wireguard {
         let missing: Vec<&MeshPeer> = peers
             .iter()
             .filter(|p| {
-                let want = format!("{}/32", p.vtep);
+                let want: Vec<String> = if p.standby {
+                    Vec::new()
+                } else {
+                    vec![format!("{}/32", p.vtep)]
+                };
                 !have
                     .iter()
-                    .any(|h| h.public_key == p.public_key && h.allowed_ips == [want.clone()])
+                    .any(|h| h.public_key == p.public_key && h.allowed_ips == want)
             })
             .collect();
         let extra = have

@@ -14,6 +14,7 @@
 
 mod api;
 use api::{fix_key_and_port, sync_peers};
+pub use defguard_wireguard_rs::key::Key;
 mod daemon;
 mod health;
 mod key;
@@ -32,7 +33,10 @@ use rtnetlink::packet_route::link::LinkMessage;
 use super::links::{self, LinkError};
 use super::netns::{self, NetnsError, NetnsFd};
 
-pub use key::load_or_create_key;
+pub use key::{
+    create_next_key, discard_next_key, key_age, load_next_key, load_or_create_key,
+    promote_next_key, rotate_request_file,
+};
 pub use plan::{PeerPlan, desired_peer, plan_peers};
 
 /// Directory of wireguard-go's UAPI sockets.
@@ -130,6 +134,9 @@ pub struct MeshPeer {
     pub vtep: Ipv4Addr,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
+    /// An announced next key of the node (see `privnet_core::rotation`): configured with
+    /// no allowed IPs and no keepalive, so it can answer a handshake but routes nothing.
+    pub standby: bool,
 }
 
 /// What the interface reports about a peer (for metrics).
@@ -222,6 +229,21 @@ impl Wireguard {
         let desired: Vec<Peer> = peers.iter().map(desired_peer).collect::<Result<_, _>>()?;
         self.call("configure peers", move |api| sync_peers(api, desired))
             .await
+    }
+
+    /// Routes to a peer's next key: `wg set <if> peer NEXT allowed-ips VTEP/32 …` (the VTEP
+    /// moves to it in one step), then `wg set <if> peer OLD remove`.
+    pub async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), WireguardError> {
+        let routed = desired_peer(&MeshPeer {
+            standby: false,
+            ..peer.clone()
+        })?;
+        let old = Key::try_from(old).map_err(|_| WireguardError::BadKey(old.to_string()))?;
+        self.call("route to a peer's next key", move |api| {
+            api.peer(&routed)?;
+            api.unpeer(&old)
+        })
+        .await
     }
 
     /// The peers as the interface reports them (`wg show <if> dump`).

@@ -30,14 +30,17 @@ pub struct PeerPlan {
     pub remove: Vec<Key>,
 }
 
-/// The `Peer` configured for one mesh peer: its VTEP /32 is the only allowed IP.
+/// The `Peer` configured for one mesh peer: its VTEP /32 is the only allowed IP (none for
+/// a standby key).
 pub fn desired_peer(p: &MeshPeer) -> Result<Peer, WireguardError> {
     let key = Key::try_from(p.public_key.as_str())
         .map_err(|_| WireguardError::BadKey(p.public_key.clone()))?;
     let mut peer = Peer::new(key);
     peer.endpoint = p.endpoint;
-    peer.persistent_keepalive_interval = p.keepalive;
-    peer.allowed_ips = vec![IpAddrMask::new(IpAddr::V4(p.vtep), 32)];
+    if !p.standby {
+        peer.persistent_keepalive_interval = p.keepalive;
+        peer.allowed_ips = vec![IpAddrMask::new(IpAddr::V4(p.vtep), 32)];
+    }
     Ok(peer)
 }
 
@@ -95,6 +98,7 @@ mod tests {
             endpoint: Some(SocketAddr::from(([192, 0, 2, n], port))),
             vtep: Ipv4Addr::new(10, 99, 0, n),
             keepalive: Some(25),
+            standby: false,
         })
         .unwrap()
     }

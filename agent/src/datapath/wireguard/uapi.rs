@@ -5,6 +5,7 @@
 
 use defguard_wireguard_rs::error::WireguardInterfaceError;
 use defguard_wireguard_rs::host::Host;
+use defguard_wireguard_rs::key::Key;
 use defguard_wireguard_rs::{Kernel, Userspace, WGApi};
 
 use super::super::netns;
@@ -12,6 +13,38 @@ use super::api::{KernelOps, WgOps};
 use super::{Backend, Wireguard, WireguardError};
 
 impl Wireguard {
+    /// Switches the userspace interface to `key` and nothing else (`wg set <if> private-key
+    /// …`): wireguard-go's `SetPrivateKey` expires every peer's sending keypairs (new
+    /// handshakes start, with the new key, on the next packet) and keeps their receiving
+    /// ones, so what peers still send on the old sessions arrives. The library's host write
+    /// would send `replace_peers=true` (every session torn down), so this is one line over the
+    /// UAPI socket.
+    pub async fn switch_key(&mut self, key: &Key) -> Result<(), WireguardError> {
+        let request = format!("set=1\nprivate_key={}\n\n", key.to_lower_hex());
+        let path = self.socket_path();
+        let ifname = self.config.ifname.clone();
+        let reply = tokio::task::spawn_blocking(move || uapi_request(&path, &request))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        match reply {
+            Ok(reply) if reply.lines().any(|l| l == "errno=0") => {
+                self.public_key = key.public_key().to_string();
+                Ok(())
+            }
+            Ok(reply) => Err(WireguardError::Api {
+                action: "switch the private key",
+                ifname,
+                reason: reply.trim().replace('\n', " "),
+            }),
+            Err(e) => Err(WireguardError::Api {
+                action: "switch the private key",
+                ifname,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     pub(super) async fn read_host(&self) -> Result<Host, WireguardError> {
         self.call("read the interface", |api| api.read()).await
     }
@@ -54,4 +87,22 @@ fn api_err(
         ifname,
         reason: e.to_string(),
     }
+}
+
+/// One UAPI exchange on wireguard-go's socket: the request, then its reply up to the blank line.
+fn uapi_request(path: &std::path::Path, request: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    let mut lines = std::io::BufReader::new(stream).lines();
+    while let Some(line) = lines.next().transpose()? {
+        if line.is_empty() {
+            break;
+        }
+        reply.push_str(&line);
+        reply.push('\n');
+    }
+    Ok(reply)
 }

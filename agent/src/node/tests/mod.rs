@@ -9,6 +9,7 @@ mod hold;
 mod plan;
 mod repair;
 mod restart;
+mod rotation;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -49,6 +50,8 @@ pub struct SourceState {
     pub publications: Vec<String>,
     /// Containers whose owner (pod) is gone from the cluster.
     pub owners_gone: BTreeSet<String>,
+    /// This node's entries as published, in order.
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// An in-memory source; clones share state.
@@ -72,7 +75,8 @@ impl Source for FakeSource {
     async fn next_view(&self, _since: u64) -> Result<(u64, ClusterView), SourceError> {
         std::future::pending().await
     }
-    async fn publish_node(&self, _node: &NodeInfo) -> Result<(), SourceError> {
+    async fn publish_node(&self, node: &NodeInfo) -> Result<(), SourceError> {
+        self.state().nodes.push(node.clone());
         Ok(())
     }
     fn endpoint_owner_exists(&self, ep: &EndpointInfo) -> bool {
@@ -220,6 +224,8 @@ pub fn config(state: &std::path::Path) -> AgentConfig {
             ..Default::default()
         },
         resync: crate::node::plan::RESYNC,
+        rotate_key_every: None,
+        rotate_key_timeout: privnet_core::rotation::DEFAULT_TIMEOUT,
     }
 }
 
@@ -229,6 +235,8 @@ pub fn node(name: &str, last: u8, vtep: bool) -> NodeInfo {
         public_key: format!("key-{name}"),
         endpoint: SocketAddr::from(([192, 0, 2, last], 51820)),
         vtep: vtep.then(|| Ipv4Addr::new(100, 64, 0, last)),
+        next_public_key: None,
+        accepted_keys: Vec::new(),
     }
 }
 

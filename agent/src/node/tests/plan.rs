@@ -94,7 +94,7 @@ fn port_actions_and_purge_timing() {
 
 #[test]
 fn silent_peer_timers_follow_the_clock() {
-    let peers = mesh_peers(NODE, Some(25), &view());
+    let peers = mesh_peers(NODE, Some(25), &view(), &Default::default());
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].keepalive, Some(25));
     let status = |age: Option<Duration>| {
@@ -205,4 +205,54 @@ fn an_endpoint_wiped_from_the_source_is_published_again_once_seen() {
     let p = plan_publication(NODE, &records, &view(), &published, &p.shown);
     assert_eq!(p.publish.len(), 1, "{p:?}");
     assert!(p.shown.is_empty());
+}
+
+#[test]
+fn a_standby_is_in_use_from_its_first_authenticated_byte_and_polled_for_a_while() {
+    let mut v = view();
+    v.nodes[1].next_public_key = Some("next-n2".into());
+    let peers = mesh_peers(NODE, Some(25), &v, &Default::default());
+    assert_eq!(
+        peers
+            .iter()
+            .map(|p| (p.public_key.as_str(), p.standby, p.keepalive))
+            .collect::<Vec<_>>(),
+        vec![("key-n2", false, Some(25)), ("next-n2", true, Some(25))]
+    );
+    let status = |key: &str, age: Option<Duration>, rx: u64| PeerStatus {
+        public_key: key.into(),
+        endpoint: None,
+        allowed_ips: vec![],
+        last_handshake_age: age,
+        rx_bytes: rx,
+        tx_bytes: 0,
+    };
+    // Only the old key shook hands: nothing switched.
+    let old_only = [
+        status("key-n2", Some(Duration::from_secs(3)), 900),
+        status("next-n2", None, 0),
+    ];
+    assert!(handshaken_standbys(&peers, &old_only).is_empty());
+    // An initiation was authenticated on the standby: switched, before the handshake completes.
+    let initiated = [status("next-n2", None, 148)];
+    assert_eq!(
+        handshaken_standbys(&peers, &initiated),
+        BTreeSet::from(["next-n2".to_string()])
+    );
+    let done = [status("next-n2", Some(Duration::ZERO), 0)];
+    assert_eq!(handshaken_standbys(&peers, &done).len(), 1);
+    // Polled fast for a while after it appeared, then no more.
+    let mut since = BTreeMap::new();
+    let t0 = Instant::now();
+    track_standbys(&mut since, &peers, t0);
+    assert_eq!(
+        standby_poll(&since, t0 + Duration::from_secs(1)),
+        Some(privnet_core::rotation::STANDBY_POLL)
+    );
+    assert_eq!(
+        standby_poll(&since, t0 + privnet_core::rotation::STANDBY_FAST_FOR),
+        None
+    );
+    track_standbys(&mut since, &peers[..1], t0);
+    assert!(since.is_empty(), "gone with its standby");
 }

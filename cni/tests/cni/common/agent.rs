@@ -63,6 +63,16 @@ impl NodeDatapath for TestDatapath {
     async fn read_peers(&self) -> Result<Vec<PeerStatus>, DatapathError> {
         self.mesh.read_peers().await
     }
+    async fn switch_key(
+        &self,
+        mesh: &MeshSpec,
+        key: &privnet_agent::datapath::wireguard::Key,
+    ) -> Result<(), DatapathError> {
+        self.mesh.switch_key(mesh, key).await
+    }
+    async fn promote_standby(&self, peer: &MeshPeer, old: &str) -> Result<(), DatapathError> {
+        self.mesh.promote_standby(peer, old).await
+    }
     async fn poke(&self, vteps: &[Ipv4Addr]) {
         self.mesh.poke(vteps).await
     }
@@ -176,6 +186,8 @@ fn view(with_vtep: bool) -> ClusterView {
             public_key: "key".into(),
             endpoint: "192.0.2.1:51820".parse().unwrap(),
             vtep: with_vtep.then_some(VTEP),
+            next_public_key: None,
+            accepted_keys: Vec::new(),
         }],
         networks: vec![NetworkInfo {
             id: NETWORK_ID.into(),
@@ -244,6 +256,8 @@ impl TestAgent {
             guard_disabled: false,
             removal_hold: Default::default(),
             resync: privnet_agent::node::plan::RESYNC,
+            rotate_key_every: None,
+            rotate_key_timeout: privnet_core::rotation::DEFAULT_TIMEOUT,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
