@@ -7,6 +7,7 @@ pub mod config;
 pub mod datapath;
 pub mod dns;
 pub mod doctor;
+pub mod heap;
 pub mod local_network;
 pub mod metrics;
 pub mod node;

@@ -252,6 +252,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     if args.check_config {
         return check_config(&args, &cfg);
     }
+    privnet_agent::heap::limit_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking threads (an ADD's nft feed) are cheap to start again:
@@ -263,6 +264,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let node = args.node.clone();
     let metrics_addr = args.metrics_addr;
     runtime.block_on(async move {
+        tokio::spawn(privnet_agent::heap::trim_periodically());
         match args.source_dir {
             Some(dir) => serve(cfg, LocalDir::new(dir, node), metrics_addr).await,
             None => {
