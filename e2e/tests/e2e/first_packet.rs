@@ -122,14 +122,7 @@ fn nft(sb: &Sandbox, netns: &str, rule: &str) {
 fn the_first_ping_after_add_is_answered() {
     common::require_root!();
     let sb = Sandbox::up("fp", Some(SCENARIO));
-    let status = sb.status();
-    let n1 = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "n1")
-        .expect("node n1")
-        .clone();
+    let n1 = sb.node("n1");
     let network = sb.network("fp");
     let gateway = network["gateway"].as_str().unwrap().to_string();
     let vni = network["vni"].as_u64().unwrap();

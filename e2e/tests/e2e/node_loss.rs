@@ -18,13 +18,7 @@ fn losing_a_node_keeps_the_rest_working() {
     common::require_root!();
     let sb = Sandbox::up("n", Some(SCENARIO));
     let status = sb.status();
-    let n3 = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "n3")
-        .unwrap()
-        .clone();
+    let n3 = sb.node("n3");
     let on = |node: &str| {
         sb.containers()
             .into_iter()

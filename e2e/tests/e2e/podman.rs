@@ -94,14 +94,7 @@ fn podman_container_joins_a_sandbox_network() {
     // A runtime outside Kubernetes: on the Kubernetes path its container
     // has no pod to own its endpoint, so this runs on local files.
     let sb = Sandbox::up_files("m", Some(SCENARIO));
-    let status = sb.status();
-    let n1 = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "n1")
-        .unwrap()
-        .clone();
+    let n1 = sb.node("n1");
     let net = sb.network("pm");
     let peer = sb.container("peer-web-1");
     let dir = std::env::temp_dir().join(format!("{}-podman", sb.name));

@@ -203,6 +203,17 @@ impl Sandbox {
             .unwrap_or_else(|| panic!("no container {name}"))
     }
 
+    /// The node (JSON) named `name`.
+    pub fn node(&self, name: &str) -> Value {
+        self.status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+            .clone()
+    }
+
     /// The network (JSON) of `project`.
     pub fn network(&self, project: &str) -> Value {
         self.status()["networks"]

@@ -45,13 +45,7 @@ fn agent_kill_9_during_64_parallel_adds_leaks_nothing() {
     common::require_root!();
     let sb = Sandbox::up_files("k", Some(SCENARIO));
     let status = sb.status();
-    let n1 = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "n1")
-        .unwrap()
-        .clone();
+    let n1 = sb.node("n1");
     let net = sb.network("burst");
     let s = |v: &Value| v.as_str().unwrap().to_string();
     let net_ns = format!("{}{}", s(&n1["networkNetnsPrefix"]), net["vni"]);

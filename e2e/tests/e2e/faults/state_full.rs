@@ -51,13 +51,7 @@ struct Node {
 
 fn node(sb: &Sandbox) -> Node {
     let status = sb.status();
-    let n = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "n1")
-        .unwrap()
-        .clone();
+    let n = sb.node("n1");
     let net = sb.network("full");
     let s = |v: &Value| v.as_str().unwrap().to_string();
     Node {
