@@ -210,14 +210,17 @@ pub fn run(args: SandboxArgs) -> Result<()> {
             } else {
                 format!("{me} sandbox --name {name}")
             };
-            let first = &state.containers[0];
-            let app_name = first
-                .hostname
-                .splitn(3, '.')
-                .nth(2)
-                .unwrap_or(&first.hostname);
-            println!("\nTry:\n  {cmd} exec {} -- host {app_name}", first.name);
-            println!("  {cmd} exec {} -- env", first.name);
+            println!("\nTry:");
+            // A scenario may start with no containers (scale one up later).
+            if let Some(first) = state.containers.first() {
+                let app_name = first
+                    .hostname
+                    .splitn(3, '.')
+                    .nth(2)
+                    .unwrap_or(&first.hostname);
+                println!("  {cmd} exec {} -- host {app_name}", first.name);
+                println!("  {cmd} exec {} -- env", first.name);
+            }
             if !state.kubeconfig.is_empty() {
                 println!(
                     "  KUBECONFIG={} kubectl get pods -A -o wide",
