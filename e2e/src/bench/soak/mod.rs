@@ -43,6 +43,8 @@ const BLOCK: usize = 50;
 /// How long the agent may take to settle before a sample (retired ports
 /// are purged once a network is quiet, an unused network is removed).
 const SETTLE: Duration = Duration::from_secs(60);
+/// One agent heap trim period (10 s) and a margin.
+const TRIMMED_AFTER: Duration = Duration::from_secs(11);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -199,7 +201,8 @@ fn settled(
     label: &str,
     cycles: usize,
 ) -> Result<Sample, SoakError> {
-    let deadline = Instant::now() + SETTLE;
+    let started = Instant::now();
+    let deadline = started + SETTLE;
     let mut last = sample::take(node, label, cycles)?;
     let mut steady = 0;
     loop {
@@ -217,7 +220,11 @@ fn settled(
         } else {
             0
         };
-        if steady >= 2 || Instant::now() > deadline {
+        // RSS is read once the agent's periodic heap trim (every 10 s,
+        // `privnet_agent::heap`) has run since the last cycle: what it keeps
+        // then is what it holds, not what glibc has not handed back yet.
+        let trimmed = started.elapsed() >= TRIMMED_AFTER;
+        if (steady >= 2 && trimmed) || Instant::now() > deadline {
             return Ok(now);
         }
         last = now;
