@@ -227,6 +227,11 @@ pub fn root_of(name: &str) -> PathBuf {
 }
 
 impl SandboxState {
+    /// Index of the node named `node` in [`Self::nodes`].
+    pub fn node_index(&self, node: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == node)
+    }
+
     /// Path of the state file.
     pub fn path(name: &str) -> PathBuf {
         root_of(name).join("state.json")

@@ -321,9 +321,7 @@ pub fn agent_control(
 ) -> Result<SandboxState, SandboxError> {
     let mut state = SandboxState::load(name)?;
     let idx = state
-        .nodes
-        .iter()
-        .position(|n| n.name == node)
+        .node_index(node)
         .ok_or_else(|| SandboxError::Precondition(format!("no node {node:?}")))?;
     if start {
         if !topology::alive(state.nodes[idx].agent_pid) {

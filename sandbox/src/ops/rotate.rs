@@ -37,9 +37,7 @@ pub fn rotate_key(
 ) -> Result<RotationReport, SandboxError> {
     let mut state = SandboxState::load(name)?;
     let idx = state
-        .nodes
-        .iter()
-        .position(|n| n.name == node)
+        .node_index(node)
         .ok_or_else(|| SandboxError::Precondition(format!("no node {node:?}")))?;
     let me = state.nodes[idx].clone();
     let backend = state.wireguard_backend;
