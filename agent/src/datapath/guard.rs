@@ -27,6 +27,8 @@ use super::netns::{self, NetnsError, NetnsFd};
 pub const AGENT_TABLE: &str = "inet privnet-guard";
 /// Bridge table of a network namespace (anti-spoofing, gateway MAC off the overlay).
 pub const PORTS_TABLE: &str = "bridge privnet-ports";
+/// [`PORTS_TABLE`]'s name alone (netlink names the family apart).
+pub const PORTS_TABLE_NAME: &str = "privnet-ports";
 /// Input table of a network namespace (what may reach the gateway).
 pub const GATEWAY_TABLE: &str = "inet privnet-gw";
 
@@ -41,11 +43,15 @@ pub enum GuardError {
     Nft(#[source] NetnsError),
 }
 
-/// The verdict map from container port to its chain.
-pub const PORTS_MAP: &str = "ports";
+/// Set of the (port, source MAC) pairs a container port may send from.
+pub const PORT_MACS: &str = "port-mac";
+/// Set of the (port, IPv4 source) pairs a container port may send from.
+pub const PORT_IPS: &str = "port-ip";
 
 /// Chain of frames entering from the VXLAN port.
 const FROM_MESH: &str = "from-mesh";
+/// Chain of frames entering from a container port.
+const FROM_PORT: &str = "from-port";
 /// Chain of frames leaving through the VXLAN port.
 const TO_MESH: &str = "to-mesh";
 
@@ -147,74 +153,93 @@ pub fn agent_ruleset(guard: &NodeGuard, disabled: bool) -> Result<String, GuardE
     Ok(text)
 }
 
-/// The per-port chain of a container port: its name and its rules.
-fn port_chain(port: &GuardedPort) -> Result<(String, Vec<String>), GuardError> {
-    ifname(&port.host_ifname)?;
+/// A container port's name, refused unless it is a plain ifname with the
+/// container-port prefix (anything else could never match `pv*`).
+fn port_ifname(port: &GuardedPort) -> Result<String, GuardError> {
+    let quoted = ifname(&port.host_ifname)?;
     if !port.host_ifname.starts_with(PORT_PREFIX) {
         return Err(GuardError::InvalidIfname(port.host_ifname.clone()));
     }
-    let (mac, ip) = (format_mac(&port.mac), port.ip);
-    // Ordered for the common frame: an IPv4 one leaves after four rules.
-    // Only IPv4, ARP and IPv6 pass; anything else (VLAN tags, other L2
-    // protocols) falls to the final drop.
-    let rules = vec![
-        format!("ether saddr != {mac} drop"),
-        format!("ether type ip ip saddr != {ip} drop"),
-        "ether type ip udp sport 67 drop".to_string(),
-        "ether type ip accept".to_string(),
-        format!("ether type arp arp saddr ether != {mac} drop"),
-        // 0.0.0.0 is an RFC 5227 probe: it claims nothing and poisons no cache.
-        format!("ether type arp arp saddr ip != {{ {ip}, 0.0.0.0 }} drop"),
-        "ether type arp accept".to_string(),
-        "ether type ip6 icmpv6 type nd-router-advert drop".to_string(),
-        "ether type ip6 accept".to_string(),
-        "drop".to_string(),
-    ];
-    Ok((format!("port-{}", port.host_ifname), rules))
+    Ok(quoted)
 }
 
-fn chain_block(name: &str, rules: &[String]) -> String {
-    let mut text = format!("\tchain {name} {{\n");
-    for rule in rules {
-        let _ = writeln!(text, "\t\t{rule}");
+/// A port's `port-mac` element as nft writes it (`"pv1a" . 0a:58:…`).
+pub fn mac_element(port: &GuardedPort) -> Result<String, GuardError> {
+    Ok(format!(
+        "{} . {}",
+        port_ifname(port)?,
+        format_mac(&port.mac)
+    ))
+}
+
+/// A port's `port-ip` element as nft writes it (`"pv1a" . 10.240.0.5`).
+pub fn ip_element(port: &GuardedPort) -> Result<String, GuardError> {
+    Ok(format!("{} . {}", port_ifname(port)?, port.ip))
+}
+
+/// `set NAME { type …; elements = { … }; }` on one line (no `elements`
+/// clause when empty: nft refuses an empty list).
+fn set_line(name: &str, key_type: &str, elements: &[String]) -> String {
+    if elements.is_empty() {
+        format!("\tset {name} {{ type {key_type}; }}\n")
+    } else {
+        format!(
+            "\tset {name} {{ type {key_type}; elements = {{ {} }}; }}\n",
+            elements.join(", ")
+        )
     }
-    text.push_str("\t}\n");
-    text
 }
 
 /// The network-namespace guard: `bridge privnet-ports` and `inet privnet-gw`.
 pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
     let vx = ifname(&guard.vxlan)?;
     let gw = format_mac(&guard.gateway_mac);
-    // Every bridge port dispatches through the verdict map `ports`, one
-    // lookup per frame whatever the number of ports: the VXLAN port to
-    // `from-mesh`, each container port to a chain of its own. A port the
-    // agent has not registered yet matches the final wildcard and is
-    // dropped: fail closed. Ports come and go through [`ports_update`].
-    let mut chains = String::new();
-    let mut elements = vec![format!("{vx} : jump {FROM_MESH}")];
-    for port in &guard.ports {
-        let (chain, rules) = port_chain(port)?;
-        elements.push(format!("{} : jump {chain}", ifname(&port.host_ifname)?));
-        chains.push_str(&chain_block(&chain, &rules));
-    }
-    let elements = elements.join(", ");
+    // One chain for every container port: a frame passes only if its
+    // (port, source) pair is in the port sets, so a port gets its guard by
+    // two set elements, added over netlink on the ADD path without a
+    // ruleset change (see [`ports_update`]). A port the agent has not
+    // registered yet has no element and is dropped: fail closed. Only IPv4,
+    // ARP and IPv6 pass; anything else (VLAN tags, other L2 protocols) falls
+    // to the final drop. Ordered for the common frame: an IPv4 one leaves
+    // after four rules.
+    let macs = guard
+        .ports
+        .iter()
+        .map(mac_element)
+        .collect::<Result<Vec<_>, _>>()?;
+    let ips = guard
+        .ports
+        .iter()
+        .map(ip_element)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut text = reset(PORTS_TABLE);
+    text.push_str(&format!("table {PORTS_TABLE} {{\n"));
+    text.push_str(&set_line(PORT_MACS, "ifname . ether_addr", &macs));
+    text.push_str(&set_line(PORT_IPS, "ifname . ipv4_addr", &ips));
     let _ = write!(
         text,
-        "table {PORTS_TABLE} {{\n\
-         \tmap {PORTS_MAP} {{ type ifname : verdict; elements = {{ {elements} }}; }}\n\
-         \tchain prerouting {{\n\
+        "\tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority filter; policy accept;\n\
-         \t\tiifname vmap @{PORTS_MAP}\n\
          \t\tiifname {vx} jump {FROM_MESH}\n\
-         \t\tiifname \"{PORT_PREFIX}*\" drop\n\
+         \t\tiifname \"{PORT_PREFIX}*\" jump {FROM_PORT}\n\
          \t}}\n\
          \tchain {FROM_MESH} {{\n\
          \t\tether saddr {gw} drop\n\
          \t\taccept\n\
          \t}}\n\
-         {chains}\
+         \tchain {FROM_PORT} {{\n\
+         \t\tiifname . ether saddr != @{PORT_MACS} drop\n\
+         \t\tether type ip iifname . ip saddr != @{PORT_IPS} drop\n\
+         \t\tether type ip udp sport 67 drop\n\
+         \t\tether type ip accept\n\
+         \t\tether type arp iifname . arp saddr ether != @{PORT_MACS} drop\n\
+         \t\tether type arp arp saddr ip 0.0.0.0 accept\n\
+         \t\tether type arp iifname . arp saddr ip != @{PORT_IPS} drop\n\
+         \t\tether type arp accept\n\
+         \t\tether type ip6 icmpv6 type nd-router-advert drop\n\
+         \t\tether type ip6 accept\n\
+         \t\tdrop\n\
+         \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype filter hook postrouting priority filter; policy accept;\n\
          \t\toifname {vx} jump {TO_MESH}\n\
@@ -250,94 +275,116 @@ pub fn network_ruleset(guard: &NetworkGuard) -> Result<String, GuardError> {
     Ok(text)
 }
 
-/// The container ports as they are in the kernel's `ports` map: the live
-/// ones, and retired ones whose element and chain are still there. Removing
-/// an element is an RCU-synchronised commit (~15 ms here) that also holds up
-/// every network-device unregistration in the namespace, so retirements are
-/// batched ([`retire_text`]) instead of paid on every detach. A retired
-/// entry is harmless: its interface name no longer exists, and a port that
-/// comes back under the same name gets its chain rewritten.
+/// The container ports as they are in the kernel's port sets: the live
+/// ones, and retired ones whose elements are still there. Removing
+/// elements is a commit that waits for an RCU grace period and holds up
+/// network-device unregistration in the namespace meanwhile, so
+/// retirements are batched ([`retire_change`]) instead of paid on every
+/// detach. A retired element is harmless: its interface name no longer
+/// exists, and a port that comes back under the same name with another
+/// MAC or address has the old elements removed first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortTable {
     /// Ports guarded now.
     pub live: Vec<GuardedPort>,
-    /// Names of departed ports still in the map.
-    pub retired: std::collections::BTreeSet<String>,
+    /// Departed ports whose elements are still in the sets, by name.
+    pub retired: std::collections::BTreeMap<String, GuardedPort>,
+}
+
+/// Elements to take out of and put into the port sets, in one transaction
+/// (removals first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortChange {
+    /// Ports whose elements go.
+    pub remove: Vec<GuardedPort>,
+    /// Ports whose elements come.
+    pub add: Vec<GuardedPort>,
+}
+
+impl PortChange {
+    /// Nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty()
+    }
+
+    /// Every port of the change passes [`port_ifname`].
+    pub fn validate(&self) -> Result<(), GuardError> {
+        for port in self.remove.iter().chain(&self.add) {
+            port_ifname(port)?;
+        }
+        Ok(())
+    }
+
+    /// The change as nft text (`delete element` / `add element`), for
+    /// `nft -f` where netlink is not used (tests, the doctor's fix hints).
+    pub fn text(&self) -> Result<String, GuardError> {
+        let mut text = String::new();
+        for (verb, ports) in [("delete", &self.remove), ("add", &self.add)] {
+            if ports.is_empty() {
+                continue;
+            }
+            for (set, element) in [
+                (PORT_MACS, mac_element as fn(&GuardedPort) -> _),
+                (PORT_IPS, ip_element),
+            ] {
+                let elements = ports.iter().map(element).collect::<Result<Vec<_>, _>>()?;
+                let _ = writeln!(
+                    text,
+                    "{verb} element {PORTS_TABLE} {set} {{ {} }}",
+                    elements.join(", ")
+                );
+            }
+        }
+        Ok(text)
+    }
 }
 
 /// The incremental change to a table built by [`network_ruleset`] that
-/// makes `desired` live: new or changed ports get their chain (re)written
-/// and their map element, departed ones are only retired. Base chains
-/// (hooks) are never touched. Returns the nft text (`None`: nothing to
-/// commit) and the table afterwards.
+/// makes `desired` live: new or changed ports get their elements (a port
+/// whose name is still in the sets with another MAC or address loses the
+/// old ones in the same commit), departed ones are only retired. Chains are
+/// never touched. Returns the change and the table afterwards.
 pub fn ports_update(
     table: &PortTable,
     desired: &[GuardedPort],
-) -> Result<(Option<String>, PortTable), GuardError> {
-    let live_names: Vec<&str> = table.live.iter().map(|p| p.host_ifname.as_str()).collect();
-    let mut text = String::new();
-    let mut chains = String::new();
-    let mut elements = Vec::new();
+) -> Result<(PortChange, PortTable), GuardError> {
+    let mut change = PortChange::default();
+    let mut retired = table.retired.clone();
     for port in desired.iter().filter(|p| !table.live.contains(p)) {
-        let (chain, rules) = port_chain(port)?;
-        if table.retired.contains(&port.host_ifname)
-            || live_names.contains(&port.host_ifname.as_str())
-        {
-            let _ = writeln!(text, "flush chain {PORTS_TABLE} {chain}");
-        }
-        chains.push_str(&chain_block(&chain, &rules));
-        elements.push(format!("{} : jump {chain}", ifname(&port.host_ifname)?));
-    }
-    let desired_names: Vec<&str> = desired.iter().map(|p| p.host_ifname.as_str()).collect();
-    let mut retired: std::collections::BTreeSet<String> = table
-        .retired
-        .iter()
-        .filter(|n| !desired_names.contains(&n.as_str()))
-        .cloned()
-        .collect();
-    retired.extend(
-        live_names
+        port_ifname(port)?;
+        let stale = table
+            .live
             .iter()
-            .filter(|n| !desired_names.contains(n))
-            .map(|n| n.to_string()),
-    );
+            .filter(|p| p.host_ifname == port.host_ifname)
+            .chain(retired.get(&port.host_ifname))
+            .filter(|p| *p != port);
+        change.remove.extend(stale.cloned());
+        retired.remove(&port.host_ifname);
+        change.add.push(port.clone());
+    }
+    for port in &table.live {
+        let kept = desired.iter().any(|p| p.host_ifname == port.host_ifname);
+        if !kept {
+            retired.insert(port.host_ifname.clone(), port.clone());
+        }
+    }
     let after = PortTable {
         live: desired.to_vec(),
         retired,
     };
-    if elements.is_empty() {
-        return Ok((None, after));
-    }
-    let _ = write!(text, "table {PORTS_TABLE} {{\n{chains}}}\n");
-    let _ = writeln!(
-        text,
-        "add element {PORTS_TABLE} {PORTS_MAP} {{ {} }}",
-        elements.join(", ")
-    );
-    Ok((Some(text), after))
+    Ok((change, after))
 }
 
-/// Removes retired ports' elements and chains in one transaction.
-pub fn retire_text(
-    retired: &std::collections::BTreeSet<String>,
-) -> Result<Option<String>, GuardError> {
-    if retired.is_empty() {
-        return Ok(None);
-    }
-    let mut elements = Vec::new();
-    let mut chains = String::new();
-    for name in retired {
-        // Only container ports retire: the VXLAN port's element must stay.
-        if !name.starts_with(PORT_PREFIX) {
-            return Err(GuardError::InvalidIfname(name.clone()));
-        }
-        elements.push(ifname(name)?);
-        let _ = writeln!(chains, "delete chain {PORTS_TABLE} port-{name}");
-    }
-    Ok(Some(format!(
-        "delete element {PORTS_TABLE} {PORTS_MAP} {{ {} }}\n{chains}",
-        elements.join(", ")
-    )))
+/// Removes retired ports' elements, in one transaction.
+pub fn retire_change(
+    retired: &std::collections::BTreeMap<String, GuardedPort>,
+) -> Result<PortChange, GuardError> {
+    let change = PortChange {
+        remove: retired.values().cloned().collect(),
+        add: Vec::new(),
+    };
+    change.validate()?;
+    Ok(change)
 }
 
 // DNS over UDP to the gateway is stateless: `notrack` keeps it out of
@@ -414,6 +461,11 @@ mod tests {
     }
 
     #[test]
+    fn the_ports_table_name_is_the_tables_own() {
+        assert_eq!(PORTS_TABLE, format!("bridge {PORTS_TABLE_NAME}"));
+    }
+
+    #[test]
     fn disabled_agent_guard_only_removes_the_table() {
         let text = agent_ruleset(&node("wg0"), true).unwrap();
         assert_eq!(
@@ -426,16 +478,17 @@ mod tests {
     fn port_rules_pin_mac_ip_and_arp() {
         let text = network_ruleset(&guard()).unwrap();
         for want in [
-            "map ports { type ifname : verdict; elements = { \"vx100\" : jump from-mesh, \"pv1a\" : jump port-pv1a }; }",
-            // The VXLAN rule only runs if the map ever lost its element.
-            "\t\tiifname vmap @ports\n\t\tiifname \"vx100\" jump from-mesh\n\t\tiifname \"pv*\" drop\n",
+            "\tset port-mac { type ifname . ether_addr; elements = { \"pv1a\" . 0a:58:01:02:03:04 }; }\n",
+            "\tset port-ip { type ifname . ipv4_addr; elements = { \"pv1a\" . 10.240.0.5 }; }\n",
+            "\t\tiifname \"vx100\" jump from-mesh\n\t\tiifname \"pv*\" jump from-port\n",
             "chain from-mesh {\n\t\tether saddr 02:70:00:00:00:64 drop\n\t\taccept\n",
-            "chain port-pv1a {\n\t\tether saddr != 0a:58:01:02:03:04 drop\n\
-             \t\tether type ip ip saddr != 10.240.0.5 drop\n\
+            "chain from-port {\n\t\tiifname . ether saddr != @port-mac drop\n\
+             \t\tether type ip iifname . ip saddr != @port-ip drop\n\
              \t\tether type ip udp sport 67 drop\n\
              \t\tether type ip accept\n\
-             \t\tether type arp arp saddr ether != 0a:58:01:02:03:04 drop\n\
-             \t\tether type arp arp saddr ip != { 10.240.0.5, 0.0.0.0 } drop\n\
+             \t\tether type arp iifname . arp saddr ether != @port-mac drop\n\
+             \t\tether type arp arp saddr ip 0.0.0.0 accept\n\
+             \t\tether type arp iifname . arp saddr ip != @port-ip drop\n\
              \t\tether type arp accept\n\
              \t\tether type ip6 icmpv6 type nd-router-advert drop\n\
              \t\tether type ip6 accept\n\
@@ -462,52 +515,63 @@ mod tests {
             retired: Default::default(),
         };
         let (none, same) = ports_update(&t0, std::slice::from_ref(&a)).unwrap();
-        assert_eq!((none, same), (None, t0.clone()));
+        assert!(none.is_empty());
+        assert_eq!(same, t0);
         let (add, t1) = ports_update(&t0, &[a.clone(), b.clone()]).unwrap();
-        let add = add.unwrap();
-        assert!(
-            add.contains("chain port-pv2b {")
-                && add.contains(
-                    "add element bridge privnet-ports ports { \"pv2b\" : jump port-pv2b }"
-                ),
-            "{add}"
-        );
-        assert!(
-            !add.contains("pv1a") && !add.contains("hook") && !add.contains("delete"),
-            "{add}"
+        assert_eq!(add.add, vec![b.clone()]);
+        assert!(add.remove.is_empty());
+        assert_eq!(
+            add.text().unwrap(),
+            "add element bridge privnet-ports port-mac { \"pv2b\" . 0a:58:01:02:03:04 }\n\
+             add element bridge privnet-ports port-ip { \"pv2b\" . 10.240.0.6 }\n"
         );
         // Detaching only retires: no commit at all.
         let (none, t2) = ports_update(&t1, std::slice::from_ref(&b)).unwrap();
-        assert_eq!(none, None);
-        assert!(t2.retired.contains("pv1a") && t2.live == vec![b.clone()]);
-        // The same port coming back rewrites its chain.
+        assert!(none.is_empty());
+        assert!(t2.retired.contains_key("pv1a") && t2.live == vec![b.clone()]);
+        // The same port coming back only adds its elements again.
         let (back, t3) = ports_update(&t2, &[a.clone(), b.clone()]).unwrap();
-        assert!(
-            back.unwrap()
-                .starts_with("flush chain bridge privnet-ports port-pv1a\n")
-        );
+        assert_eq!((back.remove, back.add), (vec![], vec![a.clone()]));
         assert!(t3.retired.is_empty());
-        // A changed address rewrites the chain in place.
+        // A changed address takes the old elements out in the same commit.
         let mut moved = b.clone();
         moved.ip = "10.240.0.7".parse().unwrap();
-        let (changed, _) = ports_update(&t3, &[a.clone(), moved]).unwrap();
-        let changed = changed.unwrap();
-        assert!(
-            changed.starts_with("flush chain bridge privnet-ports port-pv2b")
-                && changed.contains("10.240.0.7"),
-            "{changed}"
+        let (changed, _) = ports_update(&t3, &[a.clone(), moved.clone()]).unwrap();
+        assert_eq!(
+            (changed.remove, changed.add),
+            (vec![b.clone()], vec![moved.clone()])
         );
-        // Retirements go in one batch.
-        let text = retire_text(&t2.retired).unwrap().unwrap();
+        // So does a retired name coming back as another container.
+        let (reused, _) = ports_update(&t2, &[moved.clone()]).unwrap();
+        assert_eq!(reused.remove, vec![b.clone()], "{reused:?}");
+        let (reused, _) = ports_update(
+            &t2,
+            &[GuardedPort {
+                ip: "10.240.0.9".parse().unwrap(),
+                ..a.clone()
+            }],
+        )
+        .unwrap();
+        assert_eq!(reused.remove, vec![a.clone()]);
+        // Retirements go in one batch, deletions first.
+        let text = retire_change(&t2.retired).unwrap().text().unwrap();
         assert_eq!(
             text,
-            "delete element bridge privnet-ports ports { \"pv1a\" }\ndelete chain bridge privnet-ports port-pv1a\n"
+            "delete element bridge privnet-ports port-mac { \"pv1a\" . 0a:58:01:02:03:04 }\n\
+             delete element bridge privnet-ports port-ip { \"pv1a\" . 10.240.0.5 }\n"
         );
-        assert_eq!(retire_text(&Default::default()).unwrap(), None);
-        let vx: std::collections::BTreeSet<String> = ["vx100".to_string()].into();
+        assert!(retire_change(&Default::default()).unwrap().is_empty());
+        let vx: std::collections::BTreeMap<String, GuardedPort> = [(
+            "vx100".to_string(),
+            GuardedPort {
+                host_ifname: "vx100".into(),
+                ..a.clone()
+            },
+        )]
+        .into();
         assert!(
-            retire_text(&vx).is_err(),
-            "the VXLAN port's element never retires"
+            retire_change(&vx).is_err(),
+            "only container ports are ever in the sets"
         );
     }
 
@@ -518,13 +582,10 @@ mod tests {
         let text = network_ruleset(&g).unwrap();
         assert!(!text.contains("pv1a"));
         assert!(
-            text.contains("elements = { \"vx100\" : jump from-mesh };"),
-            "the VXLAN port is always in the map"
+            text.contains("\tset port-mac { type ifname . ether_addr; }\n"),
+            "empty sets: every container port is dropped"
         );
-        assert!(
-            text.contains("iifname \"pv*\" drop"),
-            "unknown ports are dropped"
-        );
+        assert!(text.contains("iifname \"pv*\" jump from-port"));
         assert!(text.contains("oifname \"vx100\" jump to-mesh"));
     }
 

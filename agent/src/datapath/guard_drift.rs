@@ -1,12 +1,12 @@
 //! The guard tables as the agent renders them ([`super::guard`]) against
 //! what `nft -j list` shows: which chains lost (or gained) rules and which
-//! map elements are missing, and the nft text that puts back only those —
+//! set elements are missing, and the nft text that puts back only those —
 //! a chain is flushed and written again, an element added — so the rest of
 //! the table, and every flow through it, is left alone. Pure; the read and
 //! the apply are [`super::observe`]'s and [`super::network`]'s.
 //!
-//! Extra chains and elements are not drift: retired ports stay in the map
-//! until their batch is purged.
+//! Extra elements are not drift: retired ports stay in the sets until
+//! their batch is purged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -28,17 +28,27 @@ pub struct RenderedChain {
     pub rules: Vec<String>,
 }
 
-/// One element of a rendered map.
+/// One element of a rendered set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenderedElement {
     /// Table.
     pub table: String,
-    /// Map.
-    pub map: String,
-    /// Key, as nft prints it in JSON (unquoted).
+    /// Set.
+    pub set: String,
+    /// Key as [`element_key`] reads it from nft's JSON (`pv1a . 10.240.0.5`).
     pub key: String,
-    /// Value as rendered (`jump port-pv1a`).
-    pub value: String,
+    /// The element as rendered (`"pv1a" . 10.240.0.5`).
+    pub text: String,
+}
+
+/// A set element of `nft -j` output as one string: a concatenation's parts
+/// joined by ` . ` (`pv1a . 0a:58:…`), a plain key as it is.
+pub fn element_key(elem: &Value) -> Option<String> {
+    if let Some(parts) = elem["concat"].as_array() {
+        let parts: Option<Vec<&str>> = parts.iter().map(Value::as_str).collect();
+        return parts.map(|p| p.join(" . "));
+    }
+    elem.as_str().map(str::to_string)
 }
 
 /// A ruleset as [`super::guard`] renders it.
@@ -46,12 +56,12 @@ pub struct RenderedElement {
 pub struct Rendered {
     /// Chains.
     pub chains: Vec<RenderedChain>,
-    /// Map elements.
+    /// Set elements.
     pub elements: Vec<RenderedElement>,
 }
 
 /// Reads back a ruleset rendered by [`super::guard`] (its layout: a table
-/// block per table, a line per rule, maps on one line).
+/// block per table, a line per rule, sets on one line).
 pub fn parse(text: &str) -> Rendered {
     let mut out = Rendered::default();
     let (mut table, mut chain): (Option<String>, Option<RenderedChain>) = (None, None);
@@ -77,21 +87,19 @@ pub fn parse(text: &str) -> Rendered {
             } else {
                 c.rules.push(trimmed.to_string());
             }
-        } else if let (Some(t), Some(map)) = (&table, trimmed.strip_prefix("map ")) {
-            let name = map.split_whitespace().next().unwrap_or("").to_string();
-            let elements = map
+        } else if let (Some(t), Some(set)) = (&table, trimmed.strip_prefix("set ")) {
+            let name = set.split_whitespace().next().unwrap_or("").to_string();
+            let elements = set
                 .split_once("elements = { ")
                 .and_then(|(_, rest)| rest.split_once(" };"))
                 .map_or("", |(e, _)| e);
             for element in elements.split(", ").filter(|e| !e.is_empty()) {
-                if let Some((key, value)) = element.split_once(" : ") {
-                    out.elements.push(RenderedElement {
-                        table: t.clone(),
-                        map: name.clone(),
-                        key: key.trim_matches('"').to_string(),
-                        value: value.to_string(),
-                    });
-                }
+                out.elements.push(RenderedElement {
+                    table: t.clone(),
+                    set: name.clone(),
+                    key: element.replace('"', ""),
+                    text: element.to_string(),
+                });
             }
         }
     }
@@ -105,7 +113,7 @@ pub struct Installed {
     pub tables: BTreeSet<String>,
     /// Rules per (table, chain), chains without rules included.
     pub rules: BTreeMap<(String, String), usize>,
-    /// Map elements: (table, map, key).
+    /// Set elements: (table, set, key as [`element_key`] reads it).
     pub elements: BTreeSet<(String, String, String)>,
 }
 
@@ -133,14 +141,11 @@ pub fn installed(json: &Value) -> Installed {
         } else if let Some(r) = item.get("rule") {
             let name = r["chain"].as_str().unwrap_or("").to_string();
             *out.rules.entry((table_of(r), name)).or_insert(0) += 1;
-        } else if let Some(m) = item.get("map").or_else(|| item.get("set")) {
+        } else if let Some(m) = item.get("set") {
             let (table, name) = (table_of(m), m["name"].as_str().unwrap_or("").to_string());
             for e in m["elem"].as_array().into_iter().flatten() {
-                // A map element is `[key, value]`; a set element the key.
-                let key = e.get(0).unwrap_or(e);
-                if let Some(k) = key.as_str() {
-                    out.elements
-                        .insert((table.clone(), name.clone(), k.to_string()));
+                if let Some(k) = element_key(e) {
+                    out.elements.insert((table.clone(), name.clone(), k));
                 }
             }
         }
@@ -174,9 +179,9 @@ pub fn drifts(rendered: &Rendered, installed: &Installed, what: What) -> Vec<Dri
         }
     }
     for e in &rendered.elements {
-        let key = (e.table.clone(), e.map.clone(), e.key.clone());
+        let key = (e.table.clone(), e.set.clone(), e.key.clone());
         if installed.tables.contains(&e.table) && !installed.elements.contains(&key) {
-            let subject = format!("{} map {} element {}", e.table, e.map, e.key);
+            let subject = format!("{} set {} element {}", e.table, e.set, e.key);
             out.push(Drift::new(what, subject, "element missing"));
         }
     }
@@ -215,13 +220,9 @@ pub fn repair_text(rendered: &Rendered, installed: &Installed) -> Option<String>
         let _ = write!(text, "table {table} {{\n{block}}}\n");
     }
     for e in &rendered.elements {
-        let key = (e.table.clone(), e.map.clone(), e.key.clone());
+        let key = (e.table.clone(), e.set.clone(), e.key.clone());
         if installed.tables.contains(&e.table) && !installed.elements.contains(&key) {
-            let _ = writeln!(
-                text,
-                "add element {} {} {{ \"{}\" : {} }}",
-                e.table, e.map, e.key, e.value
-            );
+            let _ = writeln!(text, "add element {} {} {{ {} }}", e.table, e.set, e.text);
         }
     }
     (!text.is_empty()).then_some(text)
@@ -262,7 +263,7 @@ mod tests {
         }
         for e in &r.elements {
             i.elements
-                .insert((e.table.clone(), e.map.clone(), e.key.clone()));
+                .insert((e.table.clone(), e.set.clone(), e.key.clone()));
         }
         i
     }
@@ -276,8 +277,7 @@ mod tests {
             [
                 "prerouting",
                 "from-mesh",
-                "port-pv1a",
-                "port-pv2b",
+                "from-port",
                 "postrouting",
                 "to-mesh",
                 "raw-prerouting",
@@ -288,12 +288,24 @@ mod tests {
         let pre = &r.chains[0];
         assert_eq!(pre.table, "bridge privnet-ports");
         assert!(pre.header.as_deref().unwrap().contains("hook prerouting"));
-        assert_eq!(pre.rules.len(), 3);
-        assert_eq!(r.chains[2].rules.len(), 10);
-        assert_eq!(r.chains[8].table, "inet privnet-gw");
-        let keys: Vec<&str> = r.elements.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["vx100", "pv1a", "pv2b"]);
-        assert_eq!(r.elements[1].value, "jump port-pv1a");
+        assert_eq!(pre.rules.len(), 2);
+        assert_eq!(r.chains[2].rules.len(), 11);
+        assert_eq!(r.chains[7].table, "inet privnet-gw");
+        let keys: Vec<(&str, &str)> = r
+            .elements
+            .iter()
+            .map(|e| (e.set.as_str(), e.key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("port-mac", "pv1a . 0a:58:01:02:03:04"),
+                ("port-mac", "pv2b . 0a:58:01:02:03:05"),
+                ("port-ip", "pv1a . 10.240.0.5"),
+                ("port-ip", "pv2b . 10.240.0.6"),
+            ]
+        );
+        assert_eq!(r.elements[2].text, "\"pv1a\" . 10.240.0.5");
     }
 
     #[test]
@@ -302,10 +314,10 @@ mod tests {
         let mut i = applied(&r);
         assert_eq!(drifts(&r, &i, What::NetworkGuard), []);
         assert_eq!(repair_text(&r, &i), None);
-        // A retired port still in the map.
+        // A retired port still in the sets.
         let t = "bridge privnet-ports".to_string();
-        i.rules.insert((t.clone(), "port-pv9z".into()), 10);
-        i.elements.insert((t, "ports".into(), "pv9z".into()));
+        i.elements
+            .insert((t, "port-ip".into(), "pv9z . 10.240.0.9".into()));
         assert_eq!(drifts(&r, &i, What::NetworkGuard), []);
     }
 
@@ -314,9 +326,9 @@ mod tests {
         let r = rendered();
         let mut i = applied(&r);
         let t = "bridge privnet-ports".to_string();
-        *i.rules.get_mut(&(t.clone(), "port-pv2b".into())).unwrap() -= 1;
+        *i.rules.get_mut(&(t.clone(), "from-port".into())).unwrap() -= 1;
         i.elements
-            .remove(&(t.clone(), "ports".into(), "pv1a".into()));
+            .remove(&(t.clone(), "port-ip".into(), "pv1a . 10.240.0.5".into()));
         i.rules
             .remove(&("inet privnet-gw".into(), "raw-output".into()));
         let d = drifts(&r, &i, What::NetworkGuard);
@@ -327,25 +339,29 @@ mod tests {
         assert_eq!(
             subjects,
             [
-                ("bridge privnet-ports chain port-pv2b", "9 rules, want 10"),
+                ("bridge privnet-ports chain from-port", "10 rules, want 11"),
                 ("inet privnet-gw chain raw-output", "chain missing"),
                 (
-                    "bridge privnet-ports map ports element pv1a",
+                    "bridge privnet-ports set port-ip element pv1a . 10.240.0.5",
                     "element missing"
                 ),
             ]
         );
         let text = repair_text(&r, &i).unwrap();
-        assert!(text.starts_with("flush chain bridge privnet-ports port-pv2b\ntable bridge privnet-ports {\n\tchain port-pv2b {\n"), "{text}");
+        assert!(text.starts_with("flush chain bridge privnet-ports from-port\ntable bridge privnet-ports {\n\tchain from-port {\n"), "{text}");
         assert!(text.contains("table inet privnet-gw {\n\tchain raw-output {\n\t\ttype filter hook output priority raw; policy accept;\n\t\tudp sport 53 notrack\n\t}\n}\n"), "{text}");
         assert!(
-            text.ends_with(
-                "add element bridge privnet-ports ports { \"pv1a\" : jump port-pv1a }\n"
-            ),
+            text.ends_with("add element bridge privnet-ports port-ip { \"pv1a\" . 10.240.0.5 }\n"),
             "{text}"
         );
         // Nothing healthy is touched: no other chain, no table reset.
-        for healthy in ["port-pv1a {", "prerouting {", "delete", "flush chain inet"] {
+        for healthy in [
+            "from-mesh {",
+            "prerouting {",
+            "delete",
+            "flush chain inet",
+            "element bridge privnet-ports port-mac",
+        ] {
             assert!(!text.contains(healthy), "{healthy} in\n{text}");
         }
     }
@@ -365,10 +381,10 @@ mod tests {
         let v: Value = serde_json::from_str(
             r#"{"nftables": [{"metainfo": {}},
               {"table": {"family": "bridge", "name": "privnet-ports", "handle": 1}},
-              {"map": {"family": "bridge", "name": "ports", "table": "privnet-ports", "type": "ifname", "map": "verdict",
-                       "elem": [["vx100", {"jump": {"target": "from-mesh"}}]]}},
+              {"set": {"family": "bridge", "name": "port-mac", "table": "privnet-ports", "type": ["ifname", "ether_addr"],
+                       "elem": [{"concat": ["pv1a", "0a:58:01:02:03:04"]}]}},
               {"chain": {"family": "bridge", "table": "privnet-ports", "name": "from-mesh", "handle": 2}},
-              {"chain": {"family": "bridge", "table": "privnet-ports", "name": "port-pv1a", "handle": 3}},
+              {"chain": {"family": "bridge", "table": "privnet-ports", "name": "from-port", "handle": 3}},
               {"rule": {"family": "bridge", "table": "privnet-ports", "chain": "from-mesh", "handle": 4, "expr": []}},
               {"rule": {"family": "bridge", "table": "privnet-ports", "chain": "from-mesh", "handle": 5, "expr": []}}]}"#,
         )
@@ -377,7 +393,10 @@ mod tests {
         let t = "bridge privnet-ports".to_string();
         assert_eq!(i.tables, [t.clone()].into());
         assert_eq!(i.rules[&(t.clone(), "from-mesh".into())], 2);
-        assert_eq!(i.rules[&(t.clone(), "port-pv1a".into())], 0);
-        assert!(i.elements.contains(&(t, "ports".into(), "vx100".into())));
+        assert_eq!(i.rules[&(t.clone(), "from-port".into())], 0);
+        assert!(
+            i.elements
+                .contains(&(t, "port-mac".into(), "pv1a . 0a:58:01:02:03:04".into()))
+        );
     }
 }

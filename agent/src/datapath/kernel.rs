@@ -14,7 +14,6 @@ use super::fdb;
 use super::guard::{self, GuardedPort, PortTable};
 use super::netns::{self, NetnsFd};
 use super::network::{self, NetworkDatapath, NetworkError};
-use super::nft_spare::NftSpares;
 use super::observe;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
 use super::wireguard::{Backend, Key, MeshPeer, PeerStatus, Wireguard, WireguardError};
@@ -33,8 +32,6 @@ type Listener = (Option<u64>, tokio::task::JoinHandle<()>);
 pub struct KernelDatapath {
     agent_ns: NetnsFd,
     wireguard: Mutex<Option<Wireguard>>,
-    /// An `nft` started ahead of time per network, for the ADD path.
-    nft: Arc<NftSpares>,
     /// The kernel-event listener of each namespace the agent owns (its
     /// own under `""`, networks under their name), with the nsfs inode it
     /// listens in.
@@ -57,7 +54,6 @@ impl KernelDatapath {
         Self {
             agent_ns,
             wireguard: Mutex::new(None),
-            nft: Arc::default(),
             listeners: Mutex::default(),
             signal: Arc::default(),
         }
@@ -244,7 +240,6 @@ impl NodeDatapath for KernelDatapath {
     }
 
     async fn remove_network(&self, spec: &NetworkDatapath) -> Result<(), DatapathError> {
-        self.nft.discard(&spec.netns);
         self.stop_listening(&spec.netns);
         network::remove(&self.agent_ns, spec)
             .await
@@ -260,7 +255,6 @@ impl NodeDatapath for KernelDatapath {
     }
 
     fn remove_leftover(&self, name: &str) -> Result<(), DatapathError> {
-        self.nft.discard(name);
         self.stop_listening(name);
         netns::delete(name).map_err(|source| DatapathError::Netns {
             step: Step::RemoveLeftover,
@@ -285,7 +279,7 @@ impl NodeDatapath for KernelDatapath {
         table: &PortTable,
         ports: &[GuardedPort],
     ) -> Result<PortTable, DatapathError> {
-        network::update_ports(spec, table, ports, &self.nft)
+        network::update_ports(spec, table, ports)
             .await
             .map_err(net_err(Step::UpdatePorts, spec))
     }

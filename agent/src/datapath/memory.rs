@@ -318,11 +318,11 @@ impl NodeDatapath for MemoryDatapath {
         spec: &NetworkDatapath,
         table: &PortTable,
     ) -> Result<(), DatapathError> {
-        let call = Call::PurgePorts(spec.netns.clone(), table.retired.iter().cloned().collect());
+        let call = Call::PurgePorts(spec.netns.clone(), table.retired.keys().cloned().collect());
         let mut inner = self.enter(Step::PurgePorts, call)?;
-        // Their map elements go: a purged name no longer forwards, live or not.
+        // Their set elements go: a purged port no longer forwards, live or not.
         present(&mut inner, spec, Step::PurgePorts)?
-            .retain(|p| !table.retired.contains(&p.host_ifname));
+            .retain(|p| table.retired.get(&p.host_ifname) != Some(p));
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! - [`netns`]: named namespaces, running code/commands inside one, rtnetlink handles there.
 //! - [`network`]: one private network's namespace, bridge, VXLAN port and gateway.
 //! - [`fdb`]: the VXLAN device's static forwarding database.
-//! - [`guard`]: nftables guard rules; [`nft_spare`]: an `nft` started ahead of time per network;
+//! - [`guard`]: nftables guard rules; [`nft_elements`]: the port sets changed over nfnetlink;
 //!   [`guard_drift`]: the rules as rendered against the kernel's, and what puts back the difference.
 //! - [`neighbours`]: clashes with the primary CNI's VXLAN and ports, found before start.
 //! - [`wireguard`]: the node's WireGuard interface and peers.
@@ -27,7 +27,7 @@ pub mod memory;
 pub mod neighbours;
 pub mod netns;
 pub mod network;
-pub mod nft_spare;
+pub mod nft_elements;
 pub mod observe;
 pub mod seam;
 pub mod snapshot;

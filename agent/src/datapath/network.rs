@@ -263,30 +263,32 @@ pub fn gro_flush_timeout_path(dev: &str) -> String {
 }
 
 /// Makes `desired` the live ports of the network's guard incrementally
-/// (see [`guard::ports_update`]) through the network's spare `nft` (this is
-/// on the ADD path); returns the table afterwards.
+/// (see [`guard::ports_update`]): one nfnetlink batch of set elements (this
+/// is on the ADD path); returns the table afterwards.
 pub async fn update_ports(
     spec: &NetworkDatapath,
     table: &guard::PortTable,
     desired: &[GuardedPort],
-    nft: &std::sync::Arc<super::nft_spare::NftSpares>,
 ) -> Result<guard::PortTable, NetworkError> {
-    let (text, after) = guard::ports_update(table, desired)?;
-    if let Some(text) = text {
-        nft.apply(&spec.netns, &text)
+    let (change, after) = guard::ports_update(table, desired)?;
+    if !change.is_empty() {
+        super::nft_elements::apply(&NetnsFd::named(&spec.netns)?, &change)
             .await
             .map_err(|e| NetworkError::Guard(guard::GuardError::Nft(e)))?;
     }
     Ok(after)
 }
 
-/// Deletes the retired ports of the network's guard in one transaction.
+/// Deletes the retired ports' elements of the network's guard in one transaction.
 pub async fn purge_retired_ports(
     spec: &NetworkDatapath,
     table: &guard::PortTable,
 ) -> Result<(), NetworkError> {
-    if let Some(text) = guard::retire_text(&table.retired)? {
-        guard::apply(&NetnsFd::named(&spec.netns)?, &text).await?;
+    let change = guard::retire_change(&table.retired)?;
+    if !change.is_empty() {
+        super::nft_elements::apply(&NetnsFd::named(&spec.netns)?, &change)
+            .await
+            .map_err(|e| NetworkError::Guard(guard::GuardError::Nft(e)))?;
     }
     Ok(())
 }

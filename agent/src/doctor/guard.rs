@@ -17,6 +17,7 @@ use super::readings::TableReading;
 use crate::datapath::guard::{
     self, GuardedPort, NetworkGuard, NodeGuard, PORT_PREFIX, agent_ruleset, network_ruleset,
 };
+use crate::datapath::guard_drift::element_key;
 
 /// A table parsed from the agent's ruleset text: chains with their rule lines.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,8 +26,8 @@ pub struct ExpectedTable {
     pub name: String,
     /// Chains in order with their rules (hook lines left out).
     pub chains: Vec<(String, Vec<String>)>,
-    /// Keys of the verdict map.
-    pub map_elements: Vec<String>,
+    /// Elements of the port sets: (set, key as `nft -j` reads, `pv1a . 10.240.0.5`).
+    pub set_elements: Vec<(String, String)>,
 }
 
 /// The tables of a ruleset text as the agent writes it (`table T {}` /
@@ -44,16 +45,18 @@ pub fn parse_ruleset(text: &str) -> Vec<ExpectedTable> {
             }
         } else if let Some(rest) = line.strip_prefix("chain ") {
             chain = Some((rest.trim_end_matches(" {").to_string(), Vec::new()));
-        } else if line.starts_with("map ") {
+        } else if let Some(rest) = line.strip_prefix("set ") {
+            let set = rest.split_whitespace().next().unwrap_or("");
             if let (Some(t), Some(start)) = (tables.last_mut(), line.find("elements = {")) {
                 let inner = &line[start + "elements = {".len()..];
                 let inner = &inner[..inner.find('}').unwrap_or(inner.len())];
-                t.map_elements = inner
-                    .split(',')
-                    .filter_map(|e| e.split(':').next())
-                    .map(|k| k.trim().trim_matches('"').to_string())
-                    .filter(|k| !k.is_empty())
-                    .collect();
+                t.set_elements.extend(
+                    inner
+                        .split(',')
+                        .map(|k| k.trim().replace('"', ""))
+                        .filter(|k| !k.is_empty())
+                        .map(|k| (set.to_string(), k)),
+                );
             }
         } else if line == "}" {
             if let (Some(c), Some(t)) = (chain.take(), tables.last_mut()) {
@@ -84,10 +87,11 @@ pub fn parse_nft_json(name: &str, json: &Value) -> TableReading {
             if let Some((_, rules)) = t.chains.iter_mut().find(|(c, _)| c == chain) {
                 rules.push(r["expr"].to_string());
             }
-        } else if let Some(m) = item.get("map") {
+        } else if let Some(m) = item.get("set") {
+            let set = m["name"].as_str().unwrap_or("");
             for e in m["elem"].as_array().into_iter().flatten() {
-                if let Some(k) = e.get(0).and_then(Value::as_str) {
-                    t.map_elements.push(k.to_string());
+                if let Some(k) = element_key(e) {
+                    t.set_elements.push((set.to_string(), k));
                 }
             }
         }
@@ -123,7 +127,7 @@ fn literals(rule: &str) -> Vec<String> {
 }
 
 /// What differs between an expected table and the kernel's (`None`: missing).
-/// Chains and map keys of container ports that no longer exist (`gone`) are
+/// Set elements of container ports that no longer exist (`gone`) are
 /// retired ones awaiting the agent's batched purge, not problems.
 pub fn compare(
     want: &ExpectedTable,
@@ -157,22 +161,25 @@ pub fn compare(
             }
         }
     }
-    let retired = |name: &str| name.starts_with(PORT_PREFIX) && gone(name);
     for (chain, _) in &have.chains {
-        let port = chain.strip_prefix("port-");
-        if !want.chains.iter().any(|(c, _)| c == chain) && !port.is_some_and(retired) {
+        if !want.chains.iter().any(|(c, _)| c == chain) {
             out.push(format!("table {t}: unexpected chain {chain}"));
         }
     }
-    for key in &want.map_elements {
-        if !have.map_elements.contains(key) {
-            out.push(format!("table {t}: {key} is not in the ports map"));
+    // The port of an element is its key's first part (`pv1a . …`).
+    let retired = |key: &str| {
+        let port = key.split(" . ").next().unwrap_or(key);
+        port.starts_with(PORT_PREFIX) && gone(port)
+    };
+    for e @ (set, key) in &want.set_elements {
+        if !have.set_elements.contains(e) {
+            out.push(format!("table {t}: {key} is not in the set {set}"));
         }
     }
-    for key in &have.map_elements {
-        if !want.map_elements.contains(key) && !retired(key) {
+    for e @ (set, key) in &have.set_elements {
+        if !want.set_elements.contains(e) && !retired(key) {
             out.push(format!(
-                "table {t}: {key} is in the ports map but not guarded by the agent"
+                "table {t}: {key} is in the set {set} but not guarded by the agent"
             ));
         }
     }

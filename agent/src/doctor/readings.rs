@@ -84,8 +84,8 @@ pub struct TableReading {
     pub name: String,
     /// Chains in order, each with its rules (each rule's expression as JSON text).
     pub chains: Vec<(String, Vec<String>)>,
-    /// Keys of the table's verdict maps.
-    pub map_elements: Vec<String>,
+    /// Elements of the table's sets: (set, key as `pv1a . 10.240.0.5`).
+    pub set_elements: Vec<(String, String)>,
 }
 
 /// One network's namespace.

@@ -344,7 +344,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         table.live.retain(|p| p != port);
         let gone = PortTable {
             live: Vec::new(),
-            retired: [port.host_ifname.clone()].into(),
+            retired: [(port.host_ifname.clone(), port.clone())].into(),
         };
         match self.datapath.purge_retired_ports(&local.spec, &gone).await {
             Ok(()) => {
@@ -352,7 +352,7 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             }
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "rollback: failed to remove a port's guard");
-                table.retired.insert(port.host_ifname.clone());
+                table.retired.insert(port.host_ifname.clone(), port.clone());
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Root test: one deleted rule of a port chain and one deleted element of
-//! the port map are seen by the read-back (against the rendering, not only
+//! Root test: one deleted rule of the port chain and one deleted element of
+//! a port set are seen by the read-back (against the rendering, not only
 //! "table missing") and put back alone: every other rule keeps its handle,
 //! so nothing healthy was flushed or rewritten.
 
@@ -93,7 +93,7 @@ async fn drifts(ns: &NetnsFd, spec: &NetworkDatapath, ports: &[GuardedPort]) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_rule_and_map_element_come_back_alone() {
+async fn a_deleted_rule_and_set_element_come_back_alone() {
     datapath_support::require_root!();
     let name = format!(
         "pgr{}x{}",
@@ -117,8 +117,8 @@ async fn a_deleted_rule_and_map_element_come_back_alone() {
     );
     let before = handles(&name);
 
-    // The fault: one rule of pv2b's chain, and pv1a's map element.
-    let victim = before["bridge privnet-ports port-pv2b"][3];
+    // The fault: one rule of the port chain, and pv1a's address element.
+    let victim = before["bridge privnet-ports from-port"][3];
     nft(
         &name,
         &[
@@ -126,7 +126,7 @@ async fn a_deleted_rule_and_map_element_come_back_alone() {
             "rule",
             "bridge",
             "privnet-ports",
-            "port-pv2b",
+            "from-port",
             "handle",
             &victim.to_string(),
         ],
@@ -138,16 +138,16 @@ async fn a_deleted_rule_and_map_element_come_back_alone() {
             "element",
             "bridge",
             "privnet-ports",
-            "ports",
-            "{ \"pv1a\" }",
+            "port-ip",
+            "{ \"pv1a\" . 10.240.0.5 }",
         ],
     );
     let found = drifts(&ns, &spec, &ports).await;
     assert_eq!(
         found,
         [
-            "guard_rules bridge privnet-ports chain port-pv2b: 9 rules, want 10",
-            "guard_rules bridge privnet-ports map ports element pv1a: element missing",
+            "guard_rules bridge privnet-ports chain from-port: 10 rules, want 11",
+            "guard_rules bridge privnet-ports set port-ip element pv1a . 10.240.0.5: element missing",
         ],
         "the read-back sees a single rule and a single element"
     );
@@ -159,14 +159,17 @@ async fn a_deleted_rule_and_map_element_come_back_alone() {
         "repaired"
     );
     assert!(
-        nft(&name, &["list", "map", "bridge", "privnet-ports", "ports"])
-            .contains("\"pv1a\" : jump port-pv1a")
+        nft(
+            &name,
+            &["list", "set", "bridge", "privnet-ports", "port-ip"]
+        )
+        .contains("\"pv1a\" . 10.240.0.5")
     );
     let after = handles(&name);
     // Positive control: the repaired chain was written again (new handles),
     // so the comparison below can see a rewrite.
-    let key = "bridge privnet-ports port-pv2b";
-    assert_eq!(after[key].len(), 10);
+    let key = "bridge privnet-ports from-port";
+    assert_eq!(after[key].len(), 11);
     assert!(
         after[key].iter().all(|h| !before[key].contains(h)),
         "{:?} -> {:?}",

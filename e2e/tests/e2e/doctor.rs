@@ -185,18 +185,18 @@ fn doctor_names_each_fault_it_is_shown() {
         String::from_utf8_lossy(&cannot.stderr)
     );
 
-    // A port's final `drop` rule deleted (the agent's read-back does not see
-    // a single rule; the doctor compares every rule).
+    // The port chain's final `drop` rule deleted (the doctor compares
+    // every rule; the agent's read-back comes only with its next resync).
     let listing = in_ns(
         &netns,
         &["nft", "-a", "list", "table", "bridge", "privnet-ports"],
     );
     let port = listing
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("chain port-"))
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
-        .expect("a guarded port");
-    let chain = format!("port-{port}");
+        .split('"')
+        .find(|w| w.starts_with("pv") && !w.contains('*'))
+        .map(str::to_string)
+        .expect("a guarded port in the port sets");
+    let chain = "from-port".to_string();
     let block: Vec<&str> = listing
         .split(&format!("chain {chain} {{"))
         .nth(1)
@@ -225,7 +225,7 @@ fn doctor_names_each_fault_it_is_shown() {
     );
     doctor.fails(
         "guard",
-        &format!("chain {chain} has 9 rules, should have 10"),
+        &format!("chain {chain} has 10 rules, should have 11"),
         &mut walls,
     );
     in_ns(

@@ -118,6 +118,23 @@ fn nft(sb: &Sandbox, netns: &str, rule: &str) {
     );
 }
 
+/// A port's element of the guard's `port-mac` set, as nft lists it
+/// (`"pv…" . 0a:58:…`).
+fn port_element(sb: &Sandbox, netns: &str, port: &str) -> String {
+    let out = sb.in_netns(
+        netns,
+        &["nft", "list", "set", "bridge", "privnet-ports", "port-mac"],
+    );
+    assert!(out.status.success(), "nft list set in {netns}");
+    let quoted = format!("\"{port}\"");
+    String::from_utf8_lossy(&out.stdout)
+        .split(['{', '}', ',', '\n'])
+        .map(str::trim)
+        .find(|e| e.starts_with(&quoted))
+        .unwrap_or_else(|| panic!("{port} is not in the port-mac set"))
+        .to_string()
+}
+
 #[test]
 fn the_first_ping_after_add_is_answered() {
     common::require_root!();
@@ -160,16 +177,20 @@ fn the_first_ping_after_add_is_answered() {
     let p = plugin(3, &ns);
     p.run("ADD");
     let port = p.port();
-    let element = format!("bridge privnet-ports ports {{ \"{port}\" : jump port-{port} }}");
+    let element = port_element(&sb, &network_netns, &port);
     nft(
         &sb,
         &network_netns,
-        &format!("delete element bridge privnet-ports ports {{ \"{port}\" }}"),
+        &format!("delete element bridge privnet-ports port-mac {{ {element} }}"),
     );
     let (answered, took) = first_ping(&sb, &ns.0, &gateway);
     eprintln!("control, port rule withheld: answered={answered} in {took:?}");
     // Put the element back before asserting, so the agent's table is whole.
-    nft(&sb, &network_netns, &format!("add element {element}"));
+    nft(
+        &sb,
+        &network_netns,
+        &format!("add element bridge privnet-ports port-mac {{ {element} }}"),
+    );
     assert!(
         !answered,
         "the ping was answered without the port's rule: the test cannot see a lost first ARP"

@@ -1,7 +1,7 @@
 //! The soak's leak check, short (`bench-soak --cycles 10000` is the long
 //! run, docs/BENCHMARKS.md): ADD/DEL cycles over three networks against the
 //! real agent of a sandbox node, sequential and parallel. Everything made
-//! per container (records, claims, ports, guard map elements and chains, nft
+//! per container (records, claims, ports, guard set elements, chains and nft
 //! rules, endpoints, zone entries, network namespaces, child processes) is
 //! back to its idle value, fds are back to their value at the start, and
 //! threads grow at most 5 %. The positive control: one ADD left without its
@@ -39,8 +39,7 @@ fn add_del_cycles_leak_nothing() {
     for what in [
         "records",
         "claims",
-        "map elements",
-        "port chains",
+        "set elements",
         "ports",
         "endpoints",
         "zone entries",

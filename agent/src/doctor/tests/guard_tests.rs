@@ -31,25 +31,39 @@ fn the_kernels_form_of_the_ports_table_matches_and_each_change_is_seen() {
     let rules = &mut t
         .chains
         .iter_mut()
-        .find(|(c, _)| c == "port-pv1a")
+        .find(|(c, _)| c == "from-mesh")
         .unwrap()
         .1;
-    rules[0] = rules[0].replace("0a:58:01:02:03:04", "0a:58:01:02:03:ff");
+    rules[0] = rules[0].replace("02:70:00:00:00:64", "02:70:00:00:00:ff");
     let p = compare(&want, Some(&t), |_| true);
     assert!(p.len() == 1 && p[0].contains("rule 1 differs"), "{p:?}");
-    // A port dropped from the verdict map.
+    // A port's element dropped from a set.
     let mut t = kernel_ports();
-    t.map_elements.retain(|e| e != "pv1a");
+    t.set_elements.retain(|(set, _)| set != "port-ip");
     let p = compare(&want, Some(&t), |_| true);
-    assert!(
-        p.iter().any(|p| p.contains("pv1a is not in the ports map")),
-        "{p:?}"
+    assert_eq!(
+        p,
+        ["table bridge privnet-ports: pv1a . 10.240.0.5 is not in the set port-ip"]
     );
     // A retired port awaiting the purge is fine while its veth is gone, not otherwise.
     let mut t = kernel_ports();
-    t.map_elements.push("pv2b".into());
-    t.chains.push(("port-pv2b".into(), Vec::new()));
+    t.set_elements
+        .push(("port-mac".into(), "pv2b . 0a:58:01:02:03:05".into()));
+    t.set_elements
+        .push(("port-ip".into(), "pv2b . 10.240.0.6".into()));
     assert!(compare(&want, Some(&t), |name| name == "pv2b").is_empty());
     let p = compare(&want, Some(&t), |_| false);
     assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains("pv2b . 0a:58:01:02:03:05 is in the set port-mac but not guarded"),
+        "{p:?}"
+    );
+    // An extra chain is seen.
+    let mut t = kernel_ports();
+    t.chains.push(("port-pv2b".into(), Vec::new()));
+    let p = compare(&want, Some(&t), |_| true);
+    assert_eq!(
+        p,
+        ["table bridge privnet-ports: unexpected chain port-pv2b"]
+    );
 }

@@ -102,7 +102,7 @@ fn as_kernel(t: &ExpectedTable) -> TableReading {
             .iter()
             .map(|(c, rules)| (c.clone(), rules.iter().map(quote).collect()))
             .collect(),
-        map_elements: t.map_elements.clone(),
+        set_elements: t.set_elements.clone(),
     }
 }
 
@@ -323,11 +323,11 @@ fn guard_check_fails_on_a_missing_table_or_rule() {
     tables[0]
         .chains
         .iter_mut()
-        .find(|(c, _)| c == "port-pv1a")
+        .find(|(c, _)| c == "from-port")
         .unwrap()
         .1
         .remove(1);
-    only_fails(&r, "guard", "chain port-pv1a has 9 rules, should have 10");
+    only_fails(&r, "guard", "chain from-port has 10 rules, should have 11");
 }
 
 #[test]

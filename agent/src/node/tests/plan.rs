@@ -70,7 +70,7 @@ fn port_actions_and_purge_timing() {
 
     let retired = PortTable {
         live: vec![],
-        retired: ["pvb".to_string()].into(),
+        retired: [("pvb".to_string(), port("pvb"))].into(),
     };
     assert_eq!(
         purge_decision(&table, t0, t0 + PURGE_AFTER * 9),
@@ -83,7 +83,9 @@ fn port_actions_and_purge_timing() {
     assert_eq!(purge_decision(&retired, t0, t0 + PURGE_AFTER), Purge::Now);
     let many = PortTable {
         live: vec![],
-        retired: (0..PURGE_BATCH).map(|i| format!("pv{i}")).collect(),
+        retired: (0..PURGE_BATCH)
+            .map(|i| (format!("pv{i}"), port(&format!("pv{i}"))))
+            .collect(),
     };
     assert_eq!(
         purge_decision(&many, t0, t0),

@@ -97,14 +97,15 @@ fn children_of(pid: u32) -> u64 {
         .count() as u64
 }
 
-/// The guard figures of one network namespace: map elements, port chains, rules.
+/// The guard figures of one network namespace: set and map elements,
+/// chains, rules.
 pub fn guard_counts(ruleset: &Value) -> (u64, u64, u64) {
     let (mut elements, mut chains, mut rules) = (0, 0, 0);
     for item in ruleset["nftables"].as_array().into_iter().flatten() {
-        if let Some(m) = item.get("map") {
+        if let Some(m) = item.get("set").or_else(|| item.get("map")) {
             elements += m["elem"].as_array().map_or(0, |e| e.len() as u64);
-        } else if let Some(c) = item.get("chain") {
-            chains += u64::from(c["name"].as_str().is_some_and(|n| n.starts_with("port-")));
+        } else if item.get("chain").is_some() {
+            chains += 1;
         } else if item.get("rule").is_some() {
             rules += 1;
         }
@@ -186,8 +187,8 @@ fn take_once(node: &NodeFiles, label: &str, cycles: usize) -> Result<Sample, Sam
     for ns in &namespaces {
         let (elements, chains, rules) =
             guard_counts(&json_in(ns, "nft", &["-j", "list", "ruleset"])?);
-        s.map_elements += elements;
-        s.port_chains += chains;
+        s.set_elements += elements;
+        s.chains += chains;
         s.nft_rules += rules;
         let links = json_in(ns, "ip", &["-j", "link", "show"])?;
         s.ports += links
@@ -225,13 +226,13 @@ mod tests {
         let v: Value = serde_json::from_str(
             r#"{"nftables": [{"metainfo": {}},
                 {"table": {"family": "bridge", "name": "privnet-ports"}},
-                {"map": {"name": "ports", "elem": [["vx1", {"jump": {"target": "from-mesh"}}],
-                                                   ["pv1", {"jump": {"target": "port-pv1"}}]]}},
-                {"chain": {"name": "prerouting"}}, {"chain": {"name": "port-pv1"}},
+                {"set": {"name": "port-mac", "elem": [{"concat": ["pv1", "0a:58:01:02:03:04"]}]}},
+                {"set": {"name": "port-ip", "elem": [{"concat": ["pv1", "10.240.0.5"]}]}},
+                {"chain": {"name": "prerouting"}}, {"chain": {"name": "from-port"}},
                 {"rule": {}}, {"rule": {}}, {"rule": {}}]}"#,
         )
         .unwrap();
-        assert_eq!(guard_counts(&v), (2, 1, 3));
+        assert_eq!(guard_counts(&v), (2, 2, 3));
         assert_eq!(
             status_field("VmRSS:\t  1234 kB\nThreads:\t9\n", "VmRSS"),
             1234

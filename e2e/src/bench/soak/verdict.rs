@@ -18,12 +18,12 @@ pub struct Sample {
     pub fds: u64,
     /// Threads of the agent.
     pub threads: u64,
-    /// Child processes of the agent (`nft` spares, the WireGuard daemon).
+    /// Child processes of the agent (the WireGuard daemon, DNS helpers).
     pub children: u64,
-    /// Elements of the `ports` verdict maps, over the node's networks.
-    pub map_elements: u64,
-    /// Port chains of the guard tables, over the node's networks.
-    pub port_chains: u64,
+    /// Elements of the guard's port sets, over the node's networks.
+    pub set_elements: u64,
+    /// Chains of the guard tables, over the node's networks.
+    pub chains: u64,
     /// nft rules in the node's network namespaces.
     pub nft_rules: u64,
     /// Container ports (host veths) on the node's bridges.
@@ -54,8 +54,8 @@ pub const RESOURCES: [Field; 3] = [
 /// idle value at every sample.
 pub const COUNTS: [Field; 11] = [
     ("children", |s| s.children),
-    ("map elements", |s| s.map_elements),
-    ("port chains", |s| s.port_chains),
+    ("set elements", |s| s.set_elements),
+    ("chains", |s| s.chains),
     ("nft rules", |s| s.nft_rules),
     ("ports", |s| s.ports),
     ("network netns", |s| s.network_namespaces),
@@ -66,8 +66,8 @@ pub const COUNTS: [Field; 11] = [
     ("fds", |s| s.fds),
 ];
 
-/// Counts the warm-up may raise once (an `nft` started ahead of time per
-/// network and its pipes, sockets opened on first use): compared with the
+/// Counts the warm-up may raise once (sockets and helpers opened on first
+/// use): compared with the
 /// start, not with idle — any one more after the start is a leak.
 pub const WARM: [&str; 2] = ["fds", "children"];
 

@@ -205,9 +205,9 @@ fn agent_kill_9_during_64_parallel_adds_leaks_nothing() {
     let guarded = || {
         let map = sb.in_netns(
             &net_ns,
-            &["nft", "list", "map", "bridge", "privnet-ports", "ports"],
+            &["nft", "list", "set", "bridge", "privnet-ports", "port-ip"],
         );
-        // Elements are quoted interface names: `"pv…" : jump port-pv…`.
+        // Elements start with quoted interface names: `"pv…" . 10.…`.
         String::from_utf8_lossy(&map.stdout)
             .split('"')
             .skip(1)

@@ -451,7 +451,7 @@ fn a_deleted_host_veth_has_its_port_retired() {
     assert_eq!(names.len(), 1, "app-web-1's port only: {veths}");
     let port = &names[0];
     let in_map =
-        || sh_ok(&t.net_ns, "nft list map bridge privnet-ports ports").contains(port.as_str());
+        || sh_ok(&t.net_ns, "nft list set bridge privnet-ports port-ip").contains(port.as_str());
     assert!(in_map(), "the port is guarded before");
     let t0 = Instant::now();
     sh_ok(&t.net_ns, &format!("ip link del {port}"));

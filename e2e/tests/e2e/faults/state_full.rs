@@ -36,7 +36,7 @@ struct Traces {
     ports: Vec<String>,
     /// The port guard: its chains and its verdict map.
     guard_chains: Vec<String>,
-    guard_map: String,
+    guard_sets: String,
     /// The agent's book (`privnet_agent_attachments`).
     booked: String,
 }
@@ -91,10 +91,14 @@ fn traces(sb: &Sandbox, n: &Node) -> Traces {
     .filter(|l| l.trim_start().starts_with("chain "))
     .map(|l| l.trim().to_string())
     .collect();
-    let guard_map = run(
-        &n.net_ns,
-        &["nft", "list", "map", "bridge", "privnet-ports", "ports"],
-    );
+    let guard_sets = ["port-mac", "port-ip"]
+        .map(|set| {
+            run(
+                &n.net_ns,
+                &["nft", "list", "set", "bridge", "privnet-ports", set],
+            )
+        })
+        .join("");
     let metrics = run(
         &n.node_ns,
         &[
@@ -113,7 +117,7 @@ fn traces(sb: &Sandbox, n: &Node) -> Traces {
         claims: listing(&n.claims_dir),
         ports,
         guard_chains,
-        guard_map,
+        guard_sets,
         booked,
     }
 }
@@ -203,8 +207,11 @@ fn a_full_state_directory_fails_add_cleanly_and_adds_work_once_there_is_room() {
     );
     assert!(after.claims.contains(&ip), "its claim: {after:?}");
     assert_eq!(after.ports.len(), before.ports.len() + 1, "its port");
-    assert_eq!(after.guard_chains.len(), before.guard_chains.len() + 1);
-    assert_ne!(after.guard_map, before.guard_map, "its guard element");
+    assert_eq!(
+        after.guard_chains, before.guard_chains,
+        "chains are per network"
+    );
+    assert_ne!(after.guard_sets, before.guard_sets, "its guard elements");
     assert_ne!(after.booked, before.booked, "in the book");
     assert!(
         Path::new(&n.state_dir).join("attachments").is_dir(),
