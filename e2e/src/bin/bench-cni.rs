@@ -9,7 +9,7 @@
 //! bridge (it has no other node).
 //!
 //! ```text
-//! bench-cni [--runs 200] [--parallel 16] [--reference-dir /usr/lib/cni] [--plugin-log FILE]
+//! bench-cni [--runs 200] [--parallel 16] [--reference-dir /usr/lib/cni] [--plugin-log FILE] [--plugin PATH]
 //! ```
 //! `--plugin-log` runs our plugin at `logLevel: debug` into FILE: each ADD
 //! that had to wait for its bridge port to forward logs how long.
@@ -27,7 +27,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::sched::{CloneFlags, setns};
 use privnet_e2e::bench::plugin::CniPlugin;
 use privnet_e2e::bench::process::{ScratchDir, ScratchNetns};
@@ -52,32 +52,26 @@ workloads:
     nodes: [n2]
 ";
 
+/// ADD/DEL latency and ADD → first reply of `privnet-cni` against the
+/// reference `bridge` + `host-local` plugins, in the same run.
+#[derive(clap::Parser)]
 struct Args {
+    /// ADD+DEL runs per mode (and first-reply runs per target).
+    #[arg(long, default_value_t = 200)]
     runs: usize,
+    /// Callers of the parallel mode.
+    #[arg(long, default_value_t = 16)]
     parallel: usize,
+    /// Where the reference plugins are.
+    #[arg(long, default_value = "/usr/lib/cni")]
     reference_dir: PathBuf,
+    /// Run our plugin at `logLevel: debug` into this file (where an ADD's time goes).
+    #[arg(long)]
     plugin_log: Option<PathBuf>,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        runs: 200,
-        parallel: 16,
-        reference_dir: "/usr/lib/cni".into(),
-        plugin_log: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--runs" => a.runs = value.parse()?,
-            "--parallel" => a.parallel = value.parse()?,
-            "--reference-dir" => a.reference_dir = value.into(),
-            "--plugin-log" => a.plugin_log = Some(value.into()),
-            other => bail!("unknown flag {other}"),
-        }
-    }
-    Ok(a)
+    /// Our plugin binary (default: `privnet-cni` beside `privnet`); the
+    /// shipped one is static: `--plugin "$(scripts/build-cni-static)"`.
+    #[arg(long)]
+    plugin: Option<PathBuf>,
 }
 
 /// The plugin calls of the bench (the invocation itself is the toolkit's).
@@ -317,7 +311,7 @@ mod icmp {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let dir = ScratchDir::new("pnbcni")?;
     let scenario = dir.write("scenario.yaml", SCENARIO)?;
     let sandbox =
@@ -328,7 +322,10 @@ fn main() -> Result<()> {
         .networks
         .first()
         .context("the bench scenario has a network")?;
-    let cni = privnet_binary()?.with_file_name("privnet-cni");
+    let cni = match &args.plugin {
+        Some(p) => p.clone(),
+        None => privnet_binary()?.with_file_name("privnet-cni"),
+    };
     let mut conf = json!({"cniVersion": "1.0.0", "name": "privnet", "type": "privnet-cni",
                           "agentSocket": node.agent_socket, "network": network.id});
     if let Some(log) = &args.plugin_log {

@@ -12,33 +12,22 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use privnet_e2e::bench::iperf::{TcpRun, parse_tcp_report};
-use privnet_e2e::bench::process::{Daemon, in_netns, raw_output};
+use privnet_e2e::bench::process::{Daemon, in_netns, output, raw_output, wait_until};
 use privnet_e2e::bench::sandbox::Sandbox;
 use privnet_e2e::bench::snmp::{Counters, MTU_SIGNS};
 use privnet_e2e::bench::stats::{Table, ratio};
 
 const PORT: &str = "5201";
 
+/// Throughput and latency of the datapath against the reference paths.
+#[derive(clap::Parser)]
 struct Args {
+    /// Rounds per path.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Seconds per iperf3 run.
+    #[arg(long, default_value_t = 6)]
     seconds: u32,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        rounds: 5,
-        seconds: 6,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--rounds" => a.rounds = value.parse()?,
-            "--seconds" => a.seconds = value.parse()?,
-            other => bail!("unknown flag {other}"),
-        }
-    }
-    Ok(a)
 }
 
 /// One end of a measured path: the namespace and address of each side.
@@ -59,7 +48,18 @@ impl Path {
             ),
             None,
         )?;
-        std::thread::sleep(Duration::from_millis(300));
+        // Measured once the server listens, not after a guessed pause.
+        let listening = || {
+            output(&mut in_netns(
+                &self.server_netns,
+                "ss",
+                &["-Hltn", &format!("src {}:{PORT}", self.server_ip)],
+            ))
+            .is_ok_and(|out| !out.trim().is_empty())
+        };
+        if wait_until(Duration::from_secs(5), Duration::from_millis(5), listening).is_none() {
+            bail!("iperf3 does not listen on {}:{PORT}", self.server_ip);
+        }
         Ok(d)
     }
 
@@ -156,7 +156,7 @@ fn gbps(bps: f64) -> String {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let sandbox = Sandbox::up("bd", None).context("failed to bring the sandbox up")?;
     let status = sandbox.status()?;
     let server = status.container("a container on n2", |c| c.node == "n2")?;

@@ -32,26 +32,15 @@ use privnet_e2e::bench::zonefile::{
     PRIVATE_DOMAIN, dnsperf_file, query_names, render_parent_zone, render_zone,
 };
 
+/// The DNS responder against the reference server, at a fixed query rate.
+#[derive(clap::Parser)]
 struct Args {
+    /// Seconds per dnsperf run.
+    #[arg(long, default_value_t = 8)]
     seconds: u32,
+    /// Queries per second.
+    #[arg(long, default_value_t = 2000)]
     rate: u32,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        seconds: 8,
-        rate: 2000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--seconds" => a.seconds = value.parse()?,
-            "--rate" => a.rate = value.parse()?,
-            other => bail!("unknown flag {other}"),
-        }
-    }
-    Ok(a)
 }
 
 fn named_conf(dir: &Path, zone: &str, listen: Ipv4Addr) -> String {
@@ -213,7 +202,7 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let sandbox = Sandbox::up("bn", None).context("failed to bring the sandbox up")?;
     let status = sandbox.status()?;
     let client = status.container("a container", |_| true)?;

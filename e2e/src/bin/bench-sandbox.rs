@@ -22,29 +22,18 @@ use privnet_e2e::bench::process::{self, in_netns, raw_output};
 use privnet_e2e::bench::sandbox::{Container, Sandbox, Status};
 use privnet_e2e::bench::stats::{Summary, Table, ms};
 
+/// `sandbox up` and how long a new name takes to resolve on every node.
+#[derive(clap::Parser)]
 struct Args {
+    /// Scale-ups measured.
+    #[arg(long, default_value_t = 20)]
     samples: u32,
+    /// The application scaled.
+    #[arg(long, default_value = "shop-api")]
     app: String,
+    /// Its process type.
+    #[arg(long = "type", default_value = "web")]
     process_type: String,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        samples: 20,
-        app: "shop-api".into(),
-        process_type: "web".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--samples" => a.samples = value.parse()?,
-            "--app" => a.app = value,
-            "--type" => a.process_type = value,
-            other => bail!("unknown flag {other}"),
-        }
-    }
-    Ok(a)
 }
 
 /// The state file `status -o json` prints (read directly: polling it
@@ -185,7 +174,7 @@ fn probe_containers<'s>(state: &'s Status, fresh: &Container) -> Vec<&'s Contain
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let sandbox = Sandbox::up("bs", None).context("failed to bring the sandbox up")?;
     let up = sandbox.up_time;
     let status = sandbox.status()?;

@@ -14,25 +14,32 @@ use anyhow::{Context, Result, bail};
 use privnet_e2e::bench::sandbox::privnet_binary;
 use privnet_e2e::bench::soak::{self, SoakConfig};
 
+/// ADD/DEL cycles against one agent; exits non-zero when a limit broke.
+#[derive(clap::Parser)]
+struct Args {
+    /// ADD/DEL cycles.
+    #[arg(long, default_value_t = 10_000)]
+    cycles: usize,
+    /// Callers of the parallel blocks.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Growth allowed from the start, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    limit_percent: f64,
+    /// The projects whose networks the cycles use (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    projects: Option<Vec<String>>,
+}
+
 fn main() -> Result<()> {
-    let mut cfg = SoakConfig {
+    let args = <Args as clap::Parser>::parse();
+    let cfg = SoakConfig {
         privnet: privnet_binary()?,
-        cycles: 10_000,
-        parallel: 4,
-        limit: 0.05,
-        projects: SoakConfig::all_projects(),
+        cycles: args.cycles,
+        parallel: args.parallel,
+        limit: args.limit_percent / 100.0,
+        projects: args.projects.unwrap_or_else(SoakConfig::all_projects),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--cycles" => cfg.cycles = value.parse()?,
-            "--parallel" => cfg.parallel = value.parse()?,
-            "--limit-percent" => cfg.limit = value.parse::<f64>()? / 100.0,
-            "--projects" => cfg.projects = value.split(',').map(String::from).collect(),
-            other => bail!("unknown flag {other}"),
-        }
-    }
     println!(
         "bench-soak: {} ADD/DEL cycles on n1, networks of {}, blocks of 50 alternating 1 and {} callers",
         cfg.cycles,
