@@ -46,8 +46,37 @@ impl FdbEntry {
 pub struct RemoteEndpoint {
     /// The endpoint's MAC.
     pub mac: [u8; 6],
+    /// Its address.
+    pub ip: Ipv4Addr,
     /// Name of the node hosting it.
     pub node: String,
+}
+
+/// An ARP answer the local bridge gives for a remote endpoint, so a
+/// container's first packet to it does not wait for an ARP exchange across
+/// the mesh: a permanent neighbour entry on the bridge (address → MAC) and a
+/// bridge FDB entry sending the MAC to the VXLAN port, whose
+/// `neigh_suppress` makes the bridge reply from its neighbour table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArpAnswer {
+    /// The remote endpoint's address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: [u8; 6],
+}
+
+/// The ARP answers for `self_node`: one per endpoint on another node.
+/// Validity (unicast MACs, no MAC on two nodes) is [`desired_fdb`]'s to
+/// check: both come from the same endpoints.
+pub fn arp_answers(self_node: &str, endpoints: &[RemoteEndpoint]) -> BTreeSet<ArpAnswer> {
+    endpoints
+        .iter()
+        .filter(|e| e.node != self_node)
+        .map(|e| ArpAnswer {
+            ip: e.ip,
+            mac: e.mac,
+        })
+        .collect()
 }
 
 /// Errors of FDB computation.
@@ -164,6 +193,7 @@ mod tests {
 
     fn ep(last: u8, node: &str) -> RemoteEndpoint {
         RemoteEndpoint {
+            ip: Ipv4Addr::new(10, 240, 0, last),
             mac: [6, 0, 10, 240, 0, last],
             node: node.into(),
         }
@@ -208,6 +238,17 @@ mod tests {
     }
 
     #[test]
+    fn arp_answers_cover_the_remote_endpoints_only() {
+        let answers = arp_answers("a", &[ep(2, "a"), ep(3, "b"), ep(4, "c")]);
+        let ips: Vec<Ipv4Addr> = answers.iter().map(|a| a.ip).collect();
+        assert_eq!(
+            ips,
+            [Ipv4Addr::new(10, 240, 0, 3), Ipv4Addr::new(10, 240, 0, 4)]
+        );
+        assert!(answers.iter().all(|a| a.mac[5] == a.ip.octets()[3]));
+    }
+
+    #[test]
     fn bad_inputs_are_errors() {
         assert!(matches!(
             desired_fdb("a", &hosts(), &[ep(2, "zz")]),
@@ -219,6 +260,7 @@ mod tests {
         ));
         let multicast = RemoteEndpoint {
             mac: [1, 0, 0x5e, 0, 0, 1],
+            ip: Ipv4Addr::new(10, 240, 0, 9),
             node: "b".into(),
         };
         assert!(matches!(

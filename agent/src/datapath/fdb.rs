@@ -125,7 +125,8 @@ pub async fn read(
     Ok(entries)
 }
 
-async fn send(
+/// Sends one request and waits for its acknowledgement.
+pub(crate) async fn send(
     handle: &rtnetlink::Handle,
     msg: RouteNetlinkMessage,
     flags: u16,

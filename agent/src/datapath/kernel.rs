@@ -5,18 +5,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 
-use privnet_core::fdb::FdbEntry;
+use privnet_core::fdb::{ArpAnswer, FdbEntry};
 use privnet_core::zone::Zone;
 
 use super::drift::{Drift, NetworkRepair};
 use super::events::{self, DriftSignal, WatchScope};
-use super::fdb;
 use super::guard::{self, GuardedPort, PortTable};
 use super::netns::{self, NetnsFd};
 use super::network::{self, NetworkDatapath, NetworkError};
 use super::observe;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
 use super::wireguard::{Backend, Key, MeshPeer, PeerStatus, Wireguard, WireguardError};
+use super::{arp_answers, fdb};
 use crate::dns::forward::Forwarder;
 use crate::dns::handler::DnsCounters;
 use crate::dns::server::Responder;
@@ -303,6 +303,23 @@ impl NodeDatapath for KernelDatapath {
             .await
             .map_err(net_err(Step::SyncFdb, spec))?;
         fdb::sync(&h, ifindex, entries)
+            .await
+            .map(drop)
+            .map_err(|source| DatapathError::Fdb {
+                netns: spec.netns.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    async fn sync_arp_answers(
+        &self,
+        spec: &NetworkDatapath,
+        answers: &BTreeSet<ArpAnswer>,
+    ) -> Result<(), DatapathError> {
+        let (h, bridge, vxlan) = network::bridge_and_vxlan(spec)
+            .await
+            .map_err(net_err(Step::SyncArpAnswers, spec))?;
+        arp_answers::sync(&h, bridge, vxlan, answers)
             .await
             .map(drop)
             .map_err(|source| DatapathError::Fdb {

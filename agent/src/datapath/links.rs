@@ -34,6 +34,8 @@ pub struct LinkState {
     pub vxlan: Option<(u32, Option<Ipv4Addr>, u16, bool)>,
     /// Bridge port learning flag, when enslaved to a bridge.
     pub port_learning: Option<bool>,
+    /// Bridge port `neigh_suppress` flag, when enslaved to a bridge.
+    pub port_neigh_suppress: Option<bool>,
     /// VXLAN: index of the underlay device (`dev …`) in the namespace that created it.
     pub vxlan_lower: Option<u32>,
 }
@@ -77,6 +79,10 @@ fn parse_info(infos: &[LinkInfo], state: &mut LinkState) {
             LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
                 state.port_learning = p.iter().find_map(|i| match i {
                     InfoBridgePort::Learning(l) => Some(*l),
+                    _ => None,
+                });
+                state.port_neigh_suppress = p.iter().find_map(|i| match i {
+                    InfoBridgePort::NeighSupress(l) => Some(*l),
                     _ => None,
                 });
             }
@@ -146,19 +152,22 @@ pub async fn set_controller(handle: &Handle, index: u32, bridge: u32) -> Result<
     link::set(handle, msg, format!("enslave {index}")).await
 }
 
-/// `bridge link set dev <index> learning off`.
-pub async fn set_port_learning(
-    handle: &Handle,
-    index: u32,
-    learning: bool,
-) -> Result<(), LinkError> {
-    let msg = LinkBridgePort::new(index).learning(learning).build();
+/// `bridge link set dev <index> learning off neigh_suppress on`: the
+/// overlay port of a network's bridge. The agent writes every FDB entry
+/// behind it, and the bridge answers ARP for the remote endpoints it holds
+/// neighbour entries for instead of sending the request across the mesh
+/// (see [`super::arp_answers`]).
+pub async fn set_overlay_port(handle: &Handle, index: u32) -> Result<(), LinkError> {
+    let msg = LinkBridgePort::new(index)
+        .learning(false)
+        .neigh_suppress(true)
+        .build();
     handle
         .link()
         .set_port(msg)
         .execute()
         .await
-        .map_err(err("set learning of", index))
+        .map_err(err("set learning and neigh_suppress of", index))
 }
 
 /// `ip link set <index> netns <fd>`.

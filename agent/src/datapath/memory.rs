@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use privnet_core::fdb::FdbEntry;
+use privnet_core::fdb::{ArpAnswer, FdbEntry};
 use privnet_core::zone::Zone;
 
 use super::drift::{Drift, NetworkRepair, What};
@@ -52,6 +52,8 @@ pub enum Call {
     PurgePorts(String, Vec<String>),
     /// `sync_fdb` (namespace, entries).
     SyncFdb(String, BTreeSet<FdbEntry>),
+    /// `sync_arp_answers` (namespace, answers).
+    SyncArpAnswers(String, BTreeSet<ArpAnswer>),
     /// `observe_mesh`.
     ObserveMesh,
     /// `observe_network` (namespace).
@@ -75,6 +77,8 @@ pub struct FakeKernel {
     pub networks: BTreeMap<String, Vec<GuardedPort>>,
     /// FDB per namespace.
     pub fdb: BTreeMap<String, BTreeSet<FdbEntry>>,
+    /// ARP answers per namespace.
+    pub arp_answers: BTreeMap<String, BTreeSet<ArpAnswer>>,
     /// Container namespaces that exist (paths).
     pub containers: BTreeSet<String>,
     /// Drifts of the mesh a test injected (daemon, link, node guard; peers
@@ -335,6 +339,21 @@ impl NodeDatapath for MemoryDatapath {
         let mut inner = self.enter(Step::SyncFdb, call)?;
         present(&mut inner, spec, Step::SyncFdb)?;
         inner.kernel.fdb.insert(spec.netns.clone(), entries.clone());
+        Ok(())
+    }
+
+    async fn sync_arp_answers(
+        &self,
+        spec: &NetworkDatapath,
+        answers: &BTreeSet<ArpAnswer>,
+    ) -> Result<(), DatapathError> {
+        let call = Call::SyncArpAnswers(spec.netns.clone(), answers.clone());
+        let mut inner = self.enter(Step::SyncArpAnswers, call)?;
+        present(&mut inner, spec, Step::SyncArpAnswers)?;
+        inner
+            .kernel
+            .arp_answers
+            .insert(spec.netns.clone(), answers.clone());
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 //!
 //! - [`netns`]: named namespaces, running code/commands inside one, rtnetlink handles there.
 //! - [`network`]: one private network's namespace, bridge, VXLAN port and gateway.
-//! - [`fdb`]: the VXLAN device's static forwarding database.
+//! - [`fdb`]: the VXLAN device's static forwarding database; [`arp_answers`]: the bridge's
+//!   ARP answers for remote endpoints.
 //! - [`guard`]: nftables guard rules; [`nft_elements`]: the port sets changed over nfnetlink;
 //!   [`guard_drift`]: the rules as rendered against the kernel's, and what puts back the difference.
 //! - [`neighbours`]: clashes with the primary CNI's VXLAN and ports, found before start.
@@ -16,13 +17,14 @@
 //!   [`events`]: kernel events that bring the read-back forward.
 //! - [`snapshot`]: normalised kernel state, for "restart leaves the kernel identical" tests.
 
+pub mod arp_answers;
 pub mod drift;
 pub mod events;
 pub mod fdb;
 pub mod guard;
 pub mod guard_drift;
 pub mod kernel;
-pub(crate) mod links;
+pub mod links;
 pub mod memory;
 pub mod neighbours;
 pub mod netns;

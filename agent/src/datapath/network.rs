@@ -398,11 +398,11 @@ async fn ensure_vxlan(
     if state.controller != Some(bridge) {
         links::set_controller(h, state.index, bridge).await?;
     }
-    let learning = links::get(h, &spec.vxlan)
+    let port = links::get(h, &spec.vxlan)
         .await?
-        .and_then(|s| s.port_learning);
-    if learning != Some(false) {
-        links::set_port_learning(h, state.index, false).await?;
+        .map(|s| (s.port_learning, s.port_neigh_suppress));
+    if port != Some((Some(false), Some(true))) {
+        links::set_overlay_port(h, state.index).await?;
     }
     if !state.up {
         links::set_up(h, state.index).await.map_err(|e| {
@@ -476,6 +476,16 @@ pub async fn vxlan_handle(spec: &NetworkDatapath) -> Result<(Handle, u32), Netwo
         .await?
         .ok_or_else(|| NetworkError::Missing(spec.vxlan.clone()))?;
     Ok((h, vx.index))
+}
+
+/// A handle in the network's namespace with its bridge's and VXLAN
+/// device's ifindexes.
+pub async fn bridge_and_vxlan(spec: &NetworkDatapath) -> Result<(Handle, u32, u32), NetworkError> {
+    let (h, vx) = vxlan_handle(spec).await?;
+    let br = links::get(&h, &spec.bridge)
+        .await?
+        .ok_or_else(|| NetworkError::Missing(spec.bridge.clone()))?;
+    Ok((h, br.index, vx))
 }
 
 /// Removes the network from this node (`ip netns del`): the devices inside go with the

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
-use privnet_core::fdb::FdbEntry;
+use privnet_core::fdb::{ArpAnswer, FdbEntry};
 use privnet_core::zone::Zone;
 
 use super::drift::{Drift, NetworkRepair};
@@ -66,6 +66,8 @@ pub enum Step {
     PurgePorts,
     /// [`NodeDatapath::sync_fdb`].
     SyncFdb,
+    /// [`NodeDatapath::sync_arp_answers`].
+    SyncArpAnswers,
     /// [`NodeDatapath::observe_mesh`].
     ObserveMesh,
     /// [`NodeDatapath::observe_network`].
@@ -91,6 +93,7 @@ impl std::fmt::Display for Step {
             Step::UpdatePorts => "update the port guard",
             Step::PurgePorts => "purge retired ports",
             Step::SyncFdb => "sync the FDB",
+            Step::SyncArpAnswers => "sync the ARP answers",
             Step::ObserveMesh => "read back the mesh",
             Step::ObserveNetwork => "read back the network",
             Step::RepairNetwork => "repair the network",
@@ -251,6 +254,13 @@ pub trait NodeDatapath: Send + Sync + 'static {
         &self,
         spec: &NetworkDatapath,
         entries: &BTreeSet<FdbEntry>,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Makes `answers` the ARP answers the bridge gives for remote
+    /// endpoints (neighbour and bridge FDB entries, diffed).
+    fn sync_arp_answers(
+        &self,
+        spec: &NetworkDatapath,
+        answers: &BTreeSet<ArpAnswer>,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
 
     /// Reads the mesh back: the WireGuard daemon and link, the node guard,

@@ -145,21 +145,32 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
         let mut zone_entries = 0;
         for (info, spec, zone) in &locals {
             let id = &info.id;
-            let desired = plan::network_fdb(&self.cfg.node, &view, id).map_err(|source| {
-                ConvergeError::FdbPlan {
-                    id: id.clone(),
-                    source,
-                }
-            })?;
+            let (desired, answers) =
+                plan::network_forwarding(&self.cfg.node, &view, id).map_err(|source| {
+                    ConvergeError::FdbPlan {
+                        id: id.clone(),
+                        source,
+                    }
+                })?;
+            let fdb_err = |source| ConvergeError::Fdb {
+                id: id.clone(),
+                source,
+            };
             if conv.applied_fdb.get(id) != Some(&desired) {
                 self.datapath
                     .sync_fdb(spec, &desired)
                     .await
-                    .map_err(|source| ConvergeError::Fdb {
-                        id: id.clone(),
-                        source,
-                    })?;
+                    .map_err(fdb_err)?;
                 conv.applied_fdb.insert(id.clone(), desired);
+            }
+            // After the FDB: an answer only helps once frames to its MAC
+            // reach the right node.
+            if conv.applied_arp.get(id) != Some(&answers) {
+                self.datapath
+                    .sync_arp_answers(spec, &answers)
+                    .await
+                    .map_err(fdb_err)?;
+                conv.applied_arp.insert(id.clone(), answers);
             }
             let eps = plan::zone_endpoints(&self.cfg.node, &records, &view, id);
             let mut zone = zone.write().expect("zone lock");
@@ -169,6 +180,8 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
             zone_entries += zone.len();
         }
         conv.applied_fdb
+            .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
+        conv.applied_arp
             .retain(|id, _| locals.iter().any(|(i, _, _)| &i.id == id));
         // Publication looks at the view as the source shows it (not the
         // held one), so endpoints wiped from the API are published again.

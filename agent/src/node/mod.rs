@@ -87,6 +87,8 @@ pub(crate) struct ConvergeState {
     /// WireGuard and the node guard are up.
     pub mesh_up: bool,
     pub applied_fdb: BTreeMap<String, BTreeSet<privnet_core::fdb::FdbEntry>>,
+    /// ARP answers applied per network.
+    pub applied_arp: BTreeMap<String, BTreeSet<privnet_core::fdb::ArpAnswer>>,
     pub published: BTreeMap<AttachmentKey, EndpointInfo>,
     /// Published endpoints the source's view has shown.
     pub shown: BTreeSet<AttachmentKey>,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use privnet_core::fdb::{FdbEntry, RemoteEndpoint, desired_fdb};
+use privnet_core::fdb::{ArpAnswer, FdbEntry, RemoteEndpoint, arp_answers, desired_fdb};
 use privnet_core::mac::parse_mac;
 use privnet_core::naming::PrivateName;
 use privnet_core::rotation;
@@ -296,13 +296,14 @@ pub fn purge_decision(table: &PortTable, changed_at: Instant, now: Instant) -> P
     }
 }
 
-/// The FDB a network should have on `node`: flood entries towards every
-/// remote VTEP hosting it, unicast entries for its remote endpoints.
-pub fn network_fdb(
+/// What a network's datapath on `node` forwards to other nodes: the FDB
+/// (flood entries towards every remote VTEP hosting it, unicast entries for
+/// its remote endpoints) and the ARP answers the bridge gives for them.
+pub fn network_forwarding(
     node: &str,
     view: &ClusterView,
     network_id: &str,
-) -> Result<BTreeSet<FdbEntry>, privnet_core::fdb::FdbError> {
+) -> Result<(BTreeSet<FdbEntry>, BTreeSet<ArpAnswer>), privnet_core::fdb::FdbError> {
     let vteps: BTreeMap<&str, _> = view
         .nodes
         .iter()
@@ -321,10 +322,21 @@ pub fn network_fdb(
         hosts.insert(e.node.clone(), *vtep);
         remote.push(RemoteEndpoint {
             mac,
+            ip: e.ip,
             node: e.node.clone(),
         });
     }
-    desired_fdb(node, &hosts, &remote)
+    let fdb = desired_fdb(node, &hosts, &remote)?;
+    Ok((fdb, arp_answers(node, &remote)))
+}
+
+/// The FDB of [`network_forwarding`].
+pub fn network_fdb(
+    node: &str,
+    view: &ClusterView,
+    network_id: &str,
+) -> Result<BTreeSet<FdbEntry>, privnet_core::fdb::FdbError> {
+    network_forwarding(node, view, network_id).map(|(fdb, _)| fdb)
 }
 
 /// The zone of a network: local records plus remote endpoints, by name.

@@ -127,6 +127,9 @@ impl<S: Source, D: NodeDatapath> Agent<S, D> {
                     if todo.fdb {
                         conv.applied_fdb.insert(id.to_string(), fdb.clone());
                     }
+                    // A rebuilt bridge or VXLAN device lost its ARP
+                    // answers: the next pass reads them back and resyncs.
+                    conv.applied_arp.remove(id);
                     dns_running |= todo.dns;
                 }
                 Err(e) => {

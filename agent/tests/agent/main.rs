@@ -1,6 +1,7 @@
 //! The agent crate's integration tests, one binary: each file below was its own
 //! test binary, and every one linked and monomorphised the whole stack again.
 
+mod datapath_arp_answers;
 mod datapath_guard;
 mod datapath_guard_rules;
 mod datapath_mesh;

@@ -173,6 +173,18 @@ fn proxy_in_front_of_a_private_backend() {
             ],
         )
     };
+    // A new namespace inherits IPv4 forwarding from the host's
+    // (`net.core.devconf_inherit_init_net` 0): start from off whatever the
+    // host has, so what is checked is that privnet turns nothing on.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        web_ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=0",
+    ]);
     let backend = spawn_server(&sb, "back-api-1", "tcp", 9001);
     let forwarded = watch(web_ns, "out");
     let arrived = watch(api_ns, "in");

@@ -9,6 +9,7 @@ use crate::datapath::Step;
 use crate::datapath::memory::Call;
 use crate::node::Phase;
 use crate::node::plan::{PURGE_AFTER, REARM_AFTER, SILENT_RECHECK};
+use privnet_core::mac::format_mac;
 
 fn remote_endpoint(cid: &str, last: u8) -> EndpointInfo {
     EndpointInfo {
@@ -64,6 +65,18 @@ async fn a_pass_syncs_fdb_and_a_second_pass_changes_nothing() {
     assert!(fdb.iter().any(|e| e.is_flood() && e.dst == n2), "{fdb:?}");
     assert!(fdb.iter().any(|e| !e.is_flood() && e.dst == n2), "{fdb:?}");
     assert_eq!(h.dp.kernel().networks[&h.netns()].len(), 1);
+    // The bridge answers ARP for the remote endpoint, and only for it.
+    let answers: Vec<_> = h.dp.kernel().arp_answers[&h.netns()]
+        .iter()
+        .map(|a| (a.ip, format_mac(&a.mac)))
+        .collect();
+    assert_eq!(
+        answers,
+        [(
+            Ipv4Addr::new(10, 240, 1, 7),
+            "0a:58:0a:f0:01:07".to_string()
+        )]
+    );
 
     h.dp.clear_calls();
     h.agent.converge_at(Instant::now()).await.unwrap();
@@ -72,6 +85,11 @@ async fn a_pass_syncs_fdb_and_a_second_pass_changes_nothing() {
         [],
         "a converged node is left alone"
     );
+
+    // The endpoint gone: its answer goes with its FDB entry.
+    h.agent.set_view(view());
+    h.agent.converge_at(Instant::now()).await.unwrap();
+    assert!(h.dp.kernel().arp_answers[&h.netns()].is_empty());
 }
 
 #[tokio::test]

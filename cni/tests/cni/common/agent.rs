@@ -130,6 +130,13 @@ impl NodeDatapath for TestDatapath {
     ) -> Result<(), DatapathError> {
         self.kernel.sync_fdb(spec, entries).await
     }
+    async fn sync_arp_answers(
+        &self,
+        spec: &NetworkDatapath,
+        answers: &BTreeSet<privnet_core::fdb::ArpAnswer>,
+    ) -> Result<(), DatapathError> {
+        self.kernel.sync_arp_answers(spec, answers).await
+    }
     async fn observe_mesh(
         &self,
         mesh: &MeshSpec,

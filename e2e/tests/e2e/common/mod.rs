@@ -279,7 +279,14 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let inodes = leftovers::namespace_inodes(&self.name);
         let down = self.privnet(&["down"]);
-        let left = leftovers::find(&self.name, &inodes, &self.host_tables);
+        // What a killed agent had started (an `nft -f -` fed its ruleset,
+        // say) finishes on its own within moments; a leak stays.
+        let mut left = leftovers::find(&self.name, &inodes, &self.host_tables);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            left = leftovers::find(&self.name, &inodes, &self.host_tables);
+        }
         if down.status.success() && left.is_empty() {
             return;
         }
