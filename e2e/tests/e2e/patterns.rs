@@ -173,18 +173,14 @@ fn proxy_in_front_of_a_private_backend() {
             ],
         )
     };
+    let forwarding = |on: u8| {
+        let setting = format!("net.ipv4.ip_forward={on}");
+        run(&["ip", "netns", "exec", web_ns, "sysctl", "-qw", &setting]);
+    };
     // A new namespace inherits IPv4 forwarding from the host's
     // (`net.core.devconf_inherit_init_net` 0): start from off whatever the
     // host has, so what is checked is that privnet turns nothing on.
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        web_ns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=0",
-    ]);
+    forwarding(0);
     let backend = spawn_server(&sb, "back-api-1", "tcp", 9001);
     let forwarded = watch(web_ns, "out");
     let arrived = watch(api_ns, "in");
@@ -200,15 +196,7 @@ fn proxy_in_front_of_a_private_backend() {
     assert_eq!(seen(arrived), [] as [String; 0]);
     // Positive control: with forwarding on in the web container the capture
     // sees it forward, and the port guard still drops the foreign source.
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        web_ns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]);
+    forwarding(1);
     let forwarded = watch(web_ns, "out");
     let arrived = watch(api_ns, "in");
     assert!(!direct("9001").status.success());
@@ -221,15 +209,7 @@ fn proxy_in_front_of_a_private_backend() {
         [] as [String; 0],
         "the guard drops a forwarded source"
     );
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        web_ns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=0",
-    ]);
+    forwarding(0);
     let ping = sb.in_netns(&out, &["ping", "-c1", "-W1", api["ip"].as_str().unwrap()]);
     assert!(!ping.status.success());
     drop(backend);
