@@ -108,7 +108,7 @@ pub struct NetworkRepair {
     pub devices: bool,
     /// The guard tables, rewritten whole for the live ports.
     pub guard: bool,
-    /// The guard's drifted chains and missing map elements, put back alone.
+    /// The guard's drifted chains and missing set elements, put back alone.
     pub guard_rules: bool,
     /// Container ports to put back on the bridge and up.
     pub ports: Vec<String>,

@@ -301,7 +301,7 @@ pub async fn set_ports(spec: &NetworkDatapath, ports: &[GuardedPort]) -> Result<
 }
 
 /// Puts back the guard's chains that lost or gained rules and its missing
-/// map elements, read back now against the rendering for `ports`, in one
+/// set elements, read back now against the rendering for `ports`, in one
 /// transaction that touches nothing else (`flush chain` + the chain again,
 /// `add element`; see [`super::guard_drift`]).
 pub async fn repair_guard_rules(

@@ -3,7 +3,7 @@
 //! Reads only (`ip -d link`, `ip -4 addr`, `bridge fdb`, `nft -j list`,
 //! `sysctl`); what to do about a drift is the agent's decision. The guard
 //! tables are compared with what the agent renders for them
-//! ([`super::guard_drift`]): a deleted rule or map element shows, not only a
+//! ([`super::guard_drift`]): a deleted rule or set element shows, not only a
 //! missing table.
 
 use std::collections::BTreeSet;
@@ -63,7 +63,7 @@ pub fn missing_tables(installed: &Installed, wanted: &[&str], what: What) -> Vec
 
 /// `tables` of `installed` against the `rendered` ruleset: a table missing
 /// or emptied is a drift of `whole` (written again whole); otherwise each
-/// chain that lost or gained rules and each missing map element is a drift
+/// chain that lost or gained rules and each missing set element is a drift
 /// of `rules` (put back alone).
 pub fn guard_drifts(
     installed: &Installed,

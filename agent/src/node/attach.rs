@@ -3,9 +3,9 @@
 //! happen; if a later step fails, exactly those are undone, newest first.
 //!
 //! ADD answers only once the port forwards: the guard drops frames of a
-//! `pv*` port it does not know (fail closed), so the port's map element and
-//! chain are installed here, one incremental nft transaction, before the
-//! plugin creates the veth (nft matches interface names, not indexes). Left
+//! `pv*` port it does not know (fail closed), so the port's two set
+//! elements are installed here, one nfnetlink batch, before the plugin
+//! creates the veth (nft matches interface names, not indexes). Left
 //! to the convergence pass, the container's first ARP would be dropped and
 //! its first packet would wait for the kernel's ~1 s ARP retry.
 

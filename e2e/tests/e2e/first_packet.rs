@@ -4,8 +4,8 @@
 //! node. A dropped first ARP would cost the kernel's ~1 s retry and fail it.
 //!
 //! Negative control: the same test sees a lost first ARP. Right after ADD it
-//! deletes its own port's element from the guard's verdict map (the port
-//! then falls to the fail-closed `pv*` drop, as before the port's rules were
+//! deletes its own port's element from the guard's `port-mac` set (the port
+//! then falls to the fail-closed drop, as before the port's elements were
 //! installed): the first ping fails. Restoring the element makes the port
 //! talk again, so the failure was the missing rule and nothing else.
 

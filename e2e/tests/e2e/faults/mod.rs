@@ -435,7 +435,7 @@ fn a_corrupted_record_at_start_is_dropped_and_its_address_stays_taken() {
 }
 
 /// A container's host veth deleted: the agent retires its port (the guard's
-/// map element goes with the next purge) and counts it; the other
+/// set elements go with the next purge) and counts it; the other
 /// container's traffic is untouched.
 #[test]
 fn a_deleted_host_veth_has_its_port_retired() {

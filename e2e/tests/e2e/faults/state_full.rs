@@ -34,7 +34,7 @@ struct Traces {
     claims: Vec<String>,
     /// veths in the network's namespace (the bridge ports).
     ports: Vec<String>,
-    /// The port guard: its chains and its verdict map.
+    /// The port guard: its chains and its port sets.
     guard_chains: Vec<String>,
     guard_sets: String,
     /// The agent's book (`privnet_agent_attachments`).
