@@ -132,7 +132,7 @@ pub fn relevant(scope: &WatchScope, msg: &RouteNetlinkMessage) -> Option<&'stati
 
 /// How long a listener waits before listening again after its socket
 /// failed (a receive-buffer overrun under a storm of events).
-const REOPEN_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// Listens in `ns` until the task is aborted (or the namespace is gone),
 /// raising `signal` on every relevant event. An overrun socket means

@@ -13,6 +13,7 @@ use super::events::{self, DriftSignal, WatchScope};
 use super::guard::{self, GuardedPort, PortTable};
 use super::netns::{self, NetnsFd};
 use super::network::{self, NetworkDatapath, NetworkError};
+use super::nft_events;
 use super::observe;
 use super::seam::{DatapathError, MeshSpec, NodeDatapath, Step};
 use super::wireguard::{Backend, Key, MeshPeer, PeerStatus, Wireguard, WireguardError};
@@ -71,7 +72,14 @@ impl KernelDatapath {
         {
             return;
         }
-        let task = tokio::spawn(events::listen(ns, scope, self.signal.clone()));
+        // Links, addresses and neighbours; and nftables, for the guard.
+        let (signal, nft_ns, nft_signal) = (self.signal.clone(), ns.clone(), self.signal.clone());
+        let task = tokio::spawn(async move {
+            tokio::join!(
+                events::listen(ns, scope, signal),
+                nft_events::listen(nft_ns, nft_signal)
+            );
+        });
         if let Some((_, old)) = listeners.insert(key.to_string(), (inode, task)) {
             old.abort();
         }

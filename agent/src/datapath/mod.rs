@@ -14,7 +14,7 @@
 //! - [`seam`]: the [`NodeDatapath`] trait the agent calls; [`kernel`] implements it on the
 //!   modules above, [`memory`] is the in-memory fake for unit tests.
 //! - [`drift`], [`observe`]: what the read-back found wrong, and the read-back of a network;
-//!   [`events`]: kernel events that bring the read-back forward.
+//!   [`events`], [`nft_events`]: kernel and nftables events that bring the read-back forward.
 //! - [`snapshot`]: normalised kernel state, for "restart leaves the kernel identical" tests.
 
 pub mod arp_answers;
@@ -30,6 +30,7 @@ pub mod neighbours;
 pub mod netns;
 pub mod network;
 pub mod nft_elements;
+pub mod nft_events;
 pub mod observe;
 pub mod seam;
 pub mod snapshot;

@@ -6,5 +6,6 @@ mod datapath_guard;
 mod datapath_guard_rules;
 mod datapath_mesh;
 mod datapath_nft_elements;
+mod datapath_nft_events;
 mod datapath_support;
 mod kube_source;

@@ -7,8 +7,9 @@
 //! WireGuard), traffic resumes, DNS answers, and not one clear-text VXLAN
 //! packet nor private address on the underlay throughout (with the capture's positive
 //! control: it saw the tunnel). A fault the kernel announces (a link,
-//! address or FDB entry deleted: the agent listens to rtnetlink in the
-//! namespaces it owns) is repaired well before the resync: each fault is
+//! address or FDB entry deleted, a guard table flushed: the agent listens
+//! to rtnetlink and nftables in the namespaces it owns) is repaired well
+//! before the resync: each fault is
 //! injected just after the previous repair, i.e. just after a check, so a
 //! repair within [`EVENT_LIMIT`] came from the event.
 //!
@@ -220,7 +221,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
         &sb,
         &t,
         "node-nft-flush",
-        RESYNC + SLACK,
+        EVENT_LIMIT,
         || {
             injected(&t.node_ns, "node-nft-flush", "nft flush ruleset", || {
                 !guard_back()
@@ -236,7 +237,7 @@ fn datapath_faults_are_repaired_within_a_resync() {
         &sb,
         &t,
         "network-nft-flush",
-        RESYNC + SLACK,
+        EVENT_LIMIT,
         || {
             injected(&t.net_ns, "network-nft-flush", "nft flush ruleset", || {
                 !net_guard_back()
