@@ -132,27 +132,50 @@ pub fn relevant(scope: &WatchScope, msg: &RouteNetlinkMessage) -> Option<&'stati
 
 /// How long a listener waits before listening again after its socket
 /// failed (a receive-buffer overrun under a storm of events).
-pub(crate) const REOPEN_AFTER: Duration = Duration::from_secs(1);
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
-/// Listens in `ns` until the task is aborted (or the namespace is gone),
-/// raising `signal` on every relevant event. An overrun socket means
-/// events were lost: that raises the signal too, then it listens again.
-pub async fn listen(ns: NetnsFd, scope: WatchScope, signal: std::sync::Arc<DriftSignal>) {
+/// A multicast netlink connection and the messages it receives.
+pub(crate) type Subscription<T> = (
+    rtnetlink::proto::Connection<T>,
+    futures::channel::mpsc::UnboundedReceiver<(
+        rtnetlink::packet_core::NetlinkMessage<T>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+);
+
+/// Subscribes with `open` inside `ns` and raises `signal` for every message
+/// `relevant` names, until the task is aborted (or the namespace is gone).
+/// A failed socket (an overrun under a storm of events: events were lost)
+/// raises the signal too, then it subscribes again. `source` names the
+/// listener in logs.
+pub(crate) async fn watch<T, O, R>(
+    ns: NetnsFd,
+    source: &'static str,
+    open: O,
+    relevant: R,
+    signal: std::sync::Arc<DriftSignal>,
+) where
+    T: std::fmt::Debug
+        + rtnetlink::packet_core::NetlinkSerializable
+        + rtnetlink::packet_core::NetlinkDeserializable
+        + Unpin
+        + Send
+        + 'static,
+    O: Fn() -> std::io::Result<Subscription<T>> + Clone + Send + 'static,
+    R: Fn(&T) -> Option<&'static str>,
+{
     loop {
         let runtime = tokio::runtime::Handle::current();
+        let open = open.clone();
         let opened = netns::run_in_async(&ns, move || {
             let _entered = runtime.enter();
-            rtnetlink::new_multicast_connection(&[
-                MulticastGroup::Link,
-                MulticastGroup::Ipv4Ifaddr,
-                MulticastGroup::Neigh,
-            ])
+            open()
         })
         .await;
-        let (connection, _handle, mut messages) = match opened {
+        let (connection, mut messages) = match opened {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, ?scope, "failed to listen to kernel events");
+                tracing::warn!(error = %e, source, "failed to listen to kernel events");
                 tokio::time::sleep(REOPEN_AFTER).await;
                 continue;
             }
@@ -169,15 +192,28 @@ pub async fn listen(ns: NetnsFd, scope: WatchScope, signal: std::sync::Arc<Drift
             };
             let Some((message, _)) = message else { break };
             if let rtnetlink::packet_core::NetlinkPayload::InnerMessage(msg) = &message.payload
-                && let Some(what) = relevant(&scope, msg)
+                && let Some(what) = relevant(msg)
             {
-                tracing::debug!(?scope, what, "kernel event: checking the datapath early");
+                tracing::debug!(source, what, "kernel event: checking the datapath early");
                 signal.raise(Instant::now());
             }
         }
         signal.raise(Instant::now());
         tokio::time::sleep(REOPEN_AFTER).await;
     }
+}
+
+/// Listens to links, addresses and neighbours in `ns` ([`watch`]).
+pub async fn listen(ns: NetnsFd, scope: WatchScope, signal: std::sync::Arc<DriftSignal>) {
+    let open = || {
+        rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Neigh,
+        ])
+        .map(|(connection, _handle, messages)| (connection, messages))
+    };
+    watch(ns, "rtnetlink", open, |m| relevant(&scope, m), signal).await;
 }
 
 #[cfg(test)]

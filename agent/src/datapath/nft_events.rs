@@ -7,19 +7,15 @@
 //! count ([`relevant`], pure): the agent's own changes on the ADD and DEL
 //! paths are set elements, and its rewrites add, so they raise nothing.
 
-use std::time::Instant;
-
-use futures::StreamExt;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, NfTablesMessage, RuleAttribute, SetAttribute, TableAttribute,
 };
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner};
-use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::sys::constants::NETLINK_NETFILTER;
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 
-use super::events::{DriftSignal, REOPEN_AFTER};
-use super::netns::{self, NetnsFd};
+use super::events::{DriftSignal, watch};
+use super::netns::NetnsFd;
 
 /// `NFNLGRP_NFTABLES`: the group nf_tables reports its changes to.
 const NFTABLES_GROUP: u32 = 7;
@@ -67,53 +63,21 @@ pub fn relevant(msg: &NfTablesMessage) -> Option<&'static str> {
     own(table).then_some(what)
 }
 
-/// Listens in `ns` until the task is aborted (or the namespace is gone),
-/// raising `signal` on every relevant change. A failed socket (events
-/// lost) raises the signal too, then it listens again.
+/// Listens to nf_tables changes in `ns` ([`super::events::watch`]).
 pub async fn listen(ns: NetnsFd, signal: std::sync::Arc<DriftSignal>) {
-    loop {
-        let runtime = tokio::runtime::Handle::current();
-        let opened = netns::run_in_async(&ns, move || {
-            let _entered = runtime.enter();
-            let (mut conn, handle, messages) =
-                rtnetlink::proto::new_connection::<NetfilterMessage>(NETLINK_NETFILTER)?;
-            let socket = conn.socket_mut().socket_mut();
-            socket.bind(&SocketAddr::new(0, 0))?;
-            socket.add_membership(NFTABLES_GROUP)?;
-            Ok::<_, std::io::Error>((conn, handle, messages))
-        })
-        .await;
-        let (connection, _handle, mut messages) = match opened {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "failed to listen to nftables events");
-                tokio::time::sleep(REOPEN_AFTER).await;
-                continue;
-            }
-            // The namespace is gone: the read-back sees that.
-            Err(_) => return,
-        };
-        // Polled here, not spawned: an aborted listener closes its socket.
-        tokio::pin!(connection);
-        loop {
-            let message = tokio::select! {
-                () = &mut connection => None,
-                m = messages.next() => m,
-            };
-            let Some((message, _)) = message else { break };
-            if let NetlinkPayload::InnerMessage(NetfilterMessage {
-                inner: NetfilterMessageInner::NfTables(msg),
-                ..
-            }) = &message.payload
-                && let Some(what) = relevant(msg)
-            {
-                tracing::debug!(what, "nftables event: checking the guard early");
-                signal.raise(Instant::now());
-            }
-        }
-        signal.raise(Instant::now());
-        tokio::time::sleep(REOPEN_AFTER).await;
-    }
+    let open = || {
+        let (mut connection, _handle, messages) =
+            rtnetlink::proto::new_connection::<NetfilterMessage>(NETLINK_NETFILTER)?;
+        let socket = connection.socket_mut().socket_mut();
+        socket.bind(&SocketAddr::new(0, 0))?;
+        socket.add_membership(NFTABLES_GROUP)?;
+        Ok((connection, messages))
+    };
+    let relevant = |m: &NetfilterMessage| match &m.inner {
+        NetfilterMessageInner::NfTables(msg) => relevant(msg),
+        _ => None,
+    };
+    watch(ns, "nftables", open, relevant, signal).await;
 }
 
 #[cfg(test)]
