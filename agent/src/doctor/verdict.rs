@@ -152,11 +152,7 @@ pub fn guard_tables(exp: &ExpectedState, r: &Readings) -> Check {
         }
     }
     for (net, have) in exp.networks.iter().zip(&r.networks) {
-        if !have.namespace {
-            problems.push(format!(
-                "network {}: namespace {} is missing",
-                net.id, net.netns
-            ));
+        if namespace_missing(net, have, &mut problems) {
             continue;
         }
         let wants = match guard::network_tables(net) {
@@ -189,15 +185,27 @@ pub fn guard_tables(exp: &ExpectedState, r: &Readings) -> Check {
     Check::from_problems("guard", format!("{count} nft tables"), problems)
 }
 
+/// Whether the network's namespace is gone (then said in `problems`, and
+/// nothing else of the network can be judged).
+fn namespace_missing(
+    net: &ExpectedNetwork,
+    have: &NetworkReading,
+    problems: &mut Vec<String>,
+) -> bool {
+    if !have.namespace {
+        problems.push(format!(
+            "network {}: namespace {} is missing",
+            net.id, net.netns
+        ));
+    }
+    !have.namespace
+}
+
 /// Each VXLAN device's FDB is the one the cluster view asks for.
 pub fn fdb(exp: &ExpectedState, nets: &[NetworkReading]) -> Check {
     let mut problems = Vec::new();
     for (net, have) in exp.networks.iter().zip(nets) {
-        if !have.namespace {
-            problems.push(format!(
-                "network {}: namespace {} is missing",
-                net.id, net.netns
-            ));
+        if namespace_missing(net, have, &mut problems) {
             continue;
         }
         match &have.fdb {
@@ -250,11 +258,7 @@ pub fn probe_names(net: &ExpectedNetwork, domain: &str) -> Vec<String> {
 pub fn dns(exp: &ExpectedState, nets: &[NetworkReading]) -> Check {
     let mut problems = Vec::new();
     for (net, have) in exp.networks.iter().zip(nets) {
-        if !have.namespace {
-            problems.push(format!(
-                "network {}: namespace {} is missing",
-                net.id, net.netns
-            ));
+        if namespace_missing(net, have, &mut problems) {
             continue;
         }
         let failed: Vec<&str> = have

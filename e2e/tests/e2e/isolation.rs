@@ -202,14 +202,7 @@ fn projects_sharing_a_subnet_are_isolated() {
 
 /// The namespace of `project`'s network on `c`'s node.
 fn network_netns(sb: &Sandbox, c: &serde_json::Value, project: &str) -> String {
-    let status = sb.status();
-    let node = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == c["node"])
-        .unwrap()
-        .clone();
+    let node = sb.node(c["node"].as_str().unwrap());
     let vni = sb.network(project)["vni"].as_u64().unwrap();
     format!("{}{vni}", node["networkNetnsPrefix"].as_str().unwrap())
 }

@@ -215,12 +215,7 @@ fn a_key_rotation_under_a_tcp_stream_loses_nothing_and_leaks_nothing() {
         .to_string();
     assert_ne!(new_key, old_key);
     let status = sb.status();
-    let published = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node.as_str())
-        .unwrap()["publicKey"]
+    let published = common::node_in(&status, &node)["publicKey"]
         .as_str()
         .unwrap()
         .to_string();

@@ -84,12 +84,7 @@ fn losing_a_node_keeps_the_rest_working() {
     let fdb = String::from_utf8_lossy(&fdb.stdout);
     assert!(!fdb.contains(&n3_vtep), "FDB still points at n3: {fdb}");
     // Positive control: the same read shows the node that is still there.
-    let n2_vtep = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "n2")
-        .unwrap()["vtep"]
+    let n2_vtep = common::node_in(&status, "n2")["vtep"]
         .as_str()
         .unwrap()
         .to_string();

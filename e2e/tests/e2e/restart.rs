@@ -67,13 +67,7 @@ fn agent_kill_keeps_connections_and_kernel_state() {
         format!("{}-{node}-net-{vni}", sb.name),
     ];
     let wg_pid_file = |s: &serde_json::Value| {
-        let n = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == node.as_str())
-            .unwrap()
-            .clone();
+        let n = common::node_in(s, &node);
         std::fs::read_to_string(format!(
             "{}/wireguard-go-{}.pid",
             n["stateDir"].as_str().unwrap(),

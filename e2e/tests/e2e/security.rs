@@ -172,12 +172,7 @@ fn injected_vxlan_and_spoofed_frames_are_dropped() {
     let node = c1["node"].as_str().unwrap().to_string();
     let net = sb.network("sec");
     let vni = net["vni"].as_u64().unwrap();
-    let node_ip = sb.status()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node.as_str())
-        .unwrap()["underlayAddress"]
+    let node_ip = sb.node(&node)["underlayAddress"]
         .as_str()
         .unwrap()
         .to_string();

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use privnet_core::view::EndpointInfo;
 
 use super::*;
 use crate::datapath::Step;
@@ -10,20 +9,6 @@ use crate::datapath::memory::Call;
 use crate::node::Phase;
 use crate::node::plan::{PURGE_AFTER, REARM_AFTER, SILENT_RECHECK};
 use privnet_core::mac::format_mac;
-
-fn remote_endpoint(cid: &str, last: u8) -> EndpointInfo {
-    EndpointInfo {
-        network_id: NET.into(),
-        application_id: "app".into(),
-        process_type: "web".into(),
-        container_number: u32::from(last),
-        ip: Ipv4Addr::new(10, 240, 1, last),
-        mac: format!("0a:58:0a:f0:01:{last:02x}"),
-        node: "n2".into(),
-        container_id: cid.into(),
-        interface: "eth1".into(),
-    }
-}
 
 fn without_reads(calls: Vec<Call>) -> Vec<Call> {
     calls

@@ -250,6 +250,21 @@ pub fn network() -> NetworkInfo {
     }
 }
 
+/// An endpoint of the network on n2 (`10.240.1.<last>`).
+pub fn remote_endpoint(cid: &str, last: u8) -> EndpointInfo {
+    EndpointInfo {
+        network_id: NET.into(),
+        application_id: "app".into(),
+        process_type: "web".into(),
+        container_number: u32::from(last),
+        ip: Ipv4Addr::new(10, 240, 1, last),
+        mac: format!("0a:58:0a:f0:01:{last:02x}"),
+        node: "n2".into(),
+        container_id: cid.into(),
+        interface: "eth1".into(),
+    }
+}
+
 /// This node with a VTEP, one peer, one network held by namespace `ns`.
 pub fn view() -> ClusterView {
     ClusterView {

@@ -16,17 +16,7 @@ use crate::rpc_server::RpcHandler;
 async fn healthy() -> Harness {
     let h = Harness::ready().await;
     let mut v = view();
-    v.endpoints.push(privnet_core::view::EndpointInfo {
-        network_id: NET.into(),
-        application_id: "app".into(),
-        process_type: "web".into(),
-        container_number: 7,
-        ip: Ipv4Addr::new(10, 240, 1, 7),
-        mac: "0a:58:0a:f0:01:07".into(),
-        node: "n2".into(),
-        container_id: "r1".into(),
-        interface: "eth1".into(),
-    });
+    v.endpoints.push(remote_endpoint("r1", 7));
     h.agent.set_view(v);
     h.attach("c1").await;
     h.agent.converge_at(Instant::now()).await.unwrap();

@@ -119,12 +119,17 @@ async fn a_restart_mid_rotation_resumes_it() {
     );
 }
 
+/// The view with n2 announcing its next key.
+fn view_with_next_key() -> ClusterView {
+    let mut v = view();
+    v.nodes[1].next_public_key = Some("next-n2".into());
+    v
+}
+
 #[tokio::test]
 async fn a_peers_next_key_is_a_standby_until_its_handshake_then_the_only_key() {
     let h = Harness::ready().await;
-    let mut v = view();
-    v.nodes[1].next_public_key = Some("next-n2".into());
-    h.agent.set_view(v.clone());
+    h.agent.set_view(view_with_next_key());
     let t0 = Instant::now();
     let outcome = h.agent.converge_at(t0).await.unwrap();
     assert_eq!(
@@ -177,9 +182,7 @@ async fn a_peers_next_key_is_a_standby_until_its_handshake_then_the_only_key() {
 #[tokio::test]
 async fn an_aborted_peer_rotation_removes_the_standby() {
     let h = Harness::ready().await;
-    let mut v = view();
-    v.nodes[1].next_public_key = Some("next-n2".into());
-    h.agent.set_view(v);
+    h.agent.set_view(view_with_next_key());
     let t0 = Instant::now();
     h.agent.converge_at(t0).await.unwrap();
     assert_eq!(keys(&h).len(), 2);
@@ -195,9 +198,7 @@ async fn an_aborted_peer_rotation_removes_the_standby() {
 #[tokio::test]
 async fn the_standby_watcher_routes_to_a_next_key_in_use_between_passes() {
     let h = Harness::ready().await;
-    let mut v = view();
-    v.nodes[1].next_public_key = Some("next-n2".into());
-    h.agent.set_view(v);
+    h.agent.set_view(view_with_next_key());
     let t0 = Instant::now();
     h.agent.converge_at(t0).await.unwrap();
     // Not in use yet: the watcher leaves it.

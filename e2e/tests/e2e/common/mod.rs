@@ -205,13 +205,7 @@ impl Sandbox {
 
     /// The node (JSON) named `name`.
     pub fn node(&self, name: &str) -> Value {
-        self.status()["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .unwrap_or_else(|| panic!("no node {name}"))
-            .clone()
+        node_in(&self.status(), name).clone()
     }
 
     /// The network (JSON) of `project`.
@@ -238,12 +232,7 @@ impl Sandbox {
     /// host namespace), the kernel interface only inside the node's namespace.
     pub fn wg_show(&self, node: &str, what: &[&str]) -> Output {
         let status = self.status();
-        let n = status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == node)
-            .unwrap_or_else(|| panic!("no node {node}"));
+        let n = node_in(&status, node);
         let ifname = n["wireguardInterface"].as_str().unwrap();
         let mut cmd = match status["wireguardBackend"].as_str() {
             Some("kernel") => {
@@ -418,4 +407,14 @@ pub fn resolve_a(sb: &Sandbox, from: &str, name: &str) -> Option<String> {
     }
     text.lines()
         .find_map(|l| l.split(" has address ").nth(1).map(str::to_string))
+}
+
+/// The node `name` of a `sandbox status -o json` document.
+pub fn node_in<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
 }

@@ -32,12 +32,7 @@ impl Runtime {
     /// The runtime of `node`: the network config its conflist holds.
     pub fn of_node(sb: &Sandbox, node: &str) -> Runtime {
         let status = sb.status();
-        let n = status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == node)
-            .unwrap_or_else(|| panic!("no node {node}"));
+        let n = super::node_in(&status, node);
         Runtime {
             sandbox: sb.name.clone(),
             config: json!({

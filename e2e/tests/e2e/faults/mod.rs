@@ -62,15 +62,9 @@ struct Target {
 }
 
 fn target(sb: &Sandbox) -> Target {
-    let status = sb.status();
     let (a, b) = (sb.container("app-web-1"), sb.container("app-web-2"));
     assert_ne!(a["node"], b["node"], "the traffic must cross nodes");
-    let node: &Value = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == a["node"])
-        .unwrap();
+    let node = &sb.node(a["node"].as_str().unwrap());
     let net = sb.network("fault");
     let vni = net["vni"].as_u64().unwrap();
     let s = |v: &Value| v.as_str().unwrap().to_string();
@@ -380,13 +374,7 @@ fn a_corrupted_record_at_start_is_dropped_and_its_address_stays_taken() {
     let a = sb.container("app-web-1");
     let node_name = a["node"].as_str().unwrap().to_string();
     let status = sb.status();
-    let node = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node_name.as_str())
-        .unwrap()
-        .clone();
+    let node = common::node_in(&status, &node_name);
     let s = |v: &Value| v.as_str().unwrap().to_string();
     let record = format!(
         "{}/attachments/{}+{}.json",
