@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use super::*;
 use crate::datapath::Step;
 use crate::datapath::memory::Call;
